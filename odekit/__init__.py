@@ -1,0 +1,28 @@
+"""odekit: faster and more accurate neural ODEs (Xia 2023), on one solver engine.
+
+>>> import torch, odekit
+>>> ys = odekit.odeint(lambda t, y: -y, torch.ones(1), torch.linspace(0, 1, 3))
+"""
+
+from .solve import (
+    InvalidInputError,
+    MaxStepsExceededError,
+    NonFiniteError,
+    Solution,
+    SolverError,
+    SolveStats,
+    StepSizeUnderflowError,
+    VectorFieldError,
+    odeint,
+    odeint_adjoint,
+    record_stats,
+    solve,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "solve", "odeint", "odeint_adjoint", "record_stats", "Solution", "SolveStats", "SolverError",
+    "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
+    "MaxStepsExceededError", "__version__",
+]

@@ -1,0 +1,27 @@
+"""The odekit solver engine.
+
+``solve`` is the entry point; ``odeint``/``odeint_adjoint`` are torchdiffeq-compatible fronts.
+Layers: tableaus (data) → Runge–Kutta step → controllers → the integration loop → adjoint.
+"""
+
+from .api import solve
+from .compat import odeint, odeint_adjoint
+from .errors import (
+    InvalidInputError,
+    MaxStepsExceededError,
+    NonFiniteError,
+    SolverError,
+    StepSizeUnderflowError,
+    VectorFieldError,
+)
+from .methods import METHODS, Method, register_method
+from .solution import Solution, SolveStats, StatsRecorder, record_stats
+from .tableau import ButcherTableau
+from .tableaus import TABLEAUS
+
+__all__ = [
+    "solve", "odeint", "odeint_adjoint", "Solution", "SolveStats", "StatsRecorder", "record_stats",
+    "METHODS", "Method", "register_method", "ButcherTableau", "TABLEAUS", "SolverError",
+    "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
+    "MaxStepsExceededError",
+]

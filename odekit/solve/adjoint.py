@@ -1,0 +1,127 @@
+"""Continuous adjoint: gradients by solving the adjoint ODE backwards in time.
+
+For ``dy/dt = f(t, y, θ)`` and a loss ``L`` of the states at the output times, the adjoint
+``a(t) = ∂L/∂y(t)`` obeys ``da/dt = −a ∂f/∂y`` (thesis eq. 2.31 / 3.3) and
+``dL/dθ = ∫ a ∂f/∂θ dt`` (eq. 2.38 / 3.2). Between consecutive output times we integrate the
+augmented state ``[y, a, g]`` backwards, with ``dg/dt = −a ∂f/∂θ``, and add ``∂L/∂y(t_i)`` to
+``a`` at each output time. Only the states at the output times are stored, so memory does not
+grow with the number of solver steps. Time gradients need no integration: shifting an output
+time ``t_i`` moves ``y(t_i)`` along ``f``, so ``∂L/∂t_i = ⟨∂L/∂y(t_i), f(t_i, y_i)⟩`` for
+``i ≥ 1`` and ``∂L/∂t_0 = −⟨a(t_0), f(t_0, y_0)⟩``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .errors import InvalidInputError
+from .field import UserField, VectorField
+from .norms import SegmentedRMSNorm
+from .solution import SolveStats
+from .state import StateLayout
+
+
+class _AdjointDynamics:
+    """``(t, [y, a, g]) ↦ [f, −a ∂f/∂y, −a ∂f/∂θ]``: one ``f`` call and one VJP."""
+
+    def __init__(self, f: UserField, layout: StateLayout, params: tuple[torch.Tensor, ...]) -> None:
+        self.f, self.layout, self.params = f, layout, params
+        self.n = layout.numel
+
+    def __call__(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        n, layout = self.n, self.layout
+        with torch.enable_grad():
+            y = z[:n].detach().requires_grad_(True)
+            fy = layout.flatten_derivative(self.f(t, layout.unflatten(y)), t)
+            inputs = (y, *self.params)
+            vjps = torch.autograd.grad(fy, inputs, -z[n : 2 * n], allow_unused=True)
+        parts = [fy.detach()]
+        parts += [torch.zeros_like(x).reshape(-1) if g is None else g.reshape(-1) for x, g in zip(inputs, vjps)]
+        return torch.cat(parts)
+
+
+def _default_params(f: UserField, adjoint_params: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+    if adjoint_params is not None:
+        params = tuple(adjoint_params)
+        bad = [i for i, p in enumerate(params) if not isinstance(p, torch.Tensor)]
+        if bad:
+            raise InvalidInputError(f"adjoint_params[{bad[0]}] is not a tensor; pass the tensors f depends on")
+        return tuple(p for p in params if p.requires_grad)
+    if isinstance(f, nn.Module):
+        return tuple(p for p in f.parameters() if p.requires_grad)
+    raise InvalidInputError(
+        "gradient='adjoint' needs to know which tensors f depends on: make f an nn.Module or pass "
+        "adjoint_params=(...) (an empty tuple if f has no parameters)"
+    )
+
+
+def adjoint_solve(
+    f: UserField,
+    layout: StateLayout,
+    flat0: torch.Tensor,
+    t: torch.Tensor,
+    forward,
+    backward,
+    adjoint_params: Sequence[torch.Tensor] | None,
+    stats: SolveStats,
+    seminorm: bool,
+) -> tuple[torch.Tensor, str, str]:
+    """Forward solve without a graph, with gradients supplied by the backward adjoint solve."""
+    params = _default_params(f, adjoint_params)
+    outcome: dict[str, str] = {}
+    ys = _AdjointSolve.apply((f, layout, forward, backward, stats, seminorm, outcome), flat0, t, *params)
+    return ys, outcome["status"], outcome["message"]
+
+
+class _AdjointSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spec, y0, t, *params):
+        f, layout, forward, backward, stats, seminorm, outcome = spec
+        with torch.no_grad():
+            ys, outcome["status"], outcome["message"] = forward.run(VectorField(f, layout, t.dtype), y0, stats)
+        ctx.spec = spec
+        ctx.save_for_backward(t, ys, *params)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        f, layout, _, backward, stats, seminorm, _ = ctx.spec
+        t, ys, *params = ctx.saved_tensors
+        params = tuple(params)
+        n = layout.numel
+        times = backward.times
+        param_sizes = [p.numel() for p in params]
+        backward.norm = SegmentedRMSNorm(
+            [*layout.sizes, *layout.sizes, *param_sizes],
+            include=[True] * (2 * len(layout.sizes)) + [not seminorm] * len(params),
+        )
+        dynamics = _AdjointDynamics(f, layout, params)
+        augmented = StateLayout((torch.Size([2 * n + sum(param_sizes)]),), False, ys.dtype, ys.device)
+        field = VectorField(dynamics, augmented, t.dtype)
+        backward_stats = SolveStats()
+        with torch.no_grad():
+            a = grad_ys[-1].clone()
+            g = ys.new_zeros(sum(param_sizes))
+            for i in range(len(times) - 1, 0, -1):
+                z0 = torch.cat([ys[i], a, g])
+                zs, _, _ = backward.run(field, z0, backward_stats, times=[times[i], times[i - 1]])
+                a = zs[-1, n : 2 * n] + grad_ys[i - 1]
+                g = zs[-1, 2 * n :]
+            if len(times) == 1:
+                a = grad_ys[0].clone()
+            grad_t = None
+            if ctx.needs_input_grad[2]:
+                user = VectorField(f, layout, t.dtype)
+                slopes = [user(times[i], ys[i]) for i in range(len(times))]
+                grad_t = torch.stack(
+                    [-(a * slopes[0]).sum()] + [(grad_ys[i] * slopes[i]).sum() for i in range(1, len(times))]
+                )
+                backward_stats.nfe += user.nfe
+        stats.nfe_backward += backward_stats.nfe
+        stats.steps_backward += backward_stats.steps
+        grad_params = list(g.split(param_sizes)) if params else []
+        grad_params = [gp.view_as(p) for gp, p in zip(grad_params, params)]
+        return (None, a, grad_t, *grad_params)

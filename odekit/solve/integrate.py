@@ -1,0 +1,144 @@
+"""The time-stepping loop shared by every solver and controller.
+
+A *solver* takes one step (:class:`~odekit.solve.runge_kutta.RungeKutta`, and the proximal
+implicit schemes of chapter 5 through the same three methods: ``step``, ``error``,
+``interpolate``); a *controller* decides the step sizes. This loop walks from the first to the
+last output time, asks the solver for dense output at each requested time, counts steps and
+enforces the caps. States here are flat vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from .errors import MaxStepsExceededError, NonFiniteError, StepSizeUnderflowError
+from .field import VectorField
+from .solution import SolveStats
+
+
+class Solver(Protocol):
+    name: str
+    order: int
+    adaptive: bool
+    fsal: bool
+
+    def step(self, field, t0: float, y0: torch.Tensor, h: float, k_first: torch.Tensor | None): ...
+
+    def error(self, K: torch.Tensor) -> torch.Tensor: ...
+
+    def interpolate(self, y0: torch.Tensor, K: torch.Tensor, h: float, theta: torch.Tensor) -> torch.Tensor: ...
+
+
+# Consecutive rejections caused by non-finite stages before we blame f rather than the step size.
+_MAX_NON_FINITE_RETRIES = 12
+
+
+def integrate(
+    solver: Solver,
+    controller,
+    field: VectorField,
+    y0: torch.Tensor,
+    times: list[float],
+    out: list[torch.Tensor],
+    stats: SolveStats,
+    *,
+    max_steps: int,
+    max_nfe: int,
+    time_tensor: torch.Tensor | None = None,
+) -> None:
+    """Append the state at each of ``times[1:]`` to ``out`` (``out`` already holds ``y0``).
+
+    ``time_tensor`` (the output times as a tensor that requires grad) makes dense output
+    differentiable with respect to the output times; otherwise times are plain floats.
+    Raises the engine's errors; whatever was appended to ``out`` before a failure stays there.
+    """
+    n_out = len(times)
+    if n_out < 2:
+        return
+    direction = 1.0 if times[-1] > times[0] else -1.0
+    t, y = times[0], y0
+    k = None
+    nfe_start = field.nfe
+    if solver.fsal:
+        k = field(t, y)
+        if not bool(torch.isfinite(k).all()):
+            raise NonFiniteError(f"f(t0, y0) at t0={t:.6g} is not finite (NaN or inf); check f and y0")
+        h = controller.start(times, field=field, y0=y, f0=k, order=solver.order)
+    else:
+        h = controller.start(times)
+    idx = 1
+    non_finite_in_a_row = 0
+    try:
+        while idx < n_out:
+            if stats.steps_accepted + stats.steps_rejected >= max_steps:
+                raise MaxStepsExceededError(
+                    f"reached max_steps={max_steps} at t={t:.6g} (target {times[-1]:.6g}); raise "
+                    "options['max_num_steps'], loosen rtol/atol, or use a stiff (proximal) method"
+                )
+            if field.nfe - nfe_start > max_nfe:
+                raise MaxStepsExceededError(
+                    f"used {field.nfe - nfe_start} evaluations of f, more than max_nfe={max_nfe}, at "
+                    f"t={t:.6g} (target {times[-1]:.6g}); raise options['max_nfe'] or loosen rtol/atol"
+                )
+            if abs(h) <= 8 * math.ulp(max(abs(t), abs(t + h))):
+                raise StepSizeUnderflowError(
+                    f"step size fell to {abs(h):.3g} at t={t:.6g}: the solution is probably blowing up or "
+                    "the problem is stiff there; check f, loosen rtol/atol, or use a proximal implicit method"
+                )
+            t_next = t + h
+            y1, K = solver.step(field, t, y, h, k)
+            if controller.adaptive:
+                ratio = controller.error_ratio(solver.error(K), y, y1, h)
+                if not math.isfinite(ratio):
+                    non_finite_in_a_row += 1
+                    if non_finite_in_a_row > _MAX_NON_FINITE_RETRIES:
+                        raise NonFiniteError(
+                            f"f returned non-finite values (NaN or inf) near t={t:.6g} even with the step "
+                            f"shrunk to {abs(h):.3g}; the vector field diverges there"
+                        )
+                    stats.steps_rejected += 1
+                    h *= controller.dfactor
+                    continue
+                non_finite_in_a_row = 0
+                accept, h_next = controller.adapt(h, ratio)
+            else:
+                accept, h_next = controller.adapt(h)
+            if not accept:
+                stats.steps_rejected += 1
+                h = h_next
+                continue
+            stats.steps_accepted += 1
+            stop = idx
+            while stop < n_out and direction * (times[stop] - t_next) <= 0:
+                stop += 1
+            if stop > idx:
+                _emit(solver, y, y1, K, h, t, times, idx, stop, out, time_tensor, field)
+                if not controller.adaptive and not bool(torch.isfinite(y1).all()):
+                    raise NonFiniteError(
+                        f"the state became non-finite (NaN or inf) between t={t:.6g} and t={t_next:.6g}; "
+                        "the fixed step is too large for this problem or f diverges"
+                    )
+                idx = stop
+            t, y = t_next, y1
+            if solver.fsal:
+                k = K[-1]
+            h = h_next
+    finally:
+        stats.nfe += field.nfe - nfe_start
+
+
+def _emit(solver, y0, y1, K, h, t0, times, start, stop, out, time_tensor, field) -> None:
+    """Dense output for ``times[start:stop]``, which lie in the step ``(t0, t0 + h]``."""
+    if time_tensor is None:
+        thetas = [(times[i] - t0) / h for i in range(start, stop)]
+        if len(thetas) == 1 and thetas[0] == 1.0:
+            out.append(y1)
+            return
+        theta = torch.tensor(thetas, dtype=y0.dtype, device=y0.device)
+    else:
+        t_start = field.time(t0)
+        theta = (time_tensor[start:stop] - t_start) / h
+    out.extend(solver.interpolate(y0, K, h, theta).unbind(0))

@@ -1,0 +1,93 @@
+"""One explicit Runge–Kutta step for any :class:`ButcherTableau`, and its dense output."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .tableau import ButcherTableau, dense_matrix
+
+Field = Callable[[float, torch.Tensor], torch.Tensor]
+
+
+class _Coefficients:
+    """The tableau as tensors of one dtype and device (built once, reused every step)."""
+
+    def __init__(self, tableau: ButcherTableau, dense: torch.Tensor, dtype: torch.dtype, device: torch.device):
+        s = tableau.stages
+        A = torch.as_tensor(tableau.matrix(), dtype=dtype, device=device)
+        self.a_rows = list(A.unbind(0))
+        self.b = torch.tensor([float(x) for x in tableau.b], dtype=dtype, device=device)
+        self.e = (
+            torch.tensor([float(x) for x in tableau.b_error], dtype=dtype, device=device)
+            if tableau.adaptive
+            else None
+        )
+        self.dense_t = dense.to(dtype=dtype, device=device).T.contiguous()  # degree × stages
+        self.powers = torch.arange(1, dense.shape[1] + 1, dtype=dtype, device=device)
+        self.stages = s
+
+
+class RungeKutta:
+    """Explicit Runge–Kutta solver over flat state vectors.
+
+    Stages are kept as rows of ``K`` (stages × n) so that every combination
+    ``y0 + h Σ_j a_ij k_j`` is one fused ``addmv``. Under autograd the stages are combined
+    out of place instead (in-place writes into ``K`` would invalidate saved tensors).
+    Adaptive tableaus get ``f(t1, y1)`` as their last stage (first same as last), which is
+    both the next step's first stage and the end slope of the dense output.
+    """
+
+    def __init__(self, tableau: ButcherTableau) -> None:
+        self.name = tableau.name
+        self.tableau = tableau.with_end_stage() if tableau.adaptive else tableau
+        self.order = tableau.order
+        self.adaptive = tableau.adaptive
+        self.fsal = tableau.adaptive
+        self._c = [float(x) for x in self.tableau.c]
+        self._a = [[(j, float(x)) for j, x in enumerate(row) if x != 0] for row in self.tableau.a]
+        self._dense = torch.as_tensor(dense_matrix(self.tableau))
+        self._cache: dict[tuple[torch.dtype, torch.device], _Coefficients] = {}
+
+    def coefficients(self, y: torch.Tensor) -> _Coefficients:
+        key = (y.dtype, y.device)
+        coeffs = self._cache.get(key)
+        if coeffs is None:
+            coeffs = self._cache[key] = _Coefficients(self.tableau, self._dense, y.dtype, y.device)
+        return coeffs
+
+    def step(
+        self, field: Field, t0: float, y0: torch.Tensor, h: float, k_first: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance ``y0`` by ``h``; returns ``y1`` and the stage matrix ``K``."""
+        co = self.coefficients(y0)
+        c = self._c
+        k0 = field(t0, y0) if k_first is None else k_first
+        if torch.is_grad_enabled():
+            ks = [k0]
+            for i in range(1, co.stages):
+                yi = y0
+                for j, a in self._a[i]:
+                    yi = torch.add(yi, ks[j], alpha=a * h)
+                ks.append(field(t0 + c[i] * h, yi))
+            K = torch.stack(ks)
+        else:
+            K = y0.new_zeros(co.stages, y0.numel())
+            K[0].copy_(k0)
+            KT = K.T
+            for i in range(1, co.stages):
+                K[i].copy_(field(t0 + c[i] * h, torch.addmv(y0, KT, co.a_rows[i], alpha=h)))
+        y1 = torch.addmv(y0, K.T, co.b, alpha=h)
+        return y1, K
+
+    def error(self, K: torch.Tensor) -> torch.Tensor:
+        """``Σ_j (b_j − b̂_j) k_j``: the local error estimate divided by ``h``."""
+        with torch.no_grad():
+            return torch.mv(K.detach().T, self.coefficients(K).e)
+
+    def interpolate(self, y0: torch.Tensor, K: torch.Tensor, h: float, theta: torch.Tensor) -> torch.Tensor:
+        """States at ``t0 + θh`` for each ``θ`` in ``theta`` (shape m), as an ``m × n`` tensor."""
+        co = self.coefficients(y0)
+        weights = (theta.to(y0.dtype)[:, None] ** co.powers) @ co.dense_t
+        return torch.addmm(y0, weights, K, alpha=h)

@@ -1,0 +1,130 @@
+"""What a solve returns: the states at the requested times, counters, and a status."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Iterator
+
+import torch
+
+from .state import State
+
+
+@dataclass
+class SolveStats:
+    """Counters of one solve, gathered by the engine itself (``f`` needs no instrumentation).
+
+    ``nfe_backward`` is filled in by the backward pass: with ``gradient="adjoint"`` it counts
+    evaluations of the augmented adjoint dynamics (each one ``f`` call plus one vector–Jacobian
+    product, as torchdiffeq counts them); with ``gradient="backprop"`` it counts the recorded
+    ``f`` calls that autograd differentiated. ``extra`` holds solver-specific counters (the
+    proximal solvers' inner iterations, for instance).
+    """
+
+    method: str = ""
+    nfe: int = 0
+    nfe_backward: int = 0
+    steps_accepted: int = 0
+    steps_rejected: int = 0
+    steps_backward: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return self.steps_accepted + self.steps_rejected
+
+    def __iadd__(self, other: "SolveStats") -> "SolveStats":
+        for f in fields(self):
+            if f.name == "method":
+                continue
+            if f.name == "extra":
+                for k, v in other.extra.items():
+                    self.extra[k] = self.extra.get(k, 0) + v
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        if not self.method:
+            self.method = other.method
+        return self
+
+    def as_dict(self) -> dict[str, object]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Solution:
+    """States at every requested time, stacked on a leading time axis like torchdiffeq.
+
+    ``status`` is ``"success"`` or, for a solve run with ``throw=False``, the name of the
+    failure (``"max_steps_exceeded"``, ``"step_size_underflow"``, ``"non_finite"``); then the
+    states after the failure are NaN and ``message`` says what happened.
+    """
+
+    ts: torch.Tensor
+    ys: State
+    stats: SolveStats
+    status: str = "success"
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+class StatsRecorder:
+    """Collects the :class:`SolveStats` of every solve run inside :func:`record_stats`."""
+
+    def __init__(self) -> None:
+        self.solves: list[SolveStats] = []
+
+    def total(self) -> SolveStats:
+        """Sum over the recorded solves; read it after ``backward()`` for backward counts."""
+        out = SolveStats()
+        for s in self.solves:
+            out += s
+        return out
+
+    @property
+    def nfe(self) -> int:
+        return sum(s.nfe for s in self.solves)
+
+    @property
+    def nfe_backward(self) -> int:
+        return sum(s.nfe_backward for s in self.solves)
+
+    def reset(self) -> None:
+        self.solves.clear()
+
+
+_active = threading.local()
+
+
+@contextlib.contextmanager
+def record_stats() -> Iterator[StatsRecorder]:
+    """Record the stats of every solve in the block, including ``odeint``/``odeint_adjoint`` calls.
+
+    The recorder keeps references, so backward counts appear once ``backward()`` has run::
+
+        with odekit.record_stats() as rec:
+            loss = model(x).sum()      # any number of odeint calls inside
+        loss.backward()
+        print(rec.nfe, rec.nfe_backward)
+    """
+    stack = getattr(_active, "stack", None)
+    if stack is None:
+        stack = _active.stack = []
+    rec = StatsRecorder()
+    stack.append(rec)
+    try:
+        yield rec
+    finally:
+        stack.remove(rec)
+
+
+def publish(stats: SolveStats) -> None:
+    """Hand ``stats`` to every active recorder."""
+    for rec in getattr(_active, "stack", ()):
+        rec.solves.append(stats)
