@@ -103,21 +103,21 @@ class _AdjointSolve(torch.autograd.Function):
         field = VectorField(dynamics, augmented, t.dtype)
         backward_stats = SolveStats()
         with torch.no_grad():
-            a = grad_ys[-1].clone()
+            a = grad_ys[-1]
             g = ys.new_zeros(sum(param_sizes))
             for i in range(len(times) - 1, 0, -1):
                 z0 = torch.cat([ys[i], a, g])
                 zs, _, _ = backward.run(field, z0, backward_stats, times=[times[i], times[i - 1]])
                 a = zs[-1, n : 2 * n] + grad_ys[i - 1]
                 g = zs[-1, 2 * n :]
-            if len(times) == 1:
-                a = grad_ys[0].clone()
+            # y(t0) = y0 whatever t0 is, so only the adjoint carried back from later times moves with t0.
+            a_flowed = a - grad_ys[0]
             grad_t = None
             if ctx.needs_input_grad[2]:
                 user = VectorField(f, layout, t.dtype)
                 slopes = [user(times[i], ys[i]) for i in range(len(times))]
                 grad_t = torch.stack(
-                    [-(a * slopes[0]).sum()] + [(grad_ys[i] * slopes[i]).sum() for i in range(1, len(times))]
+                    [-(a_flowed * slopes[0]).sum()] + [(grad_ys[i] * slopes[i]).sum() for i in range(1, len(times))]
                 )
                 backward_stats.nfe += user.nfe
         stats.nfe_backward += backward_stats.nfe

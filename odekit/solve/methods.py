@@ -16,7 +16,7 @@ from .norms import Norm
 from .runge_kutta import RungeKutta
 from .tableaus import TABLEAUS
 
-ADAPTIVE_OPTIONS = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "norm",
+ADAPTIVE_OPTIONS = ("step_size", "first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "norm",
                     "max_num_steps", "max_nfe")
 FIXED_OPTIONS = ("step_size", "max_num_steps", "max_nfe")
 DEFAULT_MAX_STEPS = 2**31 - 1
@@ -42,10 +42,11 @@ def register_method(method: Method) -> None:
 
 
 for _tableau in TABLEAUS.values():
+    # RungeKutta holds no per-solve state, so one instance (with its coefficient caches) serves all.
     register_method(
         Method(
             name=_tableau.name,
-            make_solver=lambda _opts, _t=_tableau: RungeKutta(_t),
+            make_solver=lambda _opts, _solver=RungeKutta(_tableau): _solver,
             adaptive=_tableau.adaptive,
             options=ADAPTIVE_OPTIONS if _tableau.adaptive else FIXED_OPTIONS,
             description=f"explicit RK, order {_tableau.order}, {_tableau.stages} stages"
@@ -70,8 +71,11 @@ def resolve(name: str, options: dict[str, Any] | None) -> tuple[Method, dict[str
 
 
 def make_controller(method: Method, options: dict[str, Any], rtol: float, atol: float, norm: Norm):
-    """The step-size controller for ``method`` configured from ``options``."""
-    if not method.adaptive:
+    """The step-size controller for ``method`` configured from ``options``.
+
+    A ``step_size`` option puts any method, adaptive ones included, on a fixed grid.
+    """
+    if not method.adaptive or options.get("step_size") is not None:
         return FixedGrid(options.get("step_size"))
     keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff")
     return PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
