@@ -31,9 +31,9 @@ def lotka_volterra(t, y):
 def scipy_reference(f, y0, t):
     """DOP853 at rtol 1e-13 through scipy: the reference for problems without a closed form."""
     def rhs(tt, yy):
-        return f(torch.tensor(tt), torch.from_numpy(yy)).numpy()
+        return f(torch.tensor(tt, dtype=torch.float64), torch.from_numpy(yy).view(y0.shape)).reshape(-1).numpy()
 
     t_np = t.numpy()
-    sol = solve_ivp(rhs, (t_np[0], t_np[-1]), y0.numpy(), method="DOP853", t_eval=t_np, rtol=1e-13, atol=1e-13)
+    sol = solve_ivp(rhs, (t_np[0], t_np[-1]), y0.reshape(-1).numpy(), method="DOP853", t_eval=t_np, rtol=1e-13, atol=1e-13)
     assert sol.success
-    return torch.from_numpy(np.ascontiguousarray(sol.y.T))
+    return torch.from_numpy(np.ascontiguousarray(sol.y.T)).reshape(len(t_np), *y0.shape)

@@ -88,29 +88,46 @@ class ButcherTableau:
         return out
 
 
-def _quadrature_weights(tableau: ButcherTableau, theta: float, order: int) -> np.ndarray:
-    """Weights ``w`` with ``y0 + h Σ w_j k_j = y(t0 + θh) + O(h^{order+1})``.
+def _order_conditions(tableau: ButcherTableau, theta: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``Φ(τ)`` and right-hand sides ``θ^|τ| / γ(τ)`` for every rooted tree ``τ`` of one order.
 
-    Solves the Runge–Kutta order conditions (one per rooted tree up to ``order`` ≤ 4) for the
-    stages of ``tableau``; raises if the stages cannot reach that order at ``θ``.
+    ``y0 + h Σ w_j k_j`` matches ``y(t0 + θh)`` up to ``O(h^{p+1})`` iff ``w·Φ(τ) = θ^|τ|/γ(τ)``
+    for all trees with ``|τ| ≤ p`` (Butcher's theory; Hairer, Nørsett & Wanner, §II.2).
     """
     A = tableau.matrix()
     c = np.array([float(x) for x in tableau.c])
-    Ac = A @ c
-    rows, rhs = [np.ones_like(c)], [theta]
-    if order >= 2:
-        rows += [c]
-        rhs += [theta**2 / 2]
-    if order >= 3:
-        rows += [c**2, Ac]
-        rhs += [theta**3 / 3, theta**3 / 6]
-    if order >= 4:
-        rows += [c**3, c * Ac, A @ c**2, A @ Ac]
-        rhs += [theta**4 / 4, theta**4 / 8, theta**4 / 12, theta**4 / 24]
-    M, r = np.array(rows), np.array(rhs)
+    Ac, Ac2 = A @ c, A @ c**2
+    trees = {
+        1: [(np.ones_like(c), 1)],
+        2: [(c, 2)],
+        3: [(c**2, 3), (Ac, 6)],
+        4: [(c**3, 4), (c * Ac, 8), (Ac2, 12), (A @ Ac, 24)],
+        5: [(c**4, 5), (c**2 * Ac, 10), (c * Ac2, 15), (c * (A @ Ac), 30), (Ac**2, 20),
+            (A @ c**3, 20), (A @ (c * Ac), 40), (A @ Ac2, 60), (A @ (A @ Ac), 120)],
+    }[order]
+    return np.array([phi for phi, _ in trees]), np.array([theta**order / gamma for _, gamma in trees])
+
+
+def _quadrature_weights(tableau: ButcherTableau, theta: float, order: int) -> np.ndarray:
+    """Weights ``w`` with ``y0 + h Σ w_j k_j = y(t0 + θh) + O(h^{order+1})``.
+
+    Solves the order conditions up to ``order`` exactly; where that leaves freedom, the weights
+    also minimise the next order's residuals (smaller error constant), then their norm.
+    Raises if the stages cannot reach ``order`` at ``θ``.
+    """
+    blocks = [_order_conditions(tableau, theta, q) for q in range(1, order + 1)]
+    M = np.concatenate([rows for rows, _ in blocks])
+    r = np.concatenate([rhs for _, rhs in blocks])
     w, *_ = np.linalg.lstsq(M, r, rcond=None)
     if np.abs(M @ w - r).max() > 1e-10:
         raise ValueError(f"tableau {tableau.name}: stages cannot give an order-{order} value at θ={theta}")
+    if order < 5:
+        _, sv, vt = np.linalg.svd(M)
+        null = vt[int((sv > 1e-10 * sv[0]).sum()):].T  # directions that keep the conditions satisfied
+        if null.size:
+            rows, rhs = _order_conditions(tableau, theta, order + 1)
+            z, *_ = np.linalg.lstsq(rows @ null, rhs - rows @ w, rcond=None)
+            w = w + null @ z
     return w
 
 
