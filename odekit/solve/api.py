@@ -43,7 +43,6 @@ class Integration:
         y0: torch.Tensor,
         stats: SolveStats,
         times: list[float] | None = None,
-        time_tensor: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, str, str]:
         """Integrate flat ``y0`` through ``times``; returns ``(T × n states, status, message)``."""
         times = self.times if times is None else times
@@ -55,7 +54,7 @@ class Integration:
         status, message = "success", ""
         try:
             integrate(solver, controller, field, y0, times, out, stats,
-                      max_steps=max_steps, max_nfe=max_nfe, time_tensor=time_tensor)
+                      max_steps=max_steps, max_nfe=max_nfe)
         except SolverError as err:
             if self.throw or type(err) not in _STATUS:
                 raise
@@ -169,7 +168,8 @@ def solve(
     if gradient == "adjoint":
         from .adjoint import adjoint_solve
 
-        adjoint_options = dict(adjoint_options or {})
+        # Like torchdiffeq, the backward pass inherits the forward options unless given its own.
+        adjoint_options = dict(options if adjoint_options is None else adjoint_options)
         adjoint_norm = adjoint_options.pop("norm", "mixed")
         if adjoint_norm not in ("mixed", "seminorm"):
             raise InvalidInputError(
@@ -189,12 +189,35 @@ def solve(
             f, layout, flat0, t, forward, backward, adjoint_params, stats, adjoint_norm == "seminorm"
         )
     else:
-        grad_t = t.requires_grad and torch.is_grad_enabled()
-        field = VectorField(f, layout, t.dtype, anchor=t[0] if grad_t else None, anchor_value=times[0])
-        ys_flat, status, message = forward.run(field, flat0, stats, time_tensor=t if grad_t else None)
+        field = VectorField(f, layout, t.dtype)
+        if t.requires_grad and torch.is_grad_enabled():
+            ys_flat, status, message = _run_with_time_gradients(forward, field, flat0, t, times, stats)
+        else:
+            ys_flat, status, message = forward.run(field, flat0, stats)
         if ys_flat.requires_grad:
             ys_flat = _CountBackward.apply(ys_flat, stats)
     return Solution(ts=t, ys=layout.unflatten_stacked(ys_flat), stats=stats, status=status, message=message)
+
+
+def _run_with_time_gradients(
+    forward: Integration, field: VectorField, flat0: torch.Tensor, t: torch.Tensor, times: list[float],
+    stats: SolveStats,
+) -> tuple[torch.Tensor, str, str]:
+    """Backprop solve whose outputs also carry the exact derivatives with respect to ``t``.
+
+    ``∂y(t_i)/∂t_i = f(t_i, y_i)``, and moving ``t_0`` equals moving ``y0`` by ``−f(t_0, y0)``
+    per unit time; both enter as terms whose value is zero and whose gradient is that slope, so
+    the values are untouched and no gradient flows through the step-size arithmetic.
+    """
+    with torch.no_grad():
+        slope0 = field(times[0], flat0.detach())
+    start = flat0 - (t[0] - t[0].detach()) * slope0
+    ys, status, message = forward.run(field, start, stats)
+    with torch.no_grad():
+        slopes = torch.stack([field(times[i], ys[i].detach()) for i in range(1, len(times))])
+    stats.nfe += len(times)
+    moved = ys[1:] + (t[1:] - t[1:].detach())[:, None].to(ys.dtype) * slopes
+    return torch.cat([flat0[None], moved]), status, message
 
 
 class _CountBackward(torch.autograd.Function):

@@ -47,12 +47,9 @@ def integrate(
     *,
     max_steps: int,
     max_nfe: int,
-    time_tensor: torch.Tensor | None = None,
 ) -> None:
     """Append the state at each of ``times[1:]`` to ``out`` (``out`` already holds ``y0``).
 
-    ``time_tensor`` (the output times as a tensor that requires grad) makes dense output
-    differentiable with respect to the output times; otherwise times are plain floats.
     Raises the engine's errors; whatever was appended to ``out`` before a failure stays there.
     """
     n_out = len(times)
@@ -115,7 +112,7 @@ def integrate(
             while stop < n_out and direction * (times[stop] - t_next) <= 0:
                 stop += 1
             if stop > idx:
-                _emit(solver, y, y1, K, h, t, times, idx, stop, out, time_tensor, field)
+                _emit(solver, y, y1, K, h, t, times, idx, stop, out)
                 if not controller.adaptive and not bool(torch.isfinite(y1).all()):
                     raise NonFiniteError(
                         f"the state became non-finite (NaN or inf) between t={t:.6g} and t={t_next:.6g}; "
@@ -130,15 +127,11 @@ def integrate(
         stats.nfe += field.nfe - nfe_start
 
 
-def _emit(solver, y0, y1, K, h, t0, times, start, stop, out, time_tensor, field) -> None:
+def _emit(solver, y0, y1, K, h, t0, times, start, stop, out) -> None:
     """Dense output for ``times[start:stop]``, which lie in the step ``(t0, t0 + h]``."""
-    if time_tensor is None:
-        thetas = [(times[i] - t0) / h for i in range(start, stop)]
-        if len(thetas) == 1 and thetas[0] == 1.0:
-            out.append(y1)
-            return
-        theta = torch.tensor(thetas, dtype=y0.dtype, device=y0.device)
-    else:
-        t_start = field.time(t0)
-        theta = (time_tensor[start:stop] - t_start) / h
+    thetas = [(times[i] - t0) / h for i in range(start, stop)]
+    if len(thetas) == 1 and thetas[0] == 1.0:
+        out.append(y1)
+        return
+    theta = torch.tensor(thetas, dtype=y0.dtype, device=y0.device)
     out.extend(solver.interpolate(y0, K, h, theta).unbind(0))
