@@ -68,6 +68,7 @@ def integrate(
         h = controller.start(times)
     idx = 1
     non_finite_in_a_row = 0
+    last_rejection_non_finite = False
     try:
         while idx < n_out:
             if stats.steps_accepted + stats.steps_rejected >= max_steps:
@@ -81,6 +82,11 @@ def integrate(
                     f"t={t:.6g} (target {times[-1]:.6g}); raise options['max_nfe'] or loosen rtol/atol"
                 )
             if abs(h) <= 8 * math.ulp(max(abs(t), abs(t + h))):
+                if last_rejection_non_finite:
+                    raise NonFiniteError(
+                        f"f returns non-finite values (NaN or inf) just past t={t:.6g}: every step that "
+                        "reaches beyond it fails, and the step size underflowed approaching it"
+                    )
                 raise StepSizeUnderflowError(
                     f"step size fell to {abs(h):.3g} at t={t:.6g}: the solution is probably blowing up or "
                     "the problem is stiff there; check f, loosen rtol/atol, or use a proximal implicit method"
@@ -97,6 +103,7 @@ def integrate(
                             f"shrunk to {abs(h):.3g}; the vector field diverges there"
                         )
                     stats.steps_rejected += 1
+                    last_rejection_non_finite = True
                     h *= controller.dfactor
                     continue
                 non_finite_in_a_row = 0
@@ -105,6 +112,7 @@ def integrate(
                 accept, h_next = controller.adapt(h)
             if not accept:
                 stats.steps_rejected += 1
+                last_rejection_non_finite = False
                 h = h_next
                 continue
             stats.steps_accepted += 1
