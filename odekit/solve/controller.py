@@ -86,9 +86,18 @@ class PIController:
             raise InvalidInputError(f"first_step must be a positive finite number, got {self.first_step}")
         self._previous_ratio = 1.0
         self._order = 1
+        self._tolerances: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _scale(self, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
+        """``atol + rtol·max(|y0|, |y1|)``; tolerances as cached 0-d tensors (scalar ops are slow)."""
+        key = (y0.dtype, y0.device)
+        tols = self._tolerances.get(key)
+        if tols is None:
+            tols = self._tolerances[key] = (
+                torch.tensor(self.atol, dtype=y0.dtype, device=y0.device),
+                torch.tensor(self.rtol, dtype=y0.dtype, device=y0.device),
+            )
+        return torch.addcmul(tols[0], torch.maximum(y0.abs(), y1.abs()), tols[1])
 
     def start(
         self,
@@ -123,9 +132,11 @@ class PIController:
         return direction * h
 
     def error_ratio(self, error: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, h: float) -> float:
-        """``error`` is the stage combination ``Σ e_j k_j``; the local error estimate is ``h·error``."""
-        with torch.no_grad():
-            return abs(h) * float(self.norm(error.div_(self._scale(y0.detach(), y1.detach()))))
+        """``error`` is the stage combination ``Σ e_j k_j``; the local error estimate is ``h·error``.
+
+        Call without autograd recording (the step decision is not differentiated).
+        """
+        return abs(h) * float(self.norm(error.div_(self._scale(y0, y1))))
 
     def adapt(self, h: float, ratio: float) -> tuple[bool, float]:
         accept = ratio <= 1.0

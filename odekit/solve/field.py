@@ -30,4 +30,11 @@ class VectorField:
         self.nfe += 1
         layout = self.layout
         tt = torch.full((), t, dtype=self.t_dtype, device=layout.device)
-        return layout.flatten_derivative(self.f(tt, layout.unflatten(y)), t)
+        if layout.is_tuple:
+            return layout.flatten_derivative(self.f(tt, layout.unflatten(y)), t)
+        # The single-tensor case inlined: this runs once per stage, so every call saved counts.
+        shape = layout.shapes[0]
+        out = self.f(tt, y.view(shape))
+        if type(out) is not torch.Tensor or out.shape != shape or out.dtype != layout.dtype:
+            raise layout.mismatch(out, t)
+        return out.reshape(-1)

@@ -94,7 +94,8 @@ def integrate(
             t_next = t + h
             y1, K = solver.step(field, t, y, h, k)
             if controller.adaptive:
-                ratio = controller.error_ratio(solver.error(K), y, y1, h)
+                with torch.no_grad():
+                    ratio = controller.error_ratio(solver.error(K), y, y1, h)
                 if not math.isfinite(ratio):
                     non_finite_in_a_row += 1
                     if non_finite_in_a_row > _MAX_NON_FINITE_RETRIES:

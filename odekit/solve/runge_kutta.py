@@ -73,18 +73,17 @@ class RungeKutta:
                 ks.append(field(t0 + c[i] * h, yi))
             K = torch.stack(ks)
         else:
-            K = y0.new_zeros(co.stages, y0.numel())
-            K[0].copy_(k0)
+            K = y0.new_zeros(co.stages, y0.numel())  # zeros: unwritten rows meet zero coefficients
+            K[0] = k0
             KT = K.T
             for i in range(1, co.stages):
-                K[i].copy_(field(t0 + c[i] * h, torch.addmv(y0, KT, co.a_rows[i], alpha=h)))
+                K[i] = field(t0 + c[i] * h, torch.addmv(y0, KT, co.a_rows[i], alpha=h))
         y1 = torch.addmv(y0, K.T, co.b, alpha=h)
         return y1, K
 
     def error(self, K: torch.Tensor) -> torch.Tensor:
-        """``Σ_j (b_j − b̂_j) k_j``: the local error estimate divided by ``h``."""
-        with torch.no_grad():
-            return torch.mv(K.detach().T, self.coefficients(K).e)
+        """``Σ_j (b_j − b̂_j) k_j``: the local error estimate divided by ``h`` (call without autograd)."""
+        return torch.mv(K.T, self.coefficients(K).e)
 
     def interpolate(self, y0: torch.Tensor, K: torch.Tensor, h: float, theta: torch.Tensor) -> torch.Tensor:
         """States at ``t0 + θh`` for each ``θ`` in ``theta`` (shape m), as an ``m × n`` tensor."""

@@ -77,7 +77,7 @@ class StateLayout:
         """Check what ``f`` returned against the state's structure, then flatten it."""
         if not self.is_tuple:
             if not isinstance(out, torch.Tensor) or out.shape != self.shapes[0] or out.dtype != self.dtype:
-                raise self._mismatch(out, t)
+                raise self.mismatch(out, t)
             return out.reshape(-1)
         if (
             not isinstance(out, (tuple, list))
@@ -85,10 +85,10 @@ class StateLayout:
             or any(not isinstance(o, torch.Tensor) or o.shape != s or o.dtype != self.dtype
                    for o, s in zip(out, self.shapes))
         ):
-            raise self._mismatch(out, t)
+            raise self.mismatch(out, t)
         return torch.cat([o.reshape(-1) for o in out])
 
-    def _mismatch(self, out: object, t: float) -> VectorFieldError:
+    def mismatch(self, out: object, t: float) -> VectorFieldError:
         def describe(x: object) -> str:
             if isinstance(x, torch.Tensor):
                 return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"

@@ -1,0 +1,166 @@
+"""Solver overhead: odekit vs torchdiffeq, dopri5 at rtol 1e-7 / atol 1e-9, in one run.
+
+For each MLP vector field it measures, interleaving the two libraries: the forward solve (no
+graph), the forward + backward solve with the adjoint, the bare cost of one ``f`` call and of
+one vector–Jacobian product, and both libraries' NFE. It prints the wall ratio
+odekit / torchdiffeq and the overhead factor wall / (NFE × bare cost), and writes JSON.
+
+    python benchmarks/solver_overhead.py [--repeats 7] [--out benchmarks/results/solver_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved, machine, write_json  # noqa: E402
+
+import odekit  # noqa: E402
+
+try:
+    import torchdiffeq
+except ImportError:  # pragma: no cover - the peer is a test extra
+    sys.exit("this benchmark compares against torchdiffeq: pip install torchdiffeq")
+
+RTOL, ATOL = 1e-7, 1e-9
+CASES = {"a: MLP 2-64-64-2, batch 256": (2, 64, 256), "b: MLP 32-256-256-32, batch 1024": (32, 256, 1024)}
+
+
+class MLPField(torch.nn.Module):
+    def __init__(self, dim: int, width: int) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(dim, width), torch.nn.Tanh(), torch.nn.Linear(width, width), torch.nn.Tanh(),
+            torch.nn.Linear(width, dim),
+        )
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)
+
+
+class Counting(torch.nn.Module):
+    """Counts calls of a field; used only in untimed runs that read torchdiffeq's NFE."""
+
+    def __init__(self, field: torch.nn.Module) -> None:
+        super().__init__()
+        self.field, self.calls = field, 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        return self.field(t, y)
+
+
+def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    field = MLPField(dim, width)
+    y0 = torch.randn(batch, dim)
+    t = torch.tensor([0.0, 1.0])
+    params = tuple(field.parameters())
+
+    def forward(lib):
+        def run():
+            with torch.no_grad():
+                lib.odeint(field, y0, t, rtol=RTOL, atol=ATOL)
+        return run
+
+    def forward_backward(lib):
+        def run():
+            y = y0.clone().requires_grad_()
+            lib.odeint_adjoint(field, y, t, rtol=RTOL, atol=ATOL)[-1].square().sum().backward()
+        return run
+
+    def bare_f():
+        with torch.no_grad():
+            for _ in range(20):
+                field(t[0], y0)
+
+    a = torch.randn_like(y0)
+
+    def bare_vjp():
+        for _ in range(20):
+            y = y0.detach().requires_grad_()
+            with torch.enable_grad():
+                out = field(t[0], y)
+            torch.autograd.grad(out, (y, *params), a)
+
+    times = interleaved(
+        {"odekit_fwd": forward(odekit), "torchdiffeq_fwd": forward(torchdiffeq),
+         "odekit_fwdbwd": forward_backward(odekit), "torchdiffeq_fwdbwd": forward_backward(torchdiffeq),
+         "bare_f20": bare_f, "bare_vjp20": bare_vjp},
+        repeats,
+    )
+    f_cost, vjp_cost = times.pop("bare_f20") / 20, times.pop("bare_vjp20") / 20
+
+    # NFE, from untimed runs.
+    with odekit.record_stats() as rec:
+        with torch.no_grad():
+            odekit.odeint(field, y0, t, rtol=RTOL, atol=ATOL)
+    ours_fwd = rec.nfe
+    with odekit.record_stats() as rec:
+        y = y0.clone().requires_grad_()
+        odekit.odeint_adjoint(field, y, t, rtol=RTOL, atol=ATOL)[-1].square().sum().backward()
+    ours_bwd = rec.nfe_backward
+    counting = Counting(field)
+    with torch.no_grad():
+        torchdiffeq.odeint(counting, y0, t, rtol=RTOL, atol=ATOL)
+    theirs_fwd = counting.calls
+    counting.calls = 0
+    y = y0.clone().requires_grad_()
+    torchdiffeq.odeint_adjoint(counting, y, t, rtol=RTOL, atol=ATOL, adjoint_params=params)[-1].square().sum().backward()
+    theirs_bwd = counting.calls - theirs_fwd
+
+    result = {
+        "f_cost_s": f_cost, "vjp_cost_s": vjp_cost,
+        "nfe_forward": {"odekit": ours_fwd, "torchdiffeq": theirs_fwd},
+        "nfe_backward": {"odekit": ours_bwd, "torchdiffeq": theirs_bwd},
+    }
+    for mode, bare in (("fwd", None), ("fwdbwd", None)):
+        ours, theirs = times[f"odekit_{mode}"], times[f"torchdiffeq_{mode}"]
+        bare_ours = ours_fwd * f_cost + (ours_bwd * (f_cost + vjp_cost) if mode == "fwdbwd" else 0)
+        bare_theirs = theirs_fwd * f_cost + (theirs_bwd * (f_cost + vjp_cost) if mode == "fwdbwd" else 0)
+        result[mode] = {
+            "odekit_s": ours, "torchdiffeq_s": theirs, "ratio_odekit_over_torchdiffeq": ours / theirs,
+            "overhead_odekit": ours / bare_ours, "overhead_torchdiffeq": theirs / bare_theirs,
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "solver_overhead.json")
+    args = parser.parse_args()
+    console = Console()
+    results = {}
+    for name, (dim, width, batch) in CASES.items():
+        console.print(f"[bold]{name}[/] …")
+        results[name] = measure(dim, width, batch, args.repeats)
+    table = Table(title=f"dopri5, rtol {RTOL:g}, atol {ATOL:g}; ratio = odekit / torchdiffeq wall time; "
+                        "overhead = wall / (NFE × bare cost)")
+    for col in ("case", "mode", "odekit s", "torchdiffeq s", "ratio", "overhead odekit", "overhead torchdiffeq",
+                "NFE fwd (ok/td)", "NFE bwd (ok/td)"):
+        table.add_column(col)
+    for name, r in results.items():
+        for mode in ("fwd", "fwdbwd"):
+            m = r[mode]
+            table.add_row(
+                name, "forward" if mode == "fwd" else "fwd+bwd (adjoint)", f"{m['odekit_s']:.4f}",
+                f"{m['torchdiffeq_s']:.4f}", f"{m['ratio_odekit_over_torchdiffeq']:.2f}",
+                f"{m['overhead_odekit']:.2f}", f"{m['overhead_torchdiffeq']:.2f}",
+                f"{r['nfe_forward']['odekit']}/{r['nfe_forward']['torchdiffeq']}",
+                "-" if mode == "fwd" else f"{r['nfe_backward']['odekit']}/{r['nfe_backward']['torchdiffeq']}",
+            )
+    console.print(table)
+    write_json(args.out, {"benchmark": "solver_overhead", "rtol": RTOL, "atol": ATOL, "machine": machine(),
+                          "repeats": args.repeats, "results": results})
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
