@@ -1,0 +1,157 @@
+"""The ``odekit`` command line: list, run, reproduce and report the thesis experiments."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _runs_dir(out: str | None) -> Path:
+    return Path(out) if out else Path("runs")
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not key=value (e.g. --set repeats=5)", param_hint="--set")
+        key, value = pair.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="odekit")
+def main() -> None:
+    """odekit: faster and more accurate neural ODEs, and the experiments of Xia (2023)."""
+
+
+@main.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)")
+def list_experiments(data_dir: str | None) -> None:
+    """List the registered experiments and whether their data is available."""
+    from .data import data_root
+    from .experiments import EXPERIMENTS
+
+    root = data_root(data_dir)
+    table = Table(title=f"odekit experiments (data root: {root})")
+    for col in ("name", "thesis", "profiles", "data", "what"):
+        table.add_column(col, overflow="fold")
+    for exp in EXPERIMENTS.values():
+        missing = exp.missing_data(root)
+        table.add_row(exp.name, exp.thesis_items, ", ".join(exp.profiles),
+                      "[green]available[/]" if not missing else f"[red]missing:[/] {'; '.join(missing)}", exp.summary)
+    out_console.print(table)
+
+
+@main.command()
+def methods() -> None:
+    """List the solver methods available to solve/odeint."""
+    from .solve import METHODS
+
+    table = Table(title="odekit solver methods")
+    for col in ("method", "adaptive", "options", "description"):
+        table.add_column(col, overflow="fold")
+    for name in sorted(METHODS):
+        m = METHODS[name]
+        table.add_row(name, "yes" if m.adaptive else "no", ", ".join(m.options), m.description)
+    out_console.print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick", show_default=True,
+              help="smoke: seconds; quick: minutes on a laptop CPU; full: the thesis protocol")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a config setting (repeatable)")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)")
+@click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
+@click.option("--seed", type=int, default=None, help="random seed (default: the profile's, 0)")
+@click.option("--fresh", is_flag=True, help="start a new run even if an unfinished one with this config exists")
+def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, out: str | None, seed: int | None,
+        fresh: bool) -> None:
+    """Run experiment NAME; results go to runs/NAME/<timestamp>/."""
+    from .data import data_root
+    from .experiments import ConfigError, execute, get
+
+    try:
+        experiment = get(name)
+        fixed = {"seed": seed} if seed is not None else {}
+        config = experiment.config(profile, _parse_sets(sets), **fixed)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    root = data_root(data_dir)
+    missing = experiment.missing_data(root)
+    if missing:
+        raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
+    try:
+        run_dir = execute(experiment, config, _runs_dir(out), root, resume=not fresh, console=console)
+    except ValueError as err:  # settings the experiment rejected once it looked at them
+        raise click.ClickException(f"{name} failed: {err}") from None
+    out_console.print(f"results in {run_dir}")
+
+
+@main.command()
+@click.option("--quick", "profile", flag_value="quick", default=True, help="quick profile (default)")
+@click.option("--full", "profile", flag_value="full", help="the thesis protocol (GPU or cluster scale)")
+@click.option("--smoke", "profile", flag_value="smoke", help="seconds per experiment: checks the pipeline")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)")
+@click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
+@click.option("--only", multiple=True, metavar="NAME", help="run only these experiments (repeatable)")
+def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...]) -> None:
+    """Run every experiment whose data is available, then write the report."""
+    from .data import data_root
+    from .experiments import EXPERIMENTS, execute, get
+    from .report.markdown import build_report
+
+    root, runs = data_root(data_dir), _runs_dir(out)
+    chosen = [get(n) for n in only] if only else list(EXPERIMENTS.values())
+    failures, skipped = [], []
+    start = time.time()
+    for i, experiment in enumerate(chosen, 1):
+        missing = experiment.missing_data(root)
+        if missing:
+            skipped.append(experiment.name)
+            console.print(f"[yellow]skip[/] {experiment.name}: data not available ({'; '.join(missing)})")
+            continue
+        console.rule(f"[{i}/{len(chosen)}] {experiment.name} ({profile})")
+        try:
+            execute(experiment, experiment.config(profile), runs, root, console=console)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one failed experiment must not stop the others
+            failures.append(experiment.name)
+            console.print(f"[red]{experiment.name} failed:[/] {type(err).__name__}: {err}")
+    report = build_report(runs)
+    console.print(f"{len(chosen) - len(failures) - len(skipped)} ran, {len(skipped)} skipped, "
+                  f"{len(failures)} failed in {time.time() - start:.0f} s")
+    out_console.print(f"report: {report}")
+    if failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--runs", "runs", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="runs folder to read")
+@click.option("--out", type=click.Path(dir_okay=False), help="report file (default: RUNS/report.md)")
+def report(runs: str, out: str | None) -> None:
+    """Build the markdown report from the latest complete run of each experiment."""
+    from .report.markdown import build_report
+
+    runs_path = Path(runs)
+    if not runs_path.is_dir():
+        raise click.ClickException(f"no runs folder at {runs_path}; run `odekit run NAME` or `odekit reproduce` first")
+    out_console.print(f"report: {build_report(runs_path, Path(out) if out else None)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The experiment registry: every thesis experiment odekit reproduces, by name."""
+
+from __future__ import annotations
+
+from .base import PROFILES, ConfigError, Experiment, ExperimentConfig, RunContext, ThesisNumber, execute
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    if set(experiment.profiles) != set(PROFILES):
+        raise ValueError(f"experiment {experiment.name} must define the profiles {PROFILES}")
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; registered: {', '.join(EXPERIMENTS) or 'none'}")
+    return EXPERIMENTS[name]
+
+
+# Importing a module registers its experiment.
+from . import work_precision  # noqa: E402,F401
+
+__all__ = ["EXPERIMENTS", "register", "get", "Experiment", "ExperimentConfig", "RunContext", "ThesisNumber",
+           "ConfigError", "execute", "PROFILES"]

@@ -1,0 +1,115 @@
+"""The command line end to end: run an experiment's smoke profile, resume, and build the report."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from click.testing import CliRunner
+
+from odekit.cli import main
+from odekit.experiments import EXPERIMENTS, Experiment, ExperimentConfig, execute, register
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+def test_run_work_precision_smoke_then_report(tmp_path):
+    runs = tmp_path / "runs"
+    result = invoke("run", "work_precision", "--profile", "smoke", "--out", str(runs), "--set", "repeats=1")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (runs / "work_precision").iterdir()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "complete" and status["profile"] == "smoke"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["repeats"] == 1 and config["profile"] == "smoke"
+    rows = (run_dir / "tables" / "work_precision.csv").read_text().splitlines()
+    assert rows[0] == "problem,library,method,setting,error,nfe,wall_s"
+    methods = {line.split(",")[2] for line in rows[1:]}
+    assert {"euler", "rk4", "dopri5", "tsit5", "dopri8"} <= methods
+    for line in rows[1:]:
+        problem, library, method, setting, error, nfe, wall = line.split(",")
+        assert float(error) >= 0 and int(nfe) > 0 and float(wall) > 0
+    pngs = list((run_dir / "figures").glob("*.png"))
+    assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    nfe_ratios = [v for k, v in metrics.items() if k.startswith("dopri5 NFE")]
+    assert nfe_ratios and all(0.85 <= r <= 1.15 for r in nfe_ratios)
+
+    result = invoke("report", "--runs", str(runs))
+    assert result.exit_code == 0, result.output
+    report = (runs / "report.md").read_text()
+    assert "## Work–precision of the explicit solvers (`work_precision`)" in report
+    assert "figures/work_precision_van_der_pol.png" in report
+    assert "| metric | odekit | thesis | source | comparison |" in report
+
+
+@dataclass
+class CountingConfig(ExperimentConfig):
+    items: int = 5
+    fail_at: int = -1
+
+
+def _counting_run(config, ctx):
+    done = ctx.checkpoint.setdefault("done", [])
+    for i in range(config.items):
+        if i in done:
+            continue
+        if i == config.fail_at and not ctx.resumed:
+            raise RuntimeError("simulated crash")
+        done.append(i)
+        ctx.save_checkpoint()
+    ctx.metric("items", len(done))
+
+
+@pytest.fixture
+def counting_experiment():
+    exp = register(Experiment(name="counting", title="Counting", thesis_items="none", config_class=CountingConfig,
+                              profiles={"smoke": {}, "quick": {}, "full": {}}, run=_counting_run))
+    yield exp
+    del EXPERIMENTS["counting"]
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, counting_experiment):
+    config = counting_experiment.config("smoke", {"fail_at": "3"})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(counting_experiment, config, tmp_path, tmp_path)
+    (run_dir,) = (tmp_path / "counting").iterdir()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    assert json.loads((run_dir / "checkpoint.json").read_text())["done"] == [0, 1, 2]
+    resumed = execute(counting_experiment, config, tmp_path, tmp_path)
+    assert resumed == run_dir
+    assert json.loads((run_dir / "checkpoint.json").read_text())["done"] == [0, 1, 2, 3, 4]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "complete"
+    # A finished run is never reused: the next run gets a new folder (and, fresh, crashes again).
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(counting_experiment, config, tmp_path, tmp_path)
+    assert len(list((tmp_path / "counting").iterdir())) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "no_such_experiment"], "unknown experiment"),
+    (["run", "work_precision", "--set", "nonsense"], "is not key=value"),
+    (["run", "work_precision", "--set", "repeats=many"], "cannot read --set repeats"),
+    (["run", "work_precision", "--set", "colour=red"], "has no setting 'colour'"),
+    (["run", "work_precision", "--profile", "huge"], "Invalid value for '--profile'"),
+    (["report", "--runs", "/nonexistent/runs"], "no runs folder"),
+])
+def test_bad_arguments_exit_non_zero_with_a_message(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_experiment_rejecting_a_setting_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(main, ["run", "work_precision", "--profile", "smoke", "--out", str(tmp_path),
+                                       "--set", "problems=kepler"])
+    assert result.exit_code != 0 and "unknown problem(s) ['kepler']" in result.output
+
+
+def test_list_and_methods():
+    listed = invoke("list")
+    assert listed.exit_code == 0 and "work_precision" in listed.output
+    methods = invoke("methods")
+    assert methods.exit_code == 0 and "dopri5" in methods.output and "tsit5" in methods.output
