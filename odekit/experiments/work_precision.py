@@ -34,6 +34,7 @@ class WorkPrecisionConfig(ExperimentConfig):
     step_sizes: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
     outputs: int = 11
     repeats: int = 3
+    # Settings costing more evaluations than this are left out (low-order methods at tight tolerances).
     max_nfe: int = 20000
     compare_torchdiffeq: bool = True
 
@@ -207,7 +208,8 @@ EXPERIMENT = register(
         profiles={
             "smoke": {"tolerances": (1e-3, 1e-6), "step_sizes": (0.1, 0.05), "outputs": 5, "repeats": 1,
                       "max_nfe": 5000, "problems": ("van_der_pol", "oscillator")},
-            "quick": {},
+            "quick": {"tolerances": (1e-3, 1e-5, 1e-7, 1e-9), "step_sizes": (0.1, 0.03, 0.01), "repeats": 2,
+                      "max_nfe": 10000},
             "full": {"tolerances": tuple(10.0**-k for k in range(3, 13)),
                      "step_sizes": (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001), "repeats": 7,
                      "max_nfe": 1_000_000},
