@@ -18,10 +18,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved, machine, write_json  # noqa: E402
-
-import odekit  # noqa: E402
+import odekit
+from odekit.experiments.timing import interleaved, machine_info
+from odekit.report.atomic import write_json
 
 try:
     import torchdiffeq
@@ -112,7 +111,8 @@ def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
     theirs_fwd = counting.calls
     counting.calls = 0
     y = y0.clone().requires_grad_()
-    torchdiffeq.odeint_adjoint(counting, y, t, rtol=RTOL, atol=ATOL, adjoint_params=params)[-1].square().sum().backward()
+    ys = torchdiffeq.odeint_adjoint(counting, y, t, rtol=RTOL, atol=ATOL, adjoint_params=params)
+    ys[-1].square().sum().backward()
     theirs_bwd = counting.calls - theirs_fwd
 
     result = {
@@ -157,7 +157,7 @@ def main() -> None:
                 "-" if mode == "fwd" else f"{r['nfe_backward']['odekit']}/{r['nfe_backward']['torchdiffeq']}",
             )
     console.print(table)
-    write_json(args.out, {"benchmark": "solver_overhead", "rtol": RTOL, "atol": ATOL, "machine": machine(),
+    write_json(args.out, {"benchmark": "solver_overhead", "rtol": RTOL, "atol": ATOL, "machine": machine_info(),
                           "repeats": args.repeats, "results": results})
     console.print(f"wrote {args.out}")
 

@@ -30,6 +30,11 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
     return overrides
 
 
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)"
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="odekit")
 def main() -> None:
@@ -37,7 +42,7 @@ def main() -> None:
 
 
 @main.command("list")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)")
+@data_dir_option
 def list_experiments(data_dir: str | None) -> None:
     """List the registered experiments and whether their data is available."""
     from .data import data_root
@@ -73,7 +78,7 @@ def methods() -> None:
 @click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick", show_default=True,
               help="smoke: seconds; quick: minutes on a laptop CPU; full: the thesis protocol")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a config setting (repeatable)")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)")
+@data_dir_option
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--seed", type=int, default=None, help="random seed (default: the profile's, 0)")
 @click.option("--fresh", is_flag=True, help="start a new run even if an unfinished one with this config exists")
@@ -104,7 +109,7 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
 @click.option("--quick", "profile", flag_value="quick", default=True, help="quick profile (default)")
 @click.option("--full", "profile", flag_value="full", help="the thesis protocol (GPU or cluster scale)")
 @click.option("--smoke", "profile", flag_value="smoke", help="seconds per experiment: checks the pipeline")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)")
+@data_dir_option
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--only", multiple=True, metavar="NAME", help="run only these experiments (repeatable)")
 def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...]) -> None:

@@ -99,7 +99,7 @@ def test_non_finite_vector_field():
 def test_step_size_underflow_on_finite_time_blow_up():
     # y' = y² from y(0) = 1 blows up at t = 1.
     with pytest.raises(StepSizeUnderflowError, match="step size fell"):
-        odekit.solve(lambda t, y: y**2, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0], dtype=torch.float64))
+        odekit.solve(lambda t, y: y**2, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0]).double())
 
 
 def test_max_steps_and_max_nfe():

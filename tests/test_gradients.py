@@ -154,3 +154,13 @@ def test_adjoint_with_explicit_params_for_a_plain_function():
         ys = odekit.solve(lambda t, y: w @ y, y0, t, gradient=gradient, adjoint_params=(w,), rtol=1e-10, atol=1e-12).ys
         (losses[gradient],) = torch.autograd.grad(ys[-1].sum(), w)
     torch.testing.assert_close(losses["adjoint"], losses["backprop"], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
+def test_single_output_time_passes_the_gradient_straight_through(gradient):
+    y0 = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    sol = odekit.solve(lambda t, y: -y, y0, t, gradient=gradient, adjoint_params=())
+    g_y0, g_t = torch.autograd.grad(sol.ys.square().sum(), (y0, t), allow_unused=True)
+    torch.testing.assert_close(g_y0, 2 * y0.detach())
+    assert g_t is None or float(g_t.abs().sum()) == 0.0

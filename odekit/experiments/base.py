@@ -174,7 +174,8 @@ def find_resumable(runs: Path, name: str, config: dict[str, Any]) -> Path | None
         return None
     for run in sorted(folder.iterdir(), reverse=True):
         status = _read_json(run / "status.json", {})
-        if status.get("state") in ("running", "failed", "interrupted") and _read_json(run / "config.json", None) == config:
+        unfinished = status.get("state") in ("running", "failed", "interrupted")
+        if unfinished and _read_json(run / "config.json", None) == config:
             return run
     return None
 

@@ -54,7 +54,8 @@ def _comparison_rows(metrics: dict[str, Any], thesis: dict) -> list[list[str]]:
         if isinstance(value, (int, float)):
             gap = value - ref.value
             if ref.std is not None:
-                verdict = "within ±1 std" if abs(gap) <= ref.std else f"off by {_format(gap)} ({_format(abs(gap) / ref.std)} std)"
+                within = abs(gap) <= ref.std
+                verdict = "within ±1 std" if within else f"off by {_format(gap)} ({_format(abs(gap) / ref.std)} std)"
             else:
                 verdict = f"difference {_format(gap)}"
         rows.append([key, _format(value), ref_text, ref.source, verdict])
@@ -65,7 +66,8 @@ def _comparison_rows(metrics: dict[str, Any], thesis: dict) -> list[list[str]]:
 
 
 def _section(experiment, runs: Path, report_dir: Path) -> str:
-    lines = [f"## {experiment.title} (`{experiment.name}`)", "", f"*Thesis: {experiment.thesis_items}.* {experiment.summary}", ""]
+    lines = [f"## {experiment.title} (`{experiment.name}`)", "",
+             f"*Thesis: {experiment.thesis_items}.* {experiment.summary}", ""]
     run = latest_complete_run(runs, experiment.name)
     if run is None:
         lines += [f"Not run yet: `odekit run {experiment.name}`.", ""]
@@ -77,7 +79,8 @@ def _section(experiment, runs: Path, report_dir: Path) -> str:
     rel = Path(_relative(run, report_dir))
     lines += [f"Run `{rel}`: profile **{status.get('profile')}**, {status.get('seconds', '?')} s, "
               f"finished {status.get('finished', '?')}.", ""]
-    lines += ["<details><summary>configuration</summary>", "", "```json", json.dumps(config, indent=1), "```", "",
+    settings = [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in config.items()]
+    lines += ["<details><summary>configuration</summary>", "", _markdown_table(["setting", "value"], settings), "",
               "</details>", ""]
     if metrics or experiment.thesis:
         lines += ["### Numbers beside the thesis", "",

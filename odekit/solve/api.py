@@ -190,7 +190,7 @@ def solve(
         )
     else:
         field = VectorField(f, layout, t.dtype)
-        if t.requires_grad and torch.is_grad_enabled():
+        if t.requires_grad and torch.is_grad_enabled() and len(times) > 1:
             ys_flat, status, message = _run_with_time_gradients(forward, field, flat0, t, times, stats)
         else:
             ys_flat, status, message = forward.run(field, flat0, stats)

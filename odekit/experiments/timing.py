@@ -1,24 +1,22 @@
-"""Helpers shared by the benchmark scripts: interleaved timing and atomic JSON output."""
+"""Wall-clock measurement shared by experiments and benchmarks."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs, after one warm-up run."""
-    fn()
+def median_time(fn: Callable[[], object], repeats: int, warmup: bool = True) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs (after one untimed run if ``warmup``)."""
+    if warmup:
+        fn()
     samples = []
-    for _ in range(repeats):
+    for _ in range(max(1, repeats)):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
@@ -38,19 +36,13 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def machine() -> dict[str, object]:
+def machine_info() -> dict[str, object]:
+    """What a timing was measured on."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(payload, tmp, indent=2)
-    os.replace(tmp.name, path)
