@@ -113,3 +113,28 @@ def test_list_and_methods():
     assert listed.exit_code == 0 and "work_precision" in listed.output
     methods = invoke("methods")
     assert methods.exit_code == 0 and "dopri5" in methods.output and "tsit5" in methods.output
+
+
+def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
+    from odekit.experiments import ThesisNumber
+    from odekit.report.markdown import build_report
+
+    def run(config, ctx):
+        ctx.metric("accuracy", 81.5)
+        ctx.metric("nfe", 40)
+
+    exp = register(Experiment(
+        name="thesis_check", title="Thesis check", thesis_items="Table 0.0", config_class=ExperimentConfig,
+        profiles={"smoke": {}, "quick": {}, "full": {}}, run=run,
+        thesis={"accuracy": ThesisNumber(83.0, "Table 0.0, Cora", std=1.0),
+                "missing": ThesisNumber(1.0, "Fig 0.0")},
+    ))
+    try:
+        execute(exp, exp.config("smoke"), tmp_path, tmp_path)
+        text = build_report(tmp_path).read_text()
+    finally:
+        del EXPERIMENTS["thesis_check"]
+    assert "| accuracy | 81.5 | 83 ± 1 | Table 0.0, Cora | off by -1.5 (1.5 std) |" in text
+    assert "| nfe | 40 | — | no thesis counterpart |  |" in text
+    assert "| missing | not measured | 1 | Fig 0.0 | run the full profile |" in text
+    assert "Not run yet: `odekit run work_precision`." in text

@@ -58,7 +58,7 @@ def integrate(
     direction = 1.0 if times[-1] > times[0] else -1.0
     t, y = times[0], y0
     k = None
-    nfe_start = field.nfe
+    nfe_start, steps_start = field.nfe, stats.steps
     if solver.fsal:
         k = field(t, y)
         if not bool(torch.isfinite(k).all()):
@@ -71,7 +71,7 @@ def integrate(
     last_rejection_non_finite = False
     try:
         while idx < n_out:
-            if stats.steps_accepted + stats.steps_rejected >= max_steps:
+            if stats.steps - steps_start >= max_steps:
                 raise MaxStepsExceededError(
                     f"reached max_steps={max_steps} at t={t:.6g} (target {times[-1]:.6g}); raise "
                     "options['max_num_steps'], loosen rtol/atol, or use a stiff (proximal) method"
