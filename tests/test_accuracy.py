@@ -105,3 +105,16 @@ def test_pi_controller_coefficients_change_steps_not_accuracy():
     plain = odekit.solve(van_der_pol, y0, t, rtol=1e-8, atol=1e-10)
     assert sol.stats.nfe != plain.stats.nfe
     assert (sol.ys - reference).abs().max() < 1e-6
+
+
+def test_compiled_vector_field_and_compiled_solve():
+    """torch.compile'd fields work as-is, and a compiled function that calls odeint gives the same answer."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    y0 = torch.randn(4, 2, dtype=torch.float64)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    expected = odekit.odeint(lambda t, y: net(y), y0, t, rtol=1e-8, atol=1e-10)
+    compiled_field = torch.compile(lambda t, y: net(y), backend="eager")
+    torch.testing.assert_close(odekit.odeint(compiled_field, y0, t, rtol=1e-8, atol=1e-10), expected)
+    compiled_solve = torch.compile(lambda y: odekit.odeint(lambda t, y: net(y), y, t, rtol=1e-8, atol=1e-10),
+                                   backend="eager")
+    torch.testing.assert_close(compiled_solve(y0), expected)
