@@ -36,3 +36,29 @@ def test_hb_optim_demo_smoke(tmp_path):
     got = metrics["rosenbrock: distance to minimiser at t=1, gradient flow (3.8)"]
     assert got == pytest.approx(expected, abs=1e-4)
     assert (run_dir / "figures" / "hb_optim_demo.png").stat().st_size > 10_000
+
+
+def test_nested_spheres_geometry():
+    from odekit.data.synthetic import nested_spheres
+
+    x, y = nested_spheres(seed=3)
+    r = x.norm(dim=1)
+    inner, outer = y[:, 0] < 0, y[:, 0] > 0
+    assert int(inner.sum()) == 40 and int(outer.sum()) == 80
+    assert r[inner].max() < 0.5 and r[outer].min() > 0.85 and r[outer].max() <= 1.0 + 1e-6
+    x2, _ = nested_spheres(seed=3)
+    assert torch.equal(x, x2)
+
+
+def test_pointcloud_smoke_records_loss_and_nfe_per_iteration(tmp_path):
+    exp = get("pointcloud")
+    run_dir = execute(exp, exp.config("smoke", {"iterations": "4"}), tmp_path, tmp_path)
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    for kind in ("node", "anode", "sonode", "hbnode", "ghbnode"):
+        history = checkpoint["histories"][f"{kind}/0"]
+        assert len(history["loss"]) == 4 and all(n > 0 for n in history["nfe_forward"] + history["nfe_backward"])
+        assert history["loss"][-1] < history["loss"][0]  # Adam makes progress on the MSE
+    rows = (run_dir / "tables" / "pointcloud.csv").read_text().splitlines()
+    assert rows[0].startswith("model,runs,final loss mean") and len(rows) == 6
+    for name in ("pointcloud_curves", "pointcloud_evolution"):
+        assert (run_dir / "figures" / f"{name}.png").stat().st_size > 10_000
