@@ -85,7 +85,7 @@ def methods() -> None:
 def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, out: str | None, seed: int | None,
         fresh: bool) -> None:
     """Run experiment NAME; results go to runs/NAME/<timestamp>/."""
-    from .data import data_root
+    from .data import DataUnavailableError, data_root
     from .experiments import ConfigError, execute, get
 
     try:
@@ -96,6 +96,13 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
         raise click.UsageError(str(err)) from None
     root = data_root(data_dir)
     missing = experiment.missing_data(root)
+    if missing and experiment.download is not None:
+        console.print(f"{name}: downloading its data into {root} …")
+        try:
+            experiment.download(root)
+        except DataUnavailableError as err:
+            raise click.ClickException(str(err)) from None
+        missing = experiment.missing_data(root)
     if missing:
         raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
     try:
@@ -126,7 +133,8 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
         missing = experiment.missing_data(root)
         if missing:
             skipped.append(experiment.name)
-            console.print(f"[yellow]skip[/] {experiment.name}: data not available ({'; '.join(missing)})")
+            console.print(f"[yellow]skip[/] {experiment.name}: data not available ({'; '.join(missing)}); "
+                          f"`odekit run {experiment.name}` downloads it where there is internet")
             continue
         console.rule(f"[{i}/{len(chosen)}] {experiment.name} ({profile})")
         try:

@@ -62,3 +62,59 @@ def test_pointcloud_smoke_records_loss_and_nfe_per_iteration(tmp_path):
     assert rows[0].startswith("model,runs,final loss mean") and len(rows) == 6
     for name in ("pointcloud_curves", "pointcloud_evolution"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+def _write_silverbox(root, rows=200):
+    """A small Silverbox file in the real format: quoted header, trailing comma on every line."""
+    import math
+
+    folder = root / "silverbox"
+    folder.mkdir(parents=True)
+    lines = ['"V1","V2",'] + [f"{0.01 * math.sin(0.3 * i):.7f},{0.02 * math.cos(0.2 * i):.7f}," for i in range(rows)]
+    (folder / "sb.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_silverbox_loader_reads_the_real_format(tmp_path):
+    from odekit.data.silverbox import load_silverbox, missing
+
+    assert missing(tmp_path)
+    _write_silverbox(tmp_path)
+    assert missing(tmp_path) == []
+    v1, v2 = load_silverbox(tmp_path)
+    assert v1.shape == v2.shape == (200,) and v1.dtype == torch.float64
+    assert v1[1].item() == pytest.approx(0.01 * __import__("math").sin(0.3), abs=1e-7)
+
+
+def test_silverbox_real_file(data_root):
+    from odekit.data.silverbox import SHA256, _sha256, load_silverbox
+
+    assert _sha256(data_root / "silverbox" / "sb.csv") == SHA256
+    v1, v2 = load_silverbox(data_root, download_if_missing=False)
+    assert v1.shape == (131072,)
+    assert v1.mean().item() == pytest.approx(0.0062, abs=1e-4) and v2.std().item() == pytest.approx(0.0534, abs=1e-4)
+
+
+def test_silverbox_download_failure_says_where_to_put_the_file(tmp_path, monkeypatch):
+    import urllib.request
+
+    from odekit.data import DataUnavailableError
+    from odekit.data.silverbox import load_silverbox
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(DataUnavailableError, match="silverbox/sb.csv"):
+        load_silverbox(tmp_path)
+
+
+def test_silverbox_growth_smoke(tmp_path):
+    _write_silverbox(tmp_path / "data")
+    exp = get("silverbox_growth")
+    run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    growth = {k.split(":")[0]: v for k, v in metrics.items()}
+    assert set(growth) == {"NODE", "ANODE", "SONODE", "HBNODE", "GHBNODE"}
+    # GHBNODE's gate and skip term keep h bounded where HBNODE's grows (Fig. 3.3's point).
+    assert growth["GHBNODE"] < growth["HBNODE"]
+    assert (run_dir / "figures" / "silverbox_growth.png").is_file()

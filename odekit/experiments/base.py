@@ -54,6 +54,8 @@ class Experiment:
     thesis: dict[str, ThesisNumber] = field(default_factory=dict)
     # Returns human-readable descriptions of missing data (empty list: everything is there).
     missing_data: Callable[[Path], list[str]] = lambda root: []
+    # Fetches the missing data into the root (machines with internet); None if nothing downloads.
+    download: Callable[[Path], object] | None = None
 
     def config(self, profile: str, overrides: dict[str, str] | None = None, **fixed: Any):
         """The config of ``profile`` with ``--set`` style string overrides and typed values applied."""

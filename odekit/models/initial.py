@@ -22,11 +22,14 @@ class ZeroAugment(nn.Module):
 
 
 class VectorMomentum(nn.Module):
-    """``(h0, m0) = (x, net(x))`` with ``net = fc → HTanh → fc → HTanh → fc`` (thesis §3.5.1)."""
+    """``(h0, m0) = (x, net(x))`` with ``net = fc → HTanh → fc → HTanh → fc`` (thesis §3.5.1).
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    With ``hidden=None`` the network is a single dense layer (the Silverbox setting of §3.3.3).
+    """
+
+    def __init__(self, dim: int, hidden: int | None) -> None:
         super().__init__()
-        self.net = mlp([dim, hidden, hidden, dim], "hardtanh")
+        self.net = nn.Linear(dim, dim) if hidden is None else mlp([dim, hidden, hidden, dim], "hardtanh")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, self.net(x)

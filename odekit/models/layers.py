@@ -64,3 +64,31 @@ class ConvTimeField(nn.Module):
         x = torch.relu(self.conv1(tpad(t, x)))
         x = torch.relu(self.conv2(tpad(t, x)))
         return self.conv3(tpad(t, x))
+
+
+class LinearInterpolation(nn.Module):
+    """A signal sampled at ``t = 0, dt, 2dt, …``, read at any ``t`` by linear interpolation."""
+
+    def __init__(self, samples: torch.Tensor, dt: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("samples", samples.reshape(-1))
+        self.dt = dt
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        position = (t / self.dt).clamp(0, len(self.samples) - 1)
+        left = position.floor().long().clamp(max=len(self.samples) - 2)
+        weight = (position - left).to(self.samples.dtype)
+        return self.samples[left] * (1 - weight) + self.samples[left + 1] * weight
+
+
+class InputDrivenLinear(nn.Module):
+    """``f(t, x) = W [x, u(t)] + b``: a dense field driven by an exogenous signal ``u`` (thesis §3.3.3)."""
+
+    def __init__(self, state_dim: int, out_dim: int, signal: nn.Module) -> None:
+        super().__init__()
+        self.linear = nn.Linear(state_dim + 1, out_dim)
+        self.signal = signal
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        u = self.signal(t).to(x.dtype).expand(x.shape[0], 1)
+        return self.linear(torch.cat([x, u], dim=1))
