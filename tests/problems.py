@@ -6,8 +6,10 @@ from odekit.data.ode_problems import (  # noqa: F401
     lotka_volterra,
     oscillator,
     oscillator_exact,
-    scipy_solution as scipy_reference,
     van_der_pol,
+)
+from odekit.data.ode_problems import (
+    scipy_solution as scipy_reference,
 )
 
 

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from problems import decay, lotka_volterra, oscillator, oscillator_exact, scipy_reference, van_der_pol
 
 import odekit
 from odekit.solve import METHODS
-
-from problems import decay, lotka_volterra, oscillator, oscillator_exact, scipy_reference, van_der_pol
 
 ADAPTIVE = sorted(name for name, m in METHODS.items() if m.adaptive)
 FIXED = sorted(name for name, m in METHODS.items() if not m.adaptive)

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from problems import scipy_reference
 
 import odekit
 from odekit.solve import TABLEAUS
 from odekit.solve.runge_kutta import RungeKutta
-
-from problems import scipy_reference
 
 # Step sizes per order: in the asymptotic regime, yet with errors far above float64 round-off.
 STEPS = {1: [0.02, 0.01, 0.005], 2: [0.04, 0.02, 0.01], 3: [0.1, 0.05, 0.025], 4: [0.2, 0.1, 0.05],

@@ -5,9 +5,9 @@ import torch
 
 torchdiffeq = pytest.importorskip("torchdiffeq")
 
-import odekit  # noqa: E402
-
 from problems import lotka_volterra, oscillator, scipy_reference, van_der_pol  # noqa: E402
+
+import odekit  # noqa: E402
 
 
 class Counted(torch.nn.Module):

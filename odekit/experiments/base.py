@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..report import atomic
+from ..report.plots import pyplot
 
 PROFILES = ("smoke", "quick", "full")
 
@@ -146,11 +147,9 @@ class RunContext:
         return path
 
     def figure(self, name: str, fig, caption: str = "") -> Path:
-        import matplotlib.pyplot as plt
-
         path = self.out / "figures" / f"{name}.png"
         atomic.save_figure(path, fig)
-        plt.close(fig)
+        pyplot().close(fig)
         self.manifest["figures"][name] = {"file": f"figures/{name}.png", "caption": caption}
         atomic.write_json(self.out / "manifest.json", self.manifest)
         return path

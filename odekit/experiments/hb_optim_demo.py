@@ -18,6 +18,7 @@ import torch
 from .. import solve
 from ..data.landscapes import LANDSCAPES
 from ..models.dynamics import HeavyBall
+from ..report.plots import pyplot
 from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 
@@ -45,10 +46,7 @@ class _NegativeGradient(torch.nn.Module):
 
 
 def run(config: HBOptimConfig, ctx: RunContext) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lengths = {len(config.functions), len(config.gammas), len(config.t_ends), len(config.step_sizes)}
     if len(lengths) != 1:

@@ -21,6 +21,7 @@ from ..models import MODEL_KINDS, ODEBlock, ZeroAugment
 from ..models.dynamics import FirstOrder, SecondOrder, ghbnode, hbnode
 from ..models.initial import VectorMomentum
 from ..models.layers import InputDrivenLinear, LinearInterpolation
+from ..report.plots import pyplot
 from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 from .pointcloud import LABELS
@@ -49,10 +50,7 @@ def _model(kind: str, signal: LinearInterpolation) -> tuple[torch.nn.Module, ODE
 
 
 def run(config: SilverboxConfig, ctx: RunContext) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     v1, v2 = silverbox.load_silverbox(ctx.data_root, download_if_missing=False)
     u = (v1[: config.steps] - v1.mean()) * config.scale
@@ -75,7 +73,8 @@ def run(config: SilverboxConfig, ctx: RunContext) -> None:
             norms[kind] = np.mean(runs, axis=0)
     shown = sorted({0, *(config.steps * q // 4 - 1 for q in (1, 2, 3, 4))} - {-1})
     rows = [[LABELS[k], *(f"{norms[k][i]:.4g}" for i in shown)] for k in config.models]
-    ctx.table("silverbox_growth", ["model", *(f"‖h({i})‖" for i in shown)], rows, caption=f"Mean ‖h(t)‖ over {config.inits} initialisations on the Silverbox input (Fig. 3.3).")
+    ctx.table("silverbox_growth", ["model", *(f"‖h({i})‖" for i in shown)], rows,
+              caption=f"Mean ‖h(t)‖ over {config.inits} initialisations on the Silverbox input (Fig. 3.3).")
     for kind in config.models:
         ctx.metric(f"{LABELS[kind]}: log10 mean ‖h(t)‖ at t={config.steps - 1}",
                    round(float(np.log10(norms[kind][-1])), 3))

@@ -18,6 +18,7 @@ import torch
 
 from .. import solve
 from ..data.ode_problems import problems as problem_set
+from ..report.plots import pyplot
 from ..solve import METHODS
 from . import register
 from .base import Experiment, ExperimentConfig, RunContext
@@ -157,10 +158,7 @@ def _summarise(config, ctx, rows, libraries) -> None:
 
 
 def _plot(config, ctx, rows, problems, libraries) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(config.methods)}
     for problem_name in config.problems:

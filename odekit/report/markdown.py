@@ -107,8 +107,8 @@ def _relative(path: Path, start: Path) -> str:
 
 def build_report(runs: Path, out: Path | None = None) -> Path:
     """Write the report for every registered experiment; returns its path."""
-    from ..experiments import EXPERIMENTS
     from .. import __version__
+    from ..experiments import EXPERIMENTS
 
     out = out or runs / "report.md"
     header = [
