@@ -107,7 +107,7 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
         raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
     try:
         run_dir = execute(experiment, config, _runs_dir(out), root, resume=not fresh, console=console)
-    except ValueError as err:  # settings the experiment rejected once it looked at them
+    except (ValueError, DataUnavailableError) as err:  # settings it rejected, or data it could not get
         raise click.ClickException(f"{name} failed: {err}") from None
     out_console.print(f"results in {run_dir}")
 

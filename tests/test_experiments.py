@@ -118,3 +118,30 @@ def test_silverbox_growth_smoke(tmp_path):
     # GHBNODE's gate and skip term keep h bounded where HBNODE's grows (Fig. 3.3's point).
     assert growth["GHBNODE"] < growth["HBNODE"]
     assert (run_dir / "figures" / "silverbox_growth.png").is_file()
+
+
+def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
+    import gzip
+
+    import numpy as np
+
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 40)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        # Class-dependent brightness, so even a few steps of training beat chance.
+        pixels = np.clip(labels[:, None, None] * 25 + rng.integers(0, 20, (n, 28, 28)), 0, 255).astype(np.uint8)
+        for name, array in ((f"{split}-images-idx3-ubyte.gz", pixels), (f"{split}-labels-idx1-ubyte.gz", labels)):
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+            with gzip.open(folder / name, "wb") as fh:
+                fh.write(header + array.tobytes())
+    exp = get("image_classification")
+    run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
+    rows = (run_dir / "tables" / "mnist_epochs.csv").read_text().splitlines()
+    assert rows[0] == "model,epoch,forward NFE,backward NFE,train s,train loss,test accuracy"
+    assert [r.split(",")[0] for r in rows[1:]] == ["NODE", "ANODE", "SONODE", "HBNODE", "GHBNODE"]
+    for row in rows[1:]:
+        _, epoch, fwd, bwd, seconds, loss, accuracy = row.split(",")
+        assert float(fwd) > 0 and float(bwd) > 0 and float(seconds) > 0 and 0 <= float(accuracy) <= 1
+    assert (run_dir / "figures" / "mnist_curves.png").is_file()

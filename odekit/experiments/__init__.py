@@ -21,7 +21,13 @@ def get(name: str) -> Experiment:
 
 
 # Importing a module registers its experiment.
-from . import hb_optim_demo, pointcloud, silverbox_growth, work_precision  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    hb_optim_demo,
+    image_classification,
+    pointcloud,
+    silverbox_growth,
+    work_precision,
+)
 
 __all__ = ["EXPERIMENTS", "register", "get", "Experiment", "ExperimentConfig", "RunContext", "ThesisNumber",
            "ConfigError", "execute", "PROFILES"]
