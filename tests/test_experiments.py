@@ -86,9 +86,10 @@ def test_silverbox_loader_reads_the_real_format(tmp_path):
 
 
 def test_silverbox_real_file(data_root):
-    from odekit.data.silverbox import SHA256, _sha256, load_silverbox
+    from odekit.data.download import file_digest
+    from odekit.data.silverbox import SHA256, load_silverbox
 
-    assert _sha256(data_root / "silverbox" / "sb.csv") == SHA256
+    assert file_digest(data_root / "silverbox" / "sb.csv") == SHA256
     v1, v2 = load_silverbox(data_root, download_if_missing=False)
     assert v1.shape == (131072,)
     assert v1.mean().item() == pytest.approx(0.0062, abs=1e-4) and v2.std().item() == pytest.approx(0.0534, abs=1e-4)
@@ -103,7 +104,7 @@ def test_silverbox_download_failure_says_where_to_put_the_file(tmp_path, monkeyp
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataUnavailableError, match="silverbox/sb.csv"):
         load_silverbox(tmp_path)
 

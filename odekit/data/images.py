@@ -8,17 +8,15 @@ downloaded from the usual mirrors and checked against the published MD5 sums.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import pickle
-import shutil
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .download import fetch
 from .root import DataUnavailableError
 
 MNIST_FILES = {
@@ -53,29 +51,6 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fetch(url: str, target: Path, md5: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise DataUnavailableError(f"could not download {url} ({err}); put the file at {target} by hand") from None
-    if _md5(tmp) != md5:
-        tmp.unlink()
-        raise DataUnavailableError(f"{url} downloaded with a wrong MD5; try again later")
-    tmp.replace(target)
-
-
 def mnist_missing(root: Path) -> list[str]:
     folder = Path(root) / "mnist"
     return [str(folder / name) for name in MNIST_FILES if not (folder / name).is_file()]
@@ -85,7 +60,7 @@ def download_mnist(root: Path) -> None:
     for name, (md5, _) in MNIST_FILES.items():
         target = Path(root) / "mnist" / name
         if not target.is_file():
-            _fetch(MNIST_MIRROR + name, target, md5)
+            fetch(MNIST_MIRROR + name, target, md5, "md5")
 
 
 def load_mnist(root: Path, train: bool = True, download: bool = True) -> TensorDataset:
@@ -113,7 +88,7 @@ def cifar10_missing(root: Path) -> list[str]:
 def download_cifar10(root: Path) -> None:
     archive = Path(root) / "cifar10" / "cifar-10-python.tar.gz"
     if not archive.is_file():
-        _fetch(CIFAR10_URL, archive, CIFAR10_MD5)
+        fetch(CIFAR10_URL, archive, CIFAR10_MD5, "md5")
     with tarfile.open(archive) as tar:
         tar.extractall(Path(root) / "cifar10", filter="data")
 

@@ -8,13 +8,12 @@ and checked against its SHA-256.
 
 from __future__ import annotations
 
-import hashlib
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .download import fetch
 from .root import DataUnavailableError
 
 FILE = "silverbox/sb.csv"
@@ -27,32 +26,9 @@ def missing(root: Path) -> list[str]:
     return [] if (Path(root) / FILE).is_file() else [f"{Path(root) / FILE} (downloads from {URL})"]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(root: Path) -> Path:
     """Fetch ``sb.csv`` into ``root``; raises :class:`DataUnavailableError` without internet."""
-    target = Path(root) / FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".part")
-    try:
-        urllib.request.urlretrieve(URL, tmp)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise DataUnavailableError(
-            f"Silverbox is not at {target} and could not be downloaded ({err}); "
-            f"fetch {URL} by hand and put it there, or point --data-dir / ODEKIT_DATA at a folder holding {FILE}"
-        ) from None
-    if _sha256(tmp) != SHA256:
-        tmp.unlink()
-        raise DataUnavailableError(f"the downloaded {URL} does not match its SHA-256; try again later")
-    tmp.replace(target)
-    return target
+    return fetch(URL, Path(root) / FILE, SHA256)
 
 
 def load_silverbox(root: Path, download_if_missing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

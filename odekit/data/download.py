@@ -1,0 +1,39 @@
+"""Downloading dataset files into the data root, with checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import urllib.request
+from pathlib import Path
+
+from .root import DataUnavailableError
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(url: str, target: Path, expected: str, algorithm: str = "sha256") -> Path:
+    """Download ``url`` to ``target`` (via a partial file), and check its digest before keeping it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataUnavailableError(
+            f"could not download {url} ({err}); put the file at {target} by hand, or point --data-dir / "
+            "ODEKIT_DATA at a folder that has it"
+        ) from None
+    if file_digest(tmp, algorithm) != expected:
+        tmp.unlink()
+        raise DataUnavailableError(f"{url} downloaded with a wrong {algorithm} checksum; try again later")
+    tmp.replace(target)
+    return target
