@@ -121,12 +121,13 @@ def test_silverbox_growth_smoke(tmp_path):
     assert (run_dir / "figures" / "silverbox_growth.png").is_file()
 
 
-def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
+def _write_mnist(root):
+    """MNIST-format files (40 train, 40 test) whose brightness depends on the class."""
     import gzip
 
     import numpy as np
 
-    folder = tmp_path / "data" / "mnist"
+    folder = root / "mnist"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for split, n in (("train", 40), ("t10k", 40)):
@@ -137,6 +138,10 @@ def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
             header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
             with gzip.open(folder / name, "wb") as fh:
                 fh.write(header + array.tobytes())
+
+
+def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
+    _write_mnist(tmp_path / "data")
     exp = get("image_classification")
     run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
     rows = (run_dir / "tables" / "mnist_epochs.csv").read_text().splitlines()
@@ -146,3 +151,15 @@ def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
         _, epoch, fwd, bwd, seconds, loss, accuracy = row.split(",")
         assert float(fwd) > 0 and float(bwd) > 0 and float(seconds) > 0 and 0 <= float(accuracy) <= 1
     assert (run_dir / "figures" / "mnist_curves.png").is_file()
+
+
+def test_nfe_vs_tolerance_smoke_on_a_mnist_fixture(tmp_path):
+    _write_mnist(tmp_path / "data")
+    exp = get("nfe_vs_tolerance")
+    run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
+    rows = (run_dir / "tables" / "nfe_vs_tolerance.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5 * 2
+    for row in rows[1:]:
+        _, tol, fwd, bwd, _ = row.split(",")
+        assert float(tol) in (0.1, 0.01) and float(fwd) >= 14 and float(bwd) >= 14  # dopri5: ≥ 2 steps
+    assert (run_dir / "figures" / "nfe_vs_tolerance.png").is_file()

@@ -24,6 +24,7 @@ def get(name: str) -> Experiment:
 from . import (  # noqa: E402,F401
     hb_optim_demo,
     image_classification,
+    nfe_vs_tolerance,
     pointcloud,
     silverbox_growth,
     work_precision,
