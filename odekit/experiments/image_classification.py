@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -50,11 +52,11 @@ def _subset(data, n: int, seed: int):
     return x, y
 
 
-def load_data(config: ImageConfig, ctx: RunContext):
-    """``((x_train, y_train), (x_test, y_test))``, subsets drawn with the config's seed."""
+def load_data(config: ImageConfig, root: Path):
+    """``((x_train, y_train), (x_test, y_test))`` from the data root, subsets drawn with the config's seed."""
     load = LOADERS[config.dataset]
-    return (_subset(load(ctx.data_root, train=True), config.train_subset, config.seed),
-            _subset(load(ctx.data_root, train=False), config.test_subset, config.seed + 1))
+    return (_subset(load(root, train=True), config.train_subset, config.seed),
+            _subset(load(root, train=False), config.test_subset, config.seed + 1))
 
 
 def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
@@ -67,9 +69,12 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
     return correct / len(x), float(np.mean(nfe))
 
 
-def train_model(kind: str, config: ImageConfig, data, ctx: RunContext, advance, save_weights: bool = True
-                ) -> list[dict]:
-    """Train one model of Table 3.3 as ``config`` says; per epoch: NFE per batch, time, loss, test accuracy."""
+def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None], advance: Callable[[], None],
+                weights: Path | None = None) -> list[dict]:
+    """Train one model of Table 3.3 as ``config`` says; per epoch: NFE per batch, time, loss, test accuracy.
+
+    The trained weights are written to ``weights`` when given.
+    """
     (x_train, y_train), (x_test, y_test) = data
     torch.manual_seed(config.seed)
     model = image_model(kind, config.dataset, method=config.method, rtol=config.tol, atol=config.tol)
@@ -97,13 +102,13 @@ def train_model(kind: str, config: ImageConfig, data, ctx: RunContext, advance, 
         epochs.append({"epoch": epoch, "nfe_forward": float(np.mean(forward)), "nfe_backward": float(np.mean(backward)),
                        "train_seconds": seconds, "train_loss": float(np.mean(losses)), "test_accuracy": accuracy,
                        "test_nfe": test_nfe})
-        ctx.log(f"{LABELS[kind]} epoch {epoch}: loss {np.mean(losses):.3f}, test accuracy {accuracy:.3f}, "
+        log(f"{LABELS[kind]} epoch {epoch}: loss {np.mean(losses):.3f}, test accuracy {accuracy:.3f}, "
                 f"NFE {np.mean(forward):.1f}/{np.mean(backward):.1f}, {seconds:.0f} s")
         advance()
-    if save_weights:
+    if weights is not None:
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
-        atomic.write_bytes(ctx.out / f"weights_{kind}.pt", buffer.getvalue())
+        atomic.write_bytes(weights, buffer.getvalue())
     return epochs
 
 
@@ -113,14 +118,14 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
     unknown = [m for m in config.models if m not in MODEL_KINDS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KINDS)}")
-    data = load_data(config, ctx)
+    data = load_data(config, ctx.data_root)
     done = ctx.checkpoint.setdefault("models", {})
     with ctx.progress(len(config.models) * config.epochs, f"{config.dataset} training epochs") as advance:
         for kind in config.models:
             if kind in done:
                 advance(config.epochs)
                 continue
-            done[kind] = train_model(kind, config, data, ctx, advance)
+            done[kind] = train_model(kind, config, data, ctx.log, advance, ctx.out / f"weights_{kind}.pt")
             ctx.save_checkpoint()
 
     rows = []

@@ -33,7 +33,7 @@ class NFEToleranceConfig(ImageConfig):
 def run(config: NFEToleranceConfig, ctx: RunContext) -> None:
     if config.dataset not in LOADERS:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(LOADERS)}")
-    data = load_data(config, ctx)
+    data = load_data(config, ctx.data_root)
     done = ctx.checkpoint.setdefault("cells", {})
     cells = [(kind, tol) for tol in config.tolerances for kind in config.models]
     with ctx.progress(len(cells) * config.epochs, "training at each tolerance") as advance:
@@ -42,7 +42,7 @@ def run(config: NFEToleranceConfig, ctx: RunContext) -> None:
             if key in done:
                 advance(config.epochs)
                 continue
-            epochs = train_model(kind, dataclasses.replace(config, tol=tol), data, ctx, advance, save_weights=False)
+            epochs = train_model(kind, dataclasses.replace(config, tol=tol), data, ctx.log, advance)
             done[key] = {"nfe_forward": float(np.mean([e["nfe_forward"] for e in epochs])),
                          "nfe_backward": float(np.mean([e["nfe_backward"] for e in epochs])),
                          "test_accuracy": epochs[-1]["test_accuracy"]}

@@ -37,7 +37,9 @@ class PointCloudConfig(ExperimentConfig):
     gradient: str = "adjoint"
 
 
-def _train(kind: str, config: PointCloudConfig, seed: int) -> dict[str, list[float]]:
+def train_pointcloud(kind: str, config: PointCloudConfig, seed: int
+                     ) -> tuple[dict[str, list[float]], torch.nn.Module]:
+    """Train one model of Table 3.2; per iteration: loss, forward and backward NFE, seconds."""
     torch.manual_seed(seed)
     x, y = nested_spheres(seed=seed)
     model = pointcloud_model(kind, method=config.method, rtol=config.tol, atol=config.tol, gradient=config.gradient)
@@ -71,7 +73,7 @@ def run(config: PointCloudConfig, ctx: RunContext) -> None:
         for kind, seed in jobs:
             key = f"{kind}/{seed}"
             if key not in done:
-                done[key], model = _train(kind, config, seed)
+                done[key], model = train_pointcloud(kind, config, seed)
                 if seed == config.seed:  # keep the first run's weights for the picture of the evolution
                     buffer = io.BytesIO()
                     torch.save(model.state_dict(), buffer)
