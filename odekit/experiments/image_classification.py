@@ -156,6 +156,7 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
                                 "test accuracy")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
     axes[0].legend()
     fig.suptitle(f"{config.dataset}: the five ODE models (tolerance {config.tol:g}; Fig. 3.7 / 3.1)")
