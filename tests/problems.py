@@ -1,16 +1,7 @@
-"""Test problems shared by the engine tests (the library's own problem set, plus one more)."""
+"""Test problems shared by the engine tests: the library's own problem set, plus one more."""
 
-import torch
-
-from odekit.data.ode_problems import (  # noqa: F401
-    lotka_volterra,
-    oscillator,
-    oscillator_exact,
-    van_der_pol,
-)
-from odekit.data.ode_problems import (
-    scipy_solution as scipy_reference,
-)
+from odekit.data.ode_problems import lotka_volterra, oscillator, oscillator_exact, van_der_pol
+from odekit.data.ode_problems import scipy_solution as scipy_reference
 
 
 def decay(t, y):
@@ -18,4 +9,4 @@ def decay(t, y):
     return -2 * t * y
 
 
-__all__ = ["decay", "lotka_volterra", "oscillator", "oscillator_exact", "scipy_reference", "van_der_pol", "torch"]
+__all__ = ["decay", "lotka_volterra", "oscillator", "oscillator_exact", "scipy_reference", "van_der_pol"]

@@ -11,7 +11,7 @@ import torch
 from .errors import InvalidInputError, MaxStepsExceededError, NonFiniteError, SolverError, StepSizeUnderflowError
 from .field import UserField, VectorField
 from .integrate import integrate
-from .methods import make_controller, resolve, step_caps
+from .methods import Method, make_controller, resolve, step_caps
 from .norms import Norm, norm_for
 from .solution import Solution, SolveStats, publish
 from .state import State, StateLayout
@@ -27,15 +27,26 @@ _STATUS = {
 
 @dataclass
 class Integration:
-    """Everything needed to run (and re-run, for the adjoint) one integration on flat states."""
+    """Everything needed to run (and re-run, for the adjoint) one integration on flat states.
 
-    method: str
+    Built by :meth:`create`, which resolves the method and checks the options once.
+    """
+
+    method: Method
     options: dict[str, Any]
     rtol: float
     atol: float
     norm: Norm
     times: list[float]
     throw: bool
+    max_steps: int
+    max_nfe: int
+
+    @classmethod
+    def create(cls, method: str, options: dict[str, Any], rtol: float, atol: float, norm: Norm,
+               times: list[float], throw: bool) -> "Integration":
+        resolved, options = resolve(method, options)
+        return cls(resolved, options, rtol, atol, norm, times, throw, *step_caps(options))
 
     def run(
         self,
@@ -46,15 +57,14 @@ class Integration:
     ) -> tuple[torch.Tensor, str, str]:
         """Integrate flat ``y0`` through ``times``; returns ``(T × n states, status, message)``."""
         times = self.times if times is None else times
-        method, options = resolve(self.method, self.options)
-        solver = method.make_solver(options)
-        controller = make_controller(method, options, self.rtol, self.atol, self.norm)
-        max_steps, max_nfe = step_caps(options)
+        solver = self.method.make_solver(self.options)
+        # A fresh controller per run: it carries the previous error ratio of the PI law.
+        controller = make_controller(self.method, self.options, self.rtol, self.atol, self.norm)
         out = [y0]
         status, message = "success", ""
         try:
             integrate(solver, controller, field, y0, times, out, stats,
-                      max_steps=max_steps, max_nfe=max_nfe)
+                      max_steps=self.max_steps, max_nfe=self.max_nfe)
         except SolverError as err:
             if self.throw or type(err) not in _STATUS:
                 raise
@@ -156,32 +166,32 @@ def solve(
     options = dict(options or {})
     if step_size is not None:
         options["step_size"] = step_size
-    resolved, _ = resolve(method, options)
-    norm = _user_norm(options.pop("norm", None), layout)
+    forward = Integration.create(method, options, rtol, atol, _user_norm(options.get("norm"), layout), times, throw)
     flat0 = layout.flatten(y0)
     if not bool(torch.isfinite(flat0.detach()).all()):
         raise InvalidInputError("y0 contains NaN or inf; every entry of the initial state must be finite")
-    forward = Integration(method, options, rtol, atol, norm, times, throw)
     stats = SolveStats(method=method)
     publish(stats)
 
     if gradient == "adjoint":
         from .adjoint import adjoint_solve
 
-        # Like torchdiffeq, the backward pass inherits the forward options unless given its own.
-        adjoint_options = dict(options if adjoint_options is None else adjoint_options)
+        # Like torchdiffeq, the backward pass inherits the forward options (but not a state norm,
+        # which cannot measure the augmented state) unless given its own.
+        if adjoint_options is None:
+            adjoint_options = {k: v for k, v in options.items() if k != "norm"}
+        adjoint_options = dict(adjoint_options)
         adjoint_norm = adjoint_options.pop("norm", "mixed")
         if adjoint_norm not in ("mixed", "seminorm"):
             raise InvalidInputError(
                 f"adjoint_options['norm'] must be 'mixed' (default) or 'seminorm', got {adjoint_norm!r}"
             )
-        resolve(adjoint_method or method, adjoint_options)
-        backward = Integration(
+        backward = Integration.create(
             adjoint_method or method,
             adjoint_options,
             _check_tolerance("adjoint_rtol", rtol if adjoint_rtol is None else adjoint_rtol),
             _check_tolerance("adjoint_atol", atol if adjoint_atol is None else adjoint_atol),
-            norm,
+            forward.norm,
             times,
             throw,
         )
