@@ -5,10 +5,11 @@ import torch
 from problems import decay, lotka_volterra, oscillator, oscillator_exact, scipy_reference, van_der_pol
 
 import odekit
-from odekit.solve import METHODS
+from odekit.solve import TABLEAUS
 
-ADAPTIVE = sorted(name for name, m in METHODS.items() if m.adaptive)
-FIXED = sorted(name for name, m in METHODS.items() if not m.adaptive)
+# Explicit Runge–Kutta methods; the proximal implicit ones are tested in test_proximal.py.
+ADAPTIVE = sorted(name for name, tableau in TABLEAUS.items() if tableau.adaptive)
+FIXED = sorted(name for name, tableau in TABLEAUS.items() if not tableau.adaptive)
 # Tolerances that keep low-order methods affordable, and the error each method must then reach.
 RTOL = {"adaptive_heun": 1e-6, "bosh3": 1e-8}
 BOUND = {"adaptive_heun": 2e-5, "bosh3": 1e-6, "dopri5": 1e-7, "tsit5": 1e-7, "dopri8": 1e-5}

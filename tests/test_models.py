@@ -48,6 +48,8 @@ def test_hbnode_with_every_solver_and_both_gradients(method):
     model = pointcloud_model("hbnode").double()
     x = torch.randn(6, 2, dtype=torch.float64)
     options = None if METHODS[method].adaptive else {"step_size": 0.05}
+    if method.startswith("prox"):  # inner solves far below the discretisation error
+        options = {**(options or {}), "inner_res_tol": 1e-11}
     order = METHODS[method].make_solver({}).order
     rtol = {2: 1e-6, 3: 1e-8}.get(order, 1e-9)  # affordable tolerances for low-order pairs
     grads = {}
@@ -61,7 +63,7 @@ def test_hbnode_with_every_solver_and_both_gradients(method):
     if METHODS[method].adaptive:
         tol = {2: 1e-3, 3: 1e-5}.get(order, 1e-5)
     else:
-        tol = {1: 5e-2, 2: 5e-3, 4: 1e-5}[order]
+        tol = {1: 5e-2, 2: 5e-3, 3: 5e-4, 4: 1e-5}[order]
     for a, b in zip(grads["backprop"], grads["adjoint"]):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 

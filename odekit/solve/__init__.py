@@ -4,9 +4,11 @@
 Layers: tableaus (data) → Runge–Kutta step → controllers → the integration loop → adjoint.
 """
 
+from . import proximal  # noqa: F401  (registers the proximal implicit methods)
 from .api import solve
 from .compat import odeint, odeint_adjoint
 from .errors import (
+    InnerSolveError,
     InvalidInputError,
     MaxStepsExceededError,
     NonFiniteError,
@@ -23,5 +25,5 @@ __all__ = [
     "solve", "odeint", "odeint_adjoint", "Solution", "SolveStats", "StatsRecorder", "record_stats",
     "METHODS", "Method", "register_method", "ButcherTableau", "TABLEAUS", "SolverError",
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
-    "MaxStepsExceededError",
+    "MaxStepsExceededError", "InnerSolveError",
 ]

@@ -34,11 +34,13 @@ class _AdjointDynamics:
     def __call__(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         n, layout = self.n, self.layout
         with torch.enable_grad():
-            y = z[:n].detach().requires_grad_(True)
+            # A copy rather than a detached view: it keeps forward-mode tangents, so the
+            # Newton–Krylov inner solver of the proximal methods can take JVPs of these dynamics.
+            y = z[:n].clone().requires_grad_(True)
             fy = layout.flatten_derivative(self.f(t, layout.unflatten(y)), t)
             inputs = (y, *self.params)
             vjps = torch.autograd.grad(fy, inputs, -z[n : 2 * n], allow_unused=True)
-        parts = [fy.detach()]
+        parts = [fy]  # called under no_grad (the backward pass), so the result holds no graph
         parts += [torch.zeros_like(x).reshape(-1) if g is None else g.reshape(-1) for x, g in zip(inputs, vjps)]
         return torch.cat(parts)
 
@@ -122,6 +124,8 @@ class _AdjointSolve(torch.autograd.Function):
                 backward_stats.nfe += user.nfe
         stats.nfe_backward += backward_stats.nfe
         stats.steps_backward += backward_stats.steps
+        for key, value in backward_stats.extra.items():
+            stats.extra["backward_" + key] = value
         grad_params = list(g.split(param_sizes)) if params else []
         grad_params = [gp.view_as(p) for gp, p in zip(grad_params, params)]
         return (None, a, grad_t, *grad_params)

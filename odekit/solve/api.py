@@ -8,7 +8,14 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import InvalidInputError, MaxStepsExceededError, NonFiniteError, SolverError, StepSizeUnderflowError
+from .errors import (
+    InnerSolveError,
+    InvalidInputError,
+    MaxStepsExceededError,
+    NonFiniteError,
+    SolverError,
+    StepSizeUnderflowError,
+)
 from .field import UserField, VectorField
 from .integrate import integrate
 from .methods import Method, make_controller, resolve, step_caps
@@ -22,6 +29,7 @@ _STATUS = {
     MaxStepsExceededError: "max_steps_exceeded",
     StepSizeUnderflowError: "step_size_underflow",
     NonFiniteError: "non_finite",
+    InnerSolveError: "inner_not_converged",
 }
 
 

@@ -27,5 +27,9 @@ class StepSizeUnderflowError(SolverError):
     """The adaptive controller shrank the step below what floating point can resolve."""
 
 
+class InnerSolveError(SolverError):
+    """An inner solve of a proximal implicit method stopped at its iteration cap unconverged."""
+
+
 class MaxStepsExceededError(SolverError):
     """The solve needed more steps (or more evaluations of ``f``) than the configured cap."""

@@ -1,8 +1,10 @@
 """The time-stepping loop shared by every solver and controller.
 
 A *solver* takes one step (:class:`~odekit.solve.runge_kutta.RungeKutta`, and the proximal
-implicit schemes of chapter 5 through the same three methods: ``step``, ``error``,
-``interpolate``); a *controller* decides the step sizes. This loop walks from the first to the
+implicit schemes of chapter 5, :class:`~odekit.solve.proximal.ProximalSolver`, through the same
+methods); a *controller* decides the step sizes. A solver carries a *state* from one accepted
+step to the next (diffrax's ``solver_state``): the first stage of an FSAL tableau, the past
+points of a multistep scheme. A rejected step is retried from the same state. This loop walks from the first to the
 last output time, asks the solver for dense output at each requested time, counts steps and
 enforces the caps. States here are flat vectors.
 """
@@ -10,7 +12,7 @@ enforces the caps. States here are flat vectors.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -22,14 +24,25 @@ from .solution import SolveStats
 class Solver(Protocol):
     name: str
     order: int
+    error_order: int  # the local error estimate scales as h**error_order (sets the controller's exponent)
     adaptive: bool
-    fsal: bool
+    fsal: bool  # needs f(t0, y0) at the start (the loop evaluates it once and hands it to init)
 
-    def step(self, field, t0: float, y0: torch.Tensor, h: float, k_first: torch.Tensor | None): ...
+    def init(self, t0: float, y0: torch.Tensor, f0: torch.Tensor | None) -> Any: ...
 
-    def error(self, K: torch.Tensor) -> torch.Tensor: ...
+    def step(self, field, t0: float, y0: torch.Tensor, h: float, state: Any) -> tuple[torch.Tensor, Any]:
+        """Returns ``(y1, K)``; ``K`` is whatever ``error``/``interpolate``/``accepted`` need."""
 
-    def interpolate(self, y0: torch.Tensor, K: torch.Tensor, h: float, theta: torch.Tensor) -> torch.Tensor: ...
+    def error(self, K: Any) -> torch.Tensor | None:
+        """Local error estimate divided by ``h``; ``None`` rejects the step outright."""
+
+    def interpolate(self, y0: torch.Tensor, K: Any, h: float, theta: torch.Tensor) -> torch.Tensor: ...
+
+    def accepted(self, state: Any, K: Any) -> Any:
+        """The state after the step that produced ``K`` was accepted."""
+
+    def record(self, stats: SolveStats) -> None:
+        """Add the solver's own counters to ``stats`` (called once, when the loop ends)."""
 
 
 # Consecutive rejections caused by non-finite stages before we blame f rather than the step size.
@@ -57,15 +70,14 @@ def integrate(
         return
     direction = 1.0 if times[-1] > times[0] else -1.0
     t, y = times[0], y0
-    k = None
+    f0 = None
     nfe_start, steps_start = field.nfe, stats.steps
-    if solver.fsal:
-        k = field(t, y)
-        if not bool(torch.isfinite(k).all()):
+    if solver.fsal or controller.adaptive:
+        f0 = field(t, y)
+        if not bool(torch.isfinite(f0).all()):
             raise NonFiniteError(f"f(t0, y0) at t0={t:.6g} is not finite (NaN or inf); check f and y0")
-        h = controller.start(times, field=field, y0=y, f0=k, order=solver.order)
-    else:
-        h = controller.start(times)
+    h = controller.start(times, field=field, y0=y, f0=f0, order=solver.error_order)
+    state = solver.init(t, y, f0)
     idx = 1
     non_finite_in_a_row = 0
     last_rejection_non_finite = False
@@ -92,10 +104,16 @@ def integrate(
                     "the problem is stiff there; check f, loosen rtol/atol, or use a proximal implicit method"
                 )
             t_next = t + h
-            y1, K = solver.step(field, t, y, h, k)
+            y1, K = solver.step(field, t, y, h, state)
             if controller.adaptive:
                 with torch.no_grad():
-                    ratio = controller.error_ratio(solver.error(K), y, y1, h)
+                    error = solver.error(K)
+                    ratio = None if error is None else controller.error_ratio(error, y, y1, h)
+                if ratio is None:  # the solver could not complete the step (an inner solve failed)
+                    stats.steps_rejected += 1
+                    last_rejection_non_finite = False
+                    h *= controller.dfactor
+                    continue
                 if not math.isfinite(ratio):
                     non_finite_in_a_row += 1
                     if non_finite_in_a_row > _MAX_NON_FINITE_RETRIES:
@@ -129,11 +147,11 @@ def integrate(
                     )
                 idx = stop
             t, y = t_next, y1
-            if solver.fsal:
-                k = K[-1]
+            state = solver.accepted(state, K)
             h = h_next
     finally:
         stats.nfe += field.nfe - nfe_start
+        solver.record(stats)
 
 
 def _emit(solver, y0, y1, K, h, t0, times, start, stop, out) -> None:

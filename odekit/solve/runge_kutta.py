@@ -43,6 +43,7 @@ class RungeKutta:
         self.name = tableau.name
         self.tableau = tableau.with_end_stage() if tableau.adaptive else tableau
         self.order = tableau.order
+        self.error_order = tableau.order
         self.adaptive = tableau.adaptive
         self.fsal = tableau.adaptive
         self._c = [float(x) for x in self.tableau.c]
@@ -57,10 +58,24 @@ class RungeKutta:
             coeffs = self._cache[key] = _Coefficients(self.tableau, self._dense, y.dtype, y.device)
         return coeffs
 
+    def init(self, t0: float, y0: torch.Tensor, f0: torch.Tensor | None) -> torch.Tensor | None:
+        """The solver state at the start: ``f(t0, y0)`` for first-same-as-last tableaus."""
+        return f0 if self.fsal else None
+
+    def accepted(self, state: torch.Tensor | None, K: torch.Tensor) -> torch.Tensor | None:
+        """The state after an accepted step: its last stage is the next step's first."""
+        return K[-1] if self.fsal else None
+
+    def record(self, stats) -> None:
+        """Explicit RK keeps no counters beyond the loop's."""
+
     def step(
         self, field: Field, t0: float, y0: torch.Tensor, h: float, k_first: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Advance ``y0`` by ``h``; returns ``y1`` and the stage matrix ``K``."""
+        """Advance ``y0`` by ``h``; returns ``y1`` and the stage matrix ``K``.
+
+        ``k_first`` is the solver state (``f(t0, y0)`` when already known).
+        """
         co = self.coefficients(y0)
         c = self._c
         k0 = field(t0, y0) if k_first is None else k_first

@@ -41,7 +41,8 @@ class SolveStats:
                 continue
             if f.name == "extra":
                 for k, v in other.extra.items():
-                    self.extra[k] = self.extra.get(k, 0) + v
+                    # Counters add up; maxima (keys ending in "_max") take the larger value.
+                    self.extra[k] = max(self.extra.get(k, v), v) if k.endswith("_max") else self.extra.get(k, 0) + v
             else:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         if not self.method:

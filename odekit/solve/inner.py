@@ -1,0 +1,380 @@
+"""Inner solvers of the proximal implicit schemes (thesis §5.2.1.1).
+
+Every implicit stage of chapter 5 asks for the minimiser of the proximal objective
+
+    G(z) = ‖z − p‖² / (2σ) + F(z),   f = −∇F            (eqs. 5.5–5.6)
+
+whose stationarity condition is the implicit equation
+
+    r(z) = z − p − σ f(t, z) = 0                         (eq. 5.4 with σ = h, p = y_n).
+
+``r`` is σ·∇G, and it exists whether or not ``f`` has a potential ``F`` (Remark 6), so every
+method here works on ``r`` alone and the inner step ``η`` is dimensionless: ``η = 1`` is the
+plain fixed-point (Picard) iteration ``z ← p + σ f(z)``, smaller ``η`` is gradient descent on
+``G`` with step ``ησ`` (eq. 5.7). The methods are generators of iterates; :class:`InnerSolver`
+runs one of them under the stopping rule (‖z_{i+1} − z_i‖ ≤ tol, or ‖r‖ ≤ res_tol, or an
+iteration cap; RMS norms), watches for divergence and halves ``η`` when it sees it.
+
+Each call of ``f`` — a residual, or a Jacobian–vector product — is one evaluation, counted by
+the engine's :class:`~odekit.solve.field.VectorField`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from .errors import InvalidInputError
+from .norms import rms_norm
+
+Field = Callable[[float, torch.Tensor], torch.Tensor]
+Iterates = Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+JVP_MODES = ("finite_difference", "forward_ad")
+DEFAULT_INNER = "lbfgs"
+
+
+@dataclass
+class ProximalProblem:
+    """One implicit stage: find ``z`` with ``r(z) = z − center − σ f(t, z) = 0``."""
+
+    field: Field
+    t: float
+    center: torch.Tensor
+    sigma: float
+    jvp_mode: str = "finite_difference"
+
+    def residual(self, z: torch.Tensor) -> torch.Tensor:
+        return z - self.center - self.sigma * self.field(self.t, z)
+
+    def jvp(self, z: torch.Tensor, v: torch.Tensor, r_z: torch.Tensor) -> torch.Tensor:
+        """``(∂r/∂z) v = v − σ (∂f/∂z) v``, one evaluation of ``f``.
+
+        ``finite_difference`` (default) differences ``r`` along ``v`` with the usual
+        ``√ε (1 + ‖z‖)/‖v‖`` increment: the classical Jacobian-free Newton–Krylov product, accurate
+        to about ``√ε`` relative, which inexact Newton tolerates. ``forward_ad`` is exact, through
+        PyTorch's forward-mode autograd, but on CPU it measured 8–25× slower per product than an
+        evaluation of ``f`` (docs/benchmarks.md).
+        """
+        if self.jvp_mode == "finite_difference":
+            v_norm = float(torch.linalg.vector_norm(v.detach()))
+            if v_norm == 0.0:
+                return torch.zeros_like(v)
+            eps = math.sqrt(torch.finfo(z.dtype).eps) * (1.0 + float(torch.linalg.vector_norm(z.detach()))) / v_norm
+            return (self.residual(z + eps * v) - r_z) / eps
+        with fwAD.dual_level():
+            tangent = fwAD.unpack_dual(self.field(self.t, fwAD.make_dual(z, v))).tangent
+        return v if tangent is None else v - self.sigma * tangent
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a, b)
+
+
+def gradient_descent(problem: ProximalProblem, z: torch.Tensor, step: float) -> Iterates:
+    """``z ← z − η r(z)`` (eq. 5.7); with ``η = 1`` the fixed-point iteration of Remark 6."""
+    while True:
+        r = problem.residual(z)
+        z_next = z - step * r
+        yield z_next, r
+        z = z_next
+
+
+def nesterov(problem: ProximalProblem, z: torch.Tensor, step: float, restart: bool) -> Iterates:
+    """Nesterov's accelerated gradient (momentum ``k/(k+3)``).
+
+    With ``restart`` the momentum is reset whenever it points uphill, ``⟨r(v), z_{k+1} − z_k⟩ > 0``
+    (the gradient restart of O'Donoghue & Candès, 2015).
+    """
+    z_prev, k = z, 0
+    while True:
+        v = z if k == 0 else z + (k / (k + 3)) * (z - z_prev)
+        r = problem.residual(v)
+        z_next = v - step * r
+        k = 0 if restart and float(_dot(r.detach(), (z_next - z).detach())) > 0 else k + 1
+        yield z_next, r
+        z_prev, z = z, z_next
+
+
+def fletcher_reeves(problem: ProximalProblem, z: torch.Tensor, step: float) -> Iterates:
+    """Gradient descent with Fletcher–Reeves momentum (eqs. 5.8–5.9).
+
+    ``p_i = r_i + β_i p_{i−1}``, ``z ← z − η p_i``, ``β_i = ‖r_i‖² / ‖r_{i−1}‖²`` capped just
+    below 1 (as the authors' code does) so the momentum cannot grow without bound.
+    """
+    p = rr_prev = None
+    while True:
+        r = problem.residual(z)
+        rr = _dot(r, r)
+        if p is None:
+            p = r
+        else:
+            beta = (rr / rr_prev.clamp_min(torch.finfo(rr.dtype).tiny)).clamp(max=1 - 1e-6)
+            p = r + beta * p
+        z_next = z - step * p
+        yield z_next, r
+        z, rr_prev = z_next, rr
+
+
+def lbfgs(problem: ProximalProblem, z: torch.Tensor, step: float, memory: int) -> Iterates:
+    """Limited-memory BFGS on ``r`` as the gradient, unit steps after the first.
+
+    The first step is ``η r``; later directions come from the two-loop recursion over the last
+    ``memory`` pairs ``(s, y) = (Δz, Δr)`` with the usual ``sᵀy / yᵀy`` initial scaling. Pairs
+    with ``sᵀy ≤ 0`` (no positive curvature) are skipped. Without a potential there is no line
+    search; the divergence guard of :class:`InnerSolver` catches a bad direction.
+    """
+    pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=memory)
+    r = problem.residual(z)
+    while True:
+        if pairs:
+            q = r
+            alphas = []
+            for s, y, rho in reversed(pairs):
+                a = rho * _dot(s, q)
+                q = q - a * y
+                alphas.append(a)
+            s, y, _ = pairs[-1]
+            q = q * (_dot(s, y) / _dot(y, y))
+            for (s, y, rho), a in zip(pairs, reversed(alphas)):
+                q = q + (a - rho * _dot(y, q)) * s
+            direction = q
+        else:
+            direction = step * r
+        z_next = z - direction
+        r_next = problem.residual(z_next)
+        s, y = z_next - z, r_next - r
+        sy = _dot(s, y)
+        if float(sy.detach()) > 1e-12 * float(_dot(s, s).detach()):
+            pairs.append((s, y, 1.0 / sy))
+        yield z_next, r
+        z, r = z_next, r_next
+
+
+def anderson(problem: ProximalProblem, z: torch.Tensor, step: float, memory: int) -> Iterates:
+    """Anderson acceleration (type II, Walker & Ni 2011) of the damped fixed-point map ``z − η r(z)``.
+
+    The thesis names it as future work (Remark 6, §5.6). Each iterate mixes the last
+    ``memory + 1`` map values with the weights that minimise the mixed fixed-point residual.
+    """
+    maps: deque[torch.Tensor] = deque(maxlen=memory + 1)
+    gaps: deque[torch.Tensor] = deque(maxlen=memory + 1)
+    while True:
+        r = problem.residual(z)
+        gap = -step * r  # g(z) − z
+        maps.append(z + gap)
+        gaps.append(gap)
+        if len(gaps) == 1:
+            z_next = maps[-1]
+        else:
+            d_gaps = torch.stack([b - a for a, b in zip(list(gaps)[:-1], list(gaps)[1:])], dim=1)
+            d_maps = torch.stack([b - a for a, b in zip(list(maps)[:-1], list(maps)[1:])], dim=1)
+            gram = d_gaps.T @ d_gaps
+            ridge = 1e-10 * gram.diagonal().sum() + torch.finfo(gram.dtype).tiny
+            gamma = torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype, device=gram.device),
+                                       d_gaps.T @ gap)
+            z_next = maps[-1] - d_maps @ gamma
+        yield z_next, r
+        z = z_next
+
+
+def gmres(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, rtol: float, max_dim: int) -> torch.Tensor:
+    """Solve ``A x = b`` by GMRES from ``x = 0`` (no restart).
+
+    Arnoldi with classical Gram–Schmidt applied twice (one matrix product per pass); Givens
+    rotations on a detached copy of the Hessenberg matrix track the residual, so the stopping
+    test costs no solve. Stops when the residual is ≤ ``rtol ‖b‖`` or after ``max_dim``
+    products; the small least-squares problem is then solved once by QR. Out of place, so
+    backprop can differentiate it.
+    """
+    beta = torch.linalg.vector_norm(b)
+    beta_value = float(beta.detach())
+    if beta_value == 0.0:
+        return torch.zeros_like(b)
+    basis = [b / beta]
+    columns: list[torch.Tensor] = []
+    rotations: list[tuple[float, float]] = []
+    g = [beta_value]  # rotated right-hand side; |g[-1]| is the residual norm
+    for k in range(max_dim):
+        w = matvec(basis[k])
+        V = torch.stack(basis, dim=1)
+        c1 = V.T @ w
+        w = w - V @ c1
+        c2 = V.T @ w
+        w = w - V @ c2
+        norm_w = torch.linalg.vector_norm(w)
+        columns.append(torch.cat([c1 + c2, norm_w.reshape(1)]))
+        col = columns[-1].detach().tolist()
+        for i, (cs, sn) in enumerate(rotations):
+            col[i], col[i + 1] = cs * col[i] + sn * col[i + 1], -sn * col[i] + cs * col[i + 1]
+        radius = (col[k] ** 2 + col[k + 1] ** 2) ** 0.5
+        cs, sn = (1.0, 0.0) if radius == 0.0 else (col[k] / radius, col[k + 1] / radius)
+        rotations.append((cs, sn))
+        g.append(-sn * g[k])
+        g[k] = cs * g[k]
+        if abs(g[-1]) <= rtol * beta_value or col[k + 1] <= 1e-14 * beta_value:
+            break
+        basis.append(w / norm_w)
+    m = len(columns)
+    hess = torch.stack([torch.nn.functional.pad(c, (0, m + 1 - len(c))) for c in columns], dim=1)
+    rhs = torch.cat([beta.reshape(1), b.new_zeros(m)])
+    q, upper = torch.linalg.qr(hess)
+    y = torch.linalg.solve_triangular(upper, (q.T @ rhs)[:, None], upper=True)[:, 0]
+    return torch.stack(basis[:m], dim=1) @ y
+
+
+def newton_krylov(problem: ProximalProblem, z: torch.Tensor, krylov_rtol: float, krylov_dim: int) -> Iterates:
+    """Jacobian-free Newton–Krylov: each Newton correction solves ``(∂r/∂z) δ = −r`` by GMRES.
+
+    The Jacobian is never formed; each GMRES iteration costs one Jacobian–vector product.
+    """
+    while True:
+        r = problem.residual(z)
+        delta = gmres(lambda v: problem.jvp(z, v, r), -r, krylov_rtol, krylov_dim)
+        z_next = z + delta
+        yield z_next, r
+        z = z_next
+
+
+def newton(problem: ProximalProblem, z: torch.Tensor) -> Iterates:
+    """Newton–Raphson with the dense Jacobian (``n`` Jacobian–vector products per iteration).
+
+    The reference of Fig 5.5: exact and quadratically convergent, but ``O(n)`` evaluations
+    and an ``O(n³)`` solve per iteration.
+    """
+    n = z.numel()
+    eye = torch.eye(n, dtype=z.dtype, device=z.device)
+    while True:
+        r = problem.residual(z)
+        jacobian = torch.stack([problem.jvp(z, eye[i], r) for i in range(n)], dim=1)
+        z_next = z - torch.linalg.solve(jacobian, r)
+        yield z_next, r
+        z = z_next
+
+
+@dataclass(frozen=True)
+class InnerMethod:
+    """A named inner method: its iterate generator and the settings it reads."""
+
+    name: str
+    iterate: Callable[..., Iterates]
+    settings: tuple[str, ...]
+    description: str
+    default_step: float | None = None  # methods with an inner step η
+
+
+INNER_METHODS: dict[str, InnerMethod] = {
+    m.name: m
+    for m in (
+        InnerMethod("gd", gradient_descent, ("step",), "gradient descent on the proximal objective (eq. 5.7)", 0.5),
+        InnerMethod("fixed_point", gradient_descent, ("step",), "fixed-point (Picard) iteration z ← p + σf(z)", 1.0),
+        InnerMethod("nesterov", lambda p, z, step: nesterov(p, z, step, restart=False), ("step",),
+                    "Nesterov accelerated gradient", 0.5),
+        InnerMethod("nesterov_restart", lambda p, z, step: nesterov(p, z, step, restart=True), ("step",),
+                    "Nesterov with gradient-based adaptive restart", 0.5),
+        InnerMethod("fr", fletcher_reeves, ("step",), "gradient descent with Fletcher–Reeves momentum (eqs. 5.8–5.9)",
+                    0.5),
+        InnerMethod("lbfgs", lbfgs, ("step", "memory"), "L-BFGS on the residual, unit steps", 0.5),
+        InnerMethod("anderson", anderson, ("step", "memory"), "Anderson acceleration of the damped fixed point", 0.5),
+        InnerMethod("newton_krylov", newton_krylov, ("krylov_rtol", "krylov_dim"),
+                    "Jacobian-free Newton–Krylov (GMRES on Jacobian–vector products)"),
+        InnerMethod("newton", newton, (), "Newton–Raphson with the dense Jacobian (small systems)"),
+    )
+}
+
+
+@dataclass
+class InnerResult:
+    z: torch.Tensor
+    iterations: int
+    converged: bool
+    residual_norm: float
+
+
+@dataclass
+class InnerSolver:
+    """Runs one inner method under the stopping rule, with a divergence guard.
+
+    Stops when ‖r(z_i)‖ ≤ ``res_tol`` or ‖z_{i+1} − z_i‖ ≤ ``tol`` (RMS norms), or after
+    ``max_iters`` updates without either (not converged). The thesis stops on the step alone;
+    here that rule is off by default (``tol = 0``) because a slowly progressing solver takes
+    small steps long before it has converged: on the heat equation (N = 128, backward Euler,
+    h = 0.1) stopping at steps ≤ 1e-6 leaves a final error of 9e-4, the residual rule 6e-8. If the residual grows
+    past ``1e3`` times its start or turns non-finite, a method with a step ``η`` restarts from the
+    initial guess with ``η/2``, and keeps the smaller ``η`` for later solves.
+    """
+
+    method: str = DEFAULT_INNER
+    step: float | None = None
+    tol: float = 0.0
+    res_tol: float = 1e-6
+    max_iters: int = 1000
+    memory: int = 5
+    krylov_rtol: float = 1e-2
+    krylov_dim: int = 100
+    step_reductions: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in INNER_METHODS:
+            raise InvalidInputError(
+                f"unknown inner solver {self.method!r}; choose one of {', '.join(INNER_METHODS)}"
+            )
+        spec = INNER_METHODS[self.method]
+        if self.step is None:
+            self.step = spec.default_step
+        checks = {
+            "inner_tol": (self.tol, self.tol >= 0),
+            "inner_res_tol": (self.res_tol, self.res_tol >= 0),
+            "inner_max_iters": (self.max_iters, isinstance(self.max_iters, int) and self.max_iters >= 1),
+            "inner_memory": (self.memory, isinstance(self.memory, int) and self.memory >= 1),
+            "krylov_rtol": (self.krylov_rtol, 0 < self.krylov_rtol < 1),
+            "krylov_dim": (self.krylov_dim, isinstance(self.krylov_dim, int) and self.krylov_dim >= 1),
+        }
+        if spec.default_step is not None:
+            checks["inner_step"] = (self.step, self.step is not None and self.step > 0)
+        for name, (value, ok) in checks.items():
+            if not ok:
+                raise InvalidInputError(f"option {name}={value!r} is out of range")
+        self._spec = spec
+
+    def _iterates(self, problem: ProximalProblem, z0: torch.Tensor) -> Iterates:
+        kwargs = {"step": self.step, "memory": self.memory, "krylov_rtol": self.krylov_rtol,
+                  "krylov_dim": self.krylov_dim}
+        return self._spec.iterate(problem, z0, **{k: kwargs[k] for k in self._spec.settings})
+
+    def __call__(
+        self,
+        problem: ProximalProblem,
+        z0: torch.Tensor,
+        callback: Callable[[int, torch.Tensor, float], None] | None = None,
+    ) -> InnerResult:
+        """Solve ``problem`` from ``z0``; ``callback(i, z_i, ‖z_i − z_{i−1}‖)`` sees every iterate."""
+        iterations = 0
+        while True:
+            z, r0_norm = z0, None
+            for z_next, r in self._iterates(problem, z0):
+                iterations += 1
+                r_norm = float(rms_norm(r.detach()))
+                if r0_norm is None:
+                    r0_norm = r_norm
+                if not math.isfinite(r_norm) or r_norm > 1e3 * max(r0_norm, self.res_tol):
+                    break  # diverging
+                step_norm = float(rms_norm((z_next - z).detach()))
+                if callback is not None:
+                    callback(iterations, z_next, step_norm)
+                z = z_next
+                if r_norm <= self.res_tol or step_norm <= self.tol:
+                    return InnerResult(z, iterations, True, r_norm)
+                if iterations >= self.max_iters:
+                    return InnerResult(z, iterations, False, r_norm)
+            else:  # pragma: no cover - the generators are infinite
+                raise AssertionError("inner iterate generator ended")
+            if self._spec.default_step is None or iterations >= self.max_iters or self.step_reductions >= 40:
+                return InnerResult(z0, iterations, False, r_norm)
+            self.step /= 2
+            self.step_reductions += 1

@@ -1,0 +1,208 @@
+"""Proximal implicit solvers (thesis chapter 5): one outer loop for every implicit scheme.
+
+A step of any scheme in :mod:`~odekit.solve.implicit_schemes` is a sequence of proximal stages;
+each stage is handed to the configured inner solver (:mod:`~odekit.solve.inner`) with a warm
+start extrapolated from the previous steps. The solver plugs into the engine's loop like the
+explicit methods, so ``solve``, ``odeint``, ``odeint_adjoint``, the stats, both gradient modes
+(backprop through the inner iterations; the adjoint solved backwards with the same proximal
+settings) and the caps all apply unchanged.
+
+``prox_bdf`` is the adaptive member the thesis lists as missing (§5.6): a variable-step BDF
+whose local error is estimated from the difference between the corrector and the polynomial
+predictor (Milne's device) and controlled by the same PI controller as the explicit methods.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import InnerSolveError, InvalidInputError
+from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, lagrange_weights
+from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem
+from .methods import ADAPTIVE_OPTIONS, Method, register_method
+from .solution import SolveStats
+
+PROXIMAL_OPTIONS = (
+    "step_size", "inner", "inner_step", "inner_tol", "inner_res_tol", "inner_max_iters", "inner_memory",
+    "krylov_rtol", "krylov_dim", "jvp", "warm_start", "on_inner_failure", "max_num_steps", "max_nfe",
+)
+ADAPTIVE_PROXIMAL_OPTIONS = tuple(dict.fromkeys(PROXIMAL_OPTIONS + ADAPTIVE_OPTIONS + ("order",)))
+_INNER_KEYS = {"inner": "method", "inner_step": "step", "inner_tol": "tol", "inner_res_tol": "res_tol",
+               "inner_max_iters": "max_iters", "inner_memory": "memory", "krylov_rtol": "krylov_rtol",
+               "krylov_dim": "krylov_dim"}
+
+
+@dataclass
+class ProximalStep:
+    """What one step leaves for the loop: the points it ends on, and its error estimate's parts."""
+
+    times: list[float]
+    states: list[torch.Tensor]
+    predicted: torch.Tensor | None
+    error_constant: float
+    failed: bool
+
+
+class ProximalSolver:
+    """Outer steps of a proximal implicit scheme; the solver state is the last few points."""
+
+    fsal = False
+
+    def __init__(self, name: str, scheme: Scheme, inner: InnerSolver, *, adaptive: bool, warm_start: str,
+                 jvp: str, on_inner_failure: str) -> None:
+        self.name, self.scheme, self.inner = name, scheme, inner
+        self.order = scheme.order
+        self.error_order = scheme.order + 1  # local error of an order-q step scales as h^(q+1)
+        self.adaptive = adaptive
+        self.warm_start, self.jvp, self.on_inner_failure = warm_start, jvp, on_inner_failure
+        self._keep = scheme.order + 1  # points for the predictor and for dense output
+        # On a fixed grid, BDF3/BDF4 take their first steps with the third-order one-step scheme:
+        # a lower-order BDF start would leave an O(h^2)/O(h^3) error that no later step removes.
+        self._starter = SCHEMES["prox_ms3"] if scheme.history > 1 and scheme.order >= 3 else None
+        self._f0: torch.Tensor | None = None
+        self.solves = self.iterations = self.iterations_max = self.failures = 0
+        self.worst_residual = 0.0
+
+    def init(self, t0: float, y0: torch.Tensor, f0: torch.Tensor | None):
+        self._f0 = f0
+        return [t0], [y0]
+
+    def _predict(self, times: list[float], states: list[torch.Tensor], t: float, points: int) -> torch.Tensor:
+        """Polynomial through the last ``points`` points, evaluated at ``t`` (Euler from ``f0`` at the start)."""
+        if len(states) == 1:
+            return states[0] if self._f0 is None else states[0] + (t - times[0]) * self._f0
+        points = min(points, len(states))
+        weights = lagrange_weights(times[-points:], t)
+        out = weights[0] * states[-points]
+        for w, s in zip(weights[1:], states[-points + 1 :]):
+            out = out + w * s
+        return out
+
+    def step(self, field, t0: float, y0: torch.Tensor, h: float, state) -> tuple[torch.Tensor, ProximalStep]:
+        times, states = state
+        t1 = t0 + h
+        if self.adaptive:
+            # Order q uses q past points and keeps one more for the predictor; q = 1 at the start.
+            q = max(1, min(self.order, len(states) - 1))
+            past_times, past_states = times[-q:], states[-q:]
+            predicted = self._predict(times, states, t1, q + 1)
+            # Milne: corrector − predictor ≈ (q + 2)× the BDF local error on a uniform grid
+            # (2× at the first step, where the predictor is Euler's).
+            constant = 1.0 / (q + 2) if len(states) > 1 else 0.5
+        else:
+            past_times, past_states = times, states
+            predicted, constant = None, 0.0
+        starting = self._starter is not None and not self.adaptive and len(states) < self.scheme.history
+        scheme = self._starter if starting else self.scheme
+        failed = False
+
+        def solve_stage(t: float, sigma: float, center: torch.Tensor) -> torch.Tensor:
+            nonlocal failed
+            guess = states[-1] if self.warm_start == "previous" else self._predict(times, states, t, self._keep)
+            result = self.inner(ProximalProblem(field, t, center, sigma, self.jvp), guess)
+            self.solves += 1
+            self.iterations += result.iterations
+            self.iterations_max = max(self.iterations_max, result.iterations)
+            if not result.converged:
+                failed = True
+                self.failures += 1
+                self.worst_residual = max(self.worst_residual, result.residual_norm)
+                if self.on_inner_failure == "raise" and not self.adaptive:
+                    raise InnerSolveError(
+                        f"the {self.inner.method} inner solve of {scheme.name} did not converge at t={t:.6g} "
+                        f"within {self.inner.max_iters} iterations (residual RMS {result.residual_norm:.3g}); "
+                        + _FIXES
+                    )
+            return result.z
+
+        y1 = scheme.advance(field, past_times, past_states, t1, solve_stage)
+        return y1, ProximalStep(times + [t1], states + [y1], predicted, constant, failed)
+
+    def error(self, K: ProximalStep) -> torch.Tensor | None:
+        if K.failed:
+            return None
+        return (K.states[-1] - K.predicted) * (K.error_constant / abs(K.times[-1] - K.times[-2]))
+
+    def interpolate(self, y0: torch.Tensor, K: ProximalStep, h: float, theta: torch.Tensor) -> torch.Tensor:
+        """Polynomial through the step's end and up to ``order`` earlier points (linear for BE)."""
+        points = min(self.order + 1, len(K.times))
+        nodes = K.times[-points:]
+        t0 = K.times[-2]
+        weights = torch.tensor([lagrange_weights(nodes, t0 + th * h) for th in theta.tolist()],
+                               dtype=y0.dtype, device=y0.device)
+        return weights @ torch.stack(K.states[-points:])
+
+    def accepted(self, state, K: ProximalStep):
+        return K.times[-self._keep :], K.states[-self._keep :]
+
+    def record(self, stats: SolveStats) -> None:
+        extra = stats.extra
+        for key, value in (("inner_solves", self.solves), ("inner_iterations", self.iterations),
+                           ("inner_failures", self.failures), ("inner_step_reductions", self.inner.step_reductions)):
+            extra[key] = extra.get(key, 0) + value
+        extra["inner_iterations_max"] = max(extra.get("inner_iterations_max", 0), self.iterations_max)
+        if self.failures and not self.adaptive and self.on_inner_failure == "warn":
+            warnings.warn(
+                f"{self.failures} of {self.solves} inner solves ({self.inner.method}, {self.scheme.name}) did not "
+                f"converge within {self.inner.max_iters} iterations (worst residual RMS {self.worst_residual:.3g}); "
+                + _FIXES,
+                InnerSolveWarning,
+                stacklevel=2,
+            )
+
+
+_FIXES = ("raise options['inner_max_iters'], loosen 'inner_tol'/'inner_res_tol', lower 'inner_step', take smaller "
+          "steps, or use inner='newton_krylov' (options['on_inner_failure']='raise' makes this an error)")
+
+
+class InnerSolveWarning(UserWarning):
+    """Some inner solves of a fixed-step proximal solve stopped at their iteration cap."""
+
+
+def _choice(options: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = options.get(key, default)
+    if value not in allowed:
+        raise InvalidInputError(f"option {key}={value!r} is not one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, Any]) -> ProximalSolver:
+    """Build the solver of method ``name`` (``scheme`` None: the adaptive BDF, order from options)."""
+    adaptive = scheme is None and options.get("step_size") is None
+    if scheme is None:
+        order = options.get("order", 2)
+        if order not in (1, 2, 3, 4):
+            raise InvalidInputError(f"option order={order!r} of prox_bdf must be 1, 2, 3 or 4")
+        scheme = BackwardDifference(order)
+    inner = InnerSolver(**{_INNER_KEYS[k]: v for k, v in options.items() if k in _INNER_KEYS})
+    return ProximalSolver(
+        name, scheme, inner, adaptive=adaptive,
+        warm_start=_choice(options, "warm_start", "extrapolate", ("extrapolate", "previous")),
+        jvp=_choice(options, "jvp", JVP_MODES[0], JVP_MODES),
+        on_inner_failure=_choice(options, "on_inner_failure", "warn", ("warn", "raise")),
+    )
+
+
+for _name, _scheme in SCHEMES.items():
+    register_method(Method(
+        name=_name,
+        make_solver=lambda options, _n=_name, _s=_scheme: make_proximal_solver(_n, _s, options),
+        adaptive=False,
+        options=PROXIMAL_OPTIONS,
+        description=f"proximal {_scheme.name}, order {_scheme.order}, fixed step; inner solver by option "
+        f"(default {DEFAULT_INNER})",
+    ))
+register_method(Method(
+    name="prox_bdf",
+    make_solver=lambda options: make_proximal_solver("prox_bdf", None, options),
+    adaptive=True,
+    options=ADAPTIVE_PROXIMAL_OPTIONS,
+    description="proximal BDF (option order 1–4, default 2), adaptive step from rtol/atol",
+))
+
+__all__ = ["ProximalSolver", "ProximalStep", "InnerSolveWarning", "make_proximal_solver", "PROXIMAL_OPTIONS",
+           "INNER_METHODS"]
