@@ -14,9 +14,10 @@ its stages have. The inner solvers (:mod:`odekit.solve.inner`) are the same for 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -235,7 +235,7 @@ def newton_krylov(problem: ProximalProblem, z: torch.Tensor, krylov_rtol: float,
     """
     while True:
         r = problem.residual(z)
-        delta = gmres(lambda v: problem.jvp(z, v, r), -r, krylov_rtol, krylov_dim)
+        delta = gmres(lambda v, z=z, r=r: problem.jvp(z, v, r), -r, krylov_rtol, krylov_dim)
         z_next = z + delta
         yield z_next, r
         z = z_next

@@ -204,5 +204,5 @@ register_method(Method(
     description="proximal BDF (option order 1–4, default 2), adaptive step from rtol/atol",
 ))
 
-__all__ = ["ProximalSolver", "ProximalStep", "InnerSolveWarning", "make_proximal_solver", "PROXIMAL_OPTIONS",
-           "INNER_METHODS"]
+__all__ = ["INNER_METHODS", "PROXIMAL_OPTIONS", "InnerSolveWarning", "ProximalSolver", "ProximalStep",
+           "make_proximal_solver"]
