@@ -163,3 +163,34 @@ def test_nfe_vs_tolerance_smoke_on_a_mnist_fixture(tmp_path):
         _, tol, fwd, bwd, _ = row.split(",")
         assert float(tol) in (0.1, 0.01) and float(fwd) >= 14 and float(bwd) >= 14  # dopri5: ≥ 2 steps
     assert (run_dir / "figures" / "nfe_vs_tolerance.png").is_file()
+
+
+def test_stiff_scalar_smoke(tmp_path):
+    exp = get("stiff_scalar")
+    run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # Fig 5.2: the proximal scheme approaches exact backward Euler as its inner tolerance shrinks ...
+    be = metrics["eq5.11, h=0.01: final error, backward Euler"]
+    loose = metrics["eq5.11, h=0.01: final error, prox BE, ε=0.01"]
+    tight = metrics["eq5.11, h=0.01: final error, prox BE, ε=0.0001"]
+    assert abs(tight - be) < abs(loose - be)
+    # ... and at h = 0.05 forward Euler is unstable on eq. 5.11 while backward Euler is not.
+    backward = metrics["eq5.11, h=0.05: final error, backward Euler"]
+    assert backward < 1e-2
+    assert metrics["eq5.11, h=0.05: final error, forward Euler"] > 100 * backward
+    assert (run_dir / "figures" / "fig5_2_error_vs_time.png").stat().st_size > 10_000
+
+
+def test_diffusion1d_smoke(tmp_path):
+    exp = get("diffusion1d")
+    run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = (run_dir / "tables" / "work_precision.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 * 2 + 1 + 2  # schemes × inner × steps, adaptive BDF, explicit
+    table = {tuple(r.split(",")[:2]): r.split(",") for r in rows[1:]}
+    lbfgs, dopri5 = table[("backward Euler (lbfgs)", "h=0.025")], table[("dopri5", "rtol=0.001")]
+    assert int(lbfgs[3]) < int(dopri5[3]) / 2  # a stiff problem: far fewer evaluations than dopri5 ...
+    assert float(lbfgs[2]) < 0.1 and float(dopri5[2]) < 0.1  # ... at a comparable (coarse) error
+    assert isinstance(metrics["inner iterations to 1e-8 of the exact step, lbfgs"], int)
+    for figure in ("fig5_3_error_vs_nfe", "fig5_4_inner_convergence", "fig5_5_time_vs_grid"):
+        assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 10_000

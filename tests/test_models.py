@@ -50,7 +50,7 @@ def test_hbnode_with_every_solver_and_both_gradients(method):
     options = None if METHODS[method].adaptive else {"step_size": 0.05}
     if method.startswith("prox"):  # inner solves far below the discretisation error
         options = {**(options or {}), "inner_res_tol": 1e-11}
-    order = METHODS[method].make_solver({}).order
+    order = METHODS[method].make_solver({}, 1e-6, 1e-6).order
     rtol = {2: 1e-6, 3: 1e-8}.get(order, 1e-9)  # affordable tolerances for low-order pairs
     grads = {}
     for gradient in ("backprop", "adjoint"):

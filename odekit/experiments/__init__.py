@@ -22,11 +22,13 @@ def get(name: str) -> Experiment:
 
 # Importing a module registers its experiment.
 from . import (  # noqa: E402,F401
+    diffusion1d,
     hb_optim_demo,
     image_classification,
     nfe_vs_tolerance,
     pointcloud,
     silverbox_growth,
+    stiff_scalar,
     work_precision,
 )
 

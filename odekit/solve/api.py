@@ -65,7 +65,7 @@ class Integration:
     ) -> tuple[torch.Tensor, str, str]:
         """Integrate flat ``y0`` through ``times``; returns ``(T × n states, status, message)``."""
         times = self.times if times is None else times
-        solver = self.method.make_solver(self.options)
+        solver = self.method.make_solver(self.options, self.rtol, self.atol)
         # A fresh controller per run: it carries the previous error ratio of the PI law.
         controller = make_controller(self.method, self.options, self.rtol, self.atol, self.norm)
         out = [y0]

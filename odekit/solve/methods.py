@@ -27,7 +27,7 @@ class Method:
     """How to build one named method: its solver, whether it is adaptive, its option names."""
 
     name: str
-    make_solver: Callable[[dict[str, Any]], Any]
+    make_solver: Callable[[dict[str, Any], float, float], Any]  # (options, rtol, atol) -> solver
     adaptive: bool
     options: tuple[str, ...]
     description: str = ""
@@ -46,7 +46,7 @@ for _tableau in TABLEAUS.values():
     register_method(
         Method(
             name=_tableau.name,
-            make_solver=lambda _opts, _solver=RungeKutta(_tableau): _solver,
+            make_solver=lambda _opts, _rtol, _atol, _solver=RungeKutta(_tableau): _solver,
             adaptive=_tableau.adaptive,
             options=ADAPTIVE_OPTIONS if _tableau.adaptive else FIXED_OPTIONS,
             description=f"explicit RK, order {_tableau.order}, {_tableau.stages} stages"

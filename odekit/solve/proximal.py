@@ -170,15 +170,24 @@ def _choice(options: dict[str, Any], key: str, default: str, allowed: tuple[str,
     return value
 
 
-def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, Any]) -> ProximalSolver:
-    """Build the solver of method ``name`` (``scheme`` None: the adaptive BDF, order from options)."""
+def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, Any],
+                         tolerances: tuple[float, float] | None = None) -> ProximalSolver:
+    """Build the solver of method ``name`` (``scheme`` None: the adaptive BDF, order from options).
+
+    The adaptive BDF solves its stages to a residual of ``0.01·max(rtol, atol)`` (at most the
+    fixed-step default 1e-6) unless ``inner_res_tol`` is given, so tightening the tolerances
+    tightens the inner solves with them.
+    """
     adaptive = scheme is None and options.get("step_size") is None
+    settings = {_INNER_KEYS[k]: v for k, v in options.items() if k in _INNER_KEYS}
     if scheme is None:
         order = options.get("order", 2)
         if order not in (1, 2, 3, 4):
             raise InvalidInputError(f"option order={order!r} of prox_bdf must be 1, 2, 3 or 4")
         scheme = BackwardDifference(order)
-    inner = InnerSolver(**{_INNER_KEYS[k]: v for k, v in options.items() if k in _INNER_KEYS})
+        if adaptive and tolerances is not None and "res_tol" not in settings:
+            settings["res_tol"] = min(InnerSolver.res_tol, 0.01 * max(tolerances))
+    inner = InnerSolver(**settings)
     return ProximalSolver(
         name, scheme, inner, adaptive=adaptive,
         warm_start=_choice(options, "warm_start", "extrapolate", ("extrapolate", "previous")),
@@ -190,7 +199,7 @@ def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, An
 for _name, _scheme in SCHEMES.items():
     register_method(Method(
         name=_name,
-        make_solver=lambda options, _n=_name, _s=_scheme: make_proximal_solver(_n, _s, options),
+        make_solver=lambda options, rtol, atol, _n=_name, _s=_scheme: make_proximal_solver(_n, _s, options),
         adaptive=False,
         options=PROXIMAL_OPTIONS,
         description=f"proximal {_scheme.name}, order {_scheme.order}, fixed step; inner solver by option "
@@ -198,7 +207,7 @@ for _name, _scheme in SCHEMES.items():
     ))
 register_method(Method(
     name="prox_bdf",
-    make_solver=lambda options: make_proximal_solver("prox_bdf", None, options),
+    make_solver=lambda options, rtol, atol: make_proximal_solver("prox_bdf", None, options, (rtol, atol)),
     adaptive=True,
     options=ADAPTIVE_PROXIMAL_OPTIONS,
     description="proximal BDF (option order 1–4, default 2), adaptive step from rtol/atol",

@@ -1,0 +1,334 @@
+"""``diffusion1d``: proximal solvers on the stiff 1-D heat equation (eq. 5.18; Figs 5.3–5.5, Table 5.2).
+
+Four parts, each checkpointed:
+
+* **work–precision (Fig 5.3, Table 5.2)**: final error at ``t_end`` against NFE for the proximal
+  schemes (BE, CN, BDF2–4) over step sizes and inner solvers, for odekit's adaptive proximal BDF,
+  and for the explicit adaptive solvers (whose steps are bound by stability, so their cost barely
+  moves with the tolerance). The thesis's Table 5.2 setting is the step ``1/2000`` with
+  Fletcher–Reeves at inner step 0.1, stopped at ‖z_{i+1} − z_i‖ ≤ 5e-9.
+* **inner convergence (Fig 5.4)**: one proximal backward Euler step solved by each inner solver;
+  ‖z_{i+1} − z_i‖ and the distance to the exact backward Euler step (by FFT) per iteration.
+* **scaling (Fig 5.5)**: wall time of a few backward Euler steps against the grid size for the
+  proximal inner solvers, the fixed-point iteration and dense Newton–Raphson.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import solve
+from ..data.stiff_problems import HeatEquation
+from ..report.plots import pyplot
+from ..solve.inner import InnerSolver, ProximalProblem
+from ..solve.proximal import InnerSolveWarning
+from . import register
+from .base import Experiment, ExperimentConfig, RunContext, ThesisNumber
+from .timing import median_time
+
+SCHEME_LABELS = {"prox_be": "backward Euler", "prox_cn": "Crank–Nicolson", "prox_bdf2": "BDF2",
+                 "prox_bdf3": "BDF3", "prox_bdf4": "BDF4"}
+# Table 5.2: final error at t = 1 with step 1/2000, FR at inner step 0.1.
+TABLE_5_2 = {"prox_be": 4.68e-7, "prox_cn": 1.75e-6, "prox_bdf2": 1.36e-6, "prox_bdf3": 5.71e-7, "prox_bdf4": 1.15e-6}
+
+
+@dataclass
+class Diffusion1DConfig(ExperimentConfig):
+    n: int = 128
+    initial: str = "randn"
+    t_end: float = 1.0
+    schemes: tuple[str, ...] = ("prox_be", "prox_cn", "prox_bdf2", "prox_bdf3", "prox_bdf4")
+    step_sizes: tuple[float, ...] = (1 / 2000, 0.01, 0.05, 0.2)
+    inner_solvers: tuple[str, ...] = ("fr", "lbfgs")
+    inner_step: float = 0.1  # the thesis's FR step; halved automatically while it diverges
+    inner_tol: float = 5e-9  # ‖z_{i+1} − z_i‖ rule of Table 5.2
+    inner_res_tol: float = 1e-9
+    adaptive_tolerances: tuple[float, ...] = (1e-3, 1e-5, 1e-7)  # odekit's adaptive proximal BDF2
+    explicit_methods: tuple[str, ...] = ("adaptive_heun", "dopri5")
+    explicit_tolerances: tuple[float, ...] = (1e-1, 1e-3, 1e-6)
+    convergence_solvers: tuple[str, ...] = ("gd", "nesterov", "nesterov_restart", "fr", "anderson", "lbfgs",
+                                            "newton_krylov")
+    convergence_step: float = 0.05  # inner step of Fig 5.4 (0.1 diverges here: σλ_max ≈ 32)
+    convergence_iters: int = 300
+    grid_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    scaling_solvers: tuple[str, ...] = ("fr", "lbfgs", "fixed_point", "newton")
+    scaling_steps: int = 10
+    repeats: int = 1
+
+
+def _check(config: Diffusion1DConfig) -> None:
+    unknown = [s for s in config.schemes if s not in SCHEME_LABELS]
+    if unknown:
+        raise ValueError(f"unknown scheme(s) {unknown}; choose from {', '.join(SCHEME_LABELS)}")
+    if any(not 0 < h <= config.t_end for h in config.step_sizes):
+        raise ValueError(f"step sizes must lie in (0, t_end={config.t_end}], got {config.step_sizes}")
+    if config.n < 3 or any(n < 3 for n in config.grid_sizes):
+        raise ValueError("grid sizes must be at least 3 points")
+
+
+def _inner_options(config: Diffusion1DConfig, inner: str) -> dict:
+    options = {"inner": inner, "inner_tol": config.inner_tol, "inner_res_tol": config.inner_res_tol}
+    if inner == "fr":
+        options["inner_step"] = config.inner_step
+    return options
+
+
+def _cells(config: Diffusion1DConfig) -> list[tuple[str, str, str, dict]]:
+    """(key, curve, setting, solve keywords) for every point of Fig 5.3."""
+    cells = []
+    for scheme in config.schemes:
+        for inner in config.inner_solvers:
+            for h in config.step_sizes:
+                cells.append((f"{scheme}|{inner}|h={h:g}", f"{SCHEME_LABELS[scheme]} ({inner})", f"h={h:g}",
+                              {"method": scheme, "options": {"step_size": h, **_inner_options(config, inner)}}))
+    for tol in config.adaptive_tolerances:
+        cells.append((f"prox_bdf|lbfgs|rtol={tol:g}", "adaptive proximal BDF2 (lbfgs)", f"rtol={tol:g}",
+                      {"method": "prox_bdf", "rtol": tol, "atol": tol,
+                       "options": {"inner_res_tol": tol * 1e-2}}))
+    for method in config.explicit_methods:
+        for tol in config.explicit_tolerances:
+            cells.append((f"{method}|rtol={tol:g}", method, f"rtol={tol:g}", {"method": method, "rtol": tol,
+                                                                              "atol": tol}))
+    return cells
+
+
+def _work_precision(config: Diffusion1DConfig, ctx: RunContext, problem: HeatEquation) -> dict:
+    rows: dict[str, dict] = ctx.checkpoint.setdefault("work_precision", {})
+    t = torch.tensor([0.0, config.t_end], dtype=torch.float64)
+    exact = problem.exact(config.t_end)
+    cells = _cells(config)
+    with ctx.progress(len(cells), "Fig 5.3: error vs NFE") as advance:
+        for key, curve, setting, kwargs in cells:
+            if key not in rows:
+                # Unconverged inner solves are part of the result (the table counts them per setting).
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", InnerSolveWarning)
+                    solutions = []
+                    wall = median_time(
+                        lambda kw=kwargs: solutions.append(solve(problem, problem.y0, t, throw=False, **kw)),
+                        config.repeats, warmup=False)
+                sol = solutions[0]
+                error = (sol.ys[-1] - exact).abs().max().item() if sol.ok else math.nan
+                extra = sol.stats.extra
+                rows[key] = {"curve": curve, "setting": setting, "nfe": sol.stats.nfe, "error": error,
+                             "steps": sol.stats.steps_accepted, "status": sol.status,
+                             "inner_iterations": extra.get("inner_iterations", 0),
+                             "inner_max": extra.get("inner_iterations_max", 0),
+                             "inner_failures": extra.get("inner_failures", 0),
+                             "step_reductions": extra.get("inner_step_reductions", 0),
+                             "wall_s": wall}
+                ctx.save_checkpoint()
+            advance()
+    return rows
+
+
+def _exact_backward_euler(problem: HeatEquation, y: torch.Tensor, h: float) -> torch.Tensor:
+    """``(I + hL)^{-1} y`` by FFT (L is circulant)."""
+    spectrum = np.fft.fft(y.numpy()) / (1 + h * problem.eigenvalues)
+    return torch.from_numpy(np.fft.ifft(spectrum).real.copy())
+
+
+def _inner_convergence(config: Diffusion1DConfig, ctx: RunContext, problem: HeatEquation) -> dict:
+    traces: dict[str, dict] = ctx.checkpoint.setdefault("convergence", {})
+    h = config.step_sizes[0]
+    target = _exact_backward_euler(problem, problem.y0, h)
+
+    def field(t: float, y: torch.Tensor) -> torch.Tensor:
+        return problem(torch.tensor(t, dtype=torch.float64), y)
+
+    for name in config.convergence_solvers:
+        if name in traces:
+            continue
+        steps, distances = [], []
+
+        def watch(i: int, z: torch.Tensor, step_norm: float) -> None:
+            steps.append(step_norm)
+            distances.append(float((z.detach() - target).norm() / math.sqrt(len(z))))
+
+        solver = InnerSolver(name, step=config.convergence_step if name not in ("newton_krylov", "newton") else None,
+                             tol=0.0, res_tol=1e-13, max_iters=config.convergence_iters, memory=10)
+        with torch.no_grad():
+            result = solver(ProximalProblem(field, h, problem.y0, h), problem.y0.clone(), callback=watch)
+        traces[name] = {"steps": steps, "distances": distances, "converged": result.converged,
+                        "step_used": solver.step}
+        ctx.save_checkpoint()
+    return traces
+
+
+def _scaling(config: Diffusion1DConfig, ctx: RunContext) -> dict:
+    timings: dict[str, dict] = ctx.checkpoint.setdefault("scaling", {})
+    h = config.step_sizes[0]
+    cells = [(n, s) for n in config.grid_sizes for s in config.scaling_solvers]
+    with ctx.progress(len(cells), "Fig 5.5: time vs grid size") as advance:
+        for n, inner in cells:
+            key = f"{n}|{inner}"
+            if key not in timings:
+                problem = HeatEquation(n, config.initial, config.seed)
+                t = torch.tensor([0.0, config.scaling_steps * h], dtype=torch.float64)
+                options = {"step_size": h, "inner": inner, "inner_res_tol": 1e-8, "inner_max_iters": 5000}
+
+                def run_once(problem=problem, t=t, options=options):
+                    with torch.no_grad(), warnings.catch_warnings():
+                        warnings.simplefilter("ignore", InnerSolveWarning)  # counted in the table
+                        return solve(problem, problem.y0, t, method="prox_be", options=options)
+
+                sol = run_once()
+                wall = median_time(run_once, config.repeats, warmup=False)
+                error = (sol.ys[-1] - _exact_steps(problem, h, config.scaling_steps)).abs().max().item()
+                timings[key] = {"n": n, "inner": inner, "wall_s": wall, "nfe": sol.stats.nfe, "error": error,
+                                "failures": sol.stats.extra["inner_failures"]}
+                ctx.save_checkpoint()
+            advance()
+    return timings
+
+
+def _exact_steps(problem: HeatEquation, h: float, steps: int) -> torch.Tensor:
+    y = problem.y0
+    for _ in range(steps):
+        y = _exact_backward_euler(problem, y, h)
+    return y
+
+
+def run(config: Diffusion1DConfig, ctx: RunContext) -> None:
+    _check(config)
+    problem = HeatEquation(config.n, config.initial, config.seed)
+    ctx.log(f"heat equation, N={config.n}: λ_max = {problem.stiffness:.0f}, so explicit steps are bound near "
+            f"{2.8 / problem.stiffness:.1e}; t_end={config.t_end}")
+    rows = _work_precision(config, ctx, problem)
+    _report_work_precision(config, ctx, rows)
+    traces = _inner_convergence(config, ctx, problem)
+    _plot_convergence(config, ctx, traces)
+    timings = _scaling(config, ctx)
+    _report_scaling(config, ctx, timings)
+
+
+def _report_work_precision(config: Diffusion1DConfig, ctx: RunContext, rows: dict) -> None:
+    header = ["curve", "setting", "final error", "nfe", "wall s", "outer steps", "inner iterations", "max inner",
+              "inner failures", "inner step halvings", "status"]
+    table = [[r["curve"], r["setting"], f"{r['error']:.3e}", r["nfe"], f"{r['wall_s']:.3f}", r["steps"],
+              r["inner_iterations"], r["inner_max"], r["inner_failures"], r["step_reductions"], r["status"]]
+             for r in rows.values()]
+    ctx.table("work_precision", header, table,
+              caption=f"Heat equation N={config.n}, error at t={config.t_end} (max over the grid) against the FFT "
+                      f"solution. Proximal inner solves stop at ‖z_(i+1) − z_i‖ ≤ {config.inner_tol:g} or residual "
+                      f"RMS ≤ {config.inner_res_tol:g}; FR starts at η = {config.inner_step}.")
+    h_thesis = 1 / 2000
+    if h_thesis in config.step_sizes and "fr" in config.inner_solvers:
+        for scheme in config.schemes:
+            row = rows.get(f"{scheme}|fr|h={h_thesis:g}")
+            if row is not None:
+                ctx.metric(_table_key(scheme), float(f"{row['error']:.3g}"))
+    for curve in dict.fromkeys(r["curve"] for r in rows.values()):
+        points = [r for r in rows.values() if r["curve"] == curve and math.isfinite(r["error"])]
+        good = [r["nfe"] for r in points if r["error"] <= 1e-5]
+        if good:
+            ctx.metric(f"fewest NFE to final error ≤ 1e-5, {curve}", min(good))
+    _plot_work_precision(config, ctx, rows)
+
+
+def _table_key(scheme: str) -> str:
+    return f"Table 5.2 final error, {SCHEME_LABELS[scheme]} (FR, h=1/2000)"
+
+
+def _plot_work_precision(config, ctx, rows) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    curves = list(dict.fromkeys(r["curve"] for r in rows.values()))
+    cmap = plt.get_cmap("tab20")
+    for i, curve in enumerate(curves):
+        points = sorted((r["nfe"], r["error"]) for r in rows.values()
+                        if r["curve"] == curve and math.isfinite(r["error"]) and r["error"] > 0)
+        if points:
+            explicit = curve in config.explicit_methods
+            ax.loglog(*zip(*points), marker="s" if explicit else "o", linestyle="--" if explicit else "-",
+                      color=cmap(i % 20), label=curve, markersize=4)
+    ax.set_xlabel("function evaluations (outer × inner × per update)")
+    ax.set_ylabel(f"final error at t={config.t_end}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(f"Fig 5.3: 1-D heat equation, N={config.n}")
+    fig.tight_layout()
+    ctx.figure("fig5_3_error_vs_nfe", fig,
+               caption="Fig 5.3: final error against NFE; proximal schemes over step sizes (solid), explicit adaptive "
+                       "solvers over tolerances (dashed).")
+
+
+def _plot_convergence(config, ctx, traces) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, trace in traces.items():
+        iters = range(1, len(trace["steps"]) + 1)
+        axes[0].semilogy(iters, trace["steps"], label=f"{name} (η={trace['step_used']})" if trace["step_used"]
+                         else name)
+        axes[1].semilogy(iters, trace["distances"], label=name)
+    axes[0].set_ylabel("‖z_(i+1) − z_i‖ (RMS)")
+    axes[1].set_ylabel("‖z_i − h_1‖ (RMS), h_1 = exact backward Euler step")
+    for ax in axes:
+        ax.set_xlabel("inner iteration")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Fig 5.4: inner solvers on one proximal backward Euler step (N={config.n}, h={config.step_sizes[0]:g})")
+    fig.tight_layout()
+    ctx.figure("fig5_4_inner_convergence", fig,
+               caption="Fig 5.4: convergence of the inner solvers for the first backward Euler step.")
+    for name, trace in traces.items():
+        below = [i + 1 for i, d in enumerate(trace["distances"]) if d <= 1e-8]
+        ctx.metric(f"inner iterations to 1e-8 of the exact step, {name}", below[0] if below else "not reached")
+
+
+def _report_scaling(config, ctx, timings) -> None:
+    table = [[r["n"], r["inner"], f"{r['wall_s']:.4f}", r["nfe"], f"{r['error']:.2e}", r["failures"]]
+             for r in timings.values()]
+    ctx.table("scaling", ["grid points", "inner solver", "wall s", "nfe", "error vs exact BE", "inner failures"],
+              table,
+              caption=f"{config.scaling_steps} backward Euler steps of h={config.step_sizes[0]:g}; error against exact "
+                      "backward Euler (FFT).")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for inner in config.scaling_solvers:
+        points = [(r["n"], r["wall_s"]) for r in timings.values() if r["inner"] == inner]
+        ax.loglog(*zip(*points), marker="o", label=inner)
+    ax.set_xlabel("grid points N")
+    ax.set_ylabel("wall time (s)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("Fig 5.5: backward Euler, time vs grid size")
+    fig.tight_layout()
+    ctx.figure("fig5_5_time_vs_grid", fig, caption="Fig 5.5: wall time of backward Euler steps against grid size for "
+               "proximal inner solvers (fr, lbfgs), fixed point and dense Newton–Raphson.")
+    largest = max(config.grid_sizes)
+    for inner in config.scaling_solvers:
+        row = timings.get(f"{largest}|{inner}")
+        if row:
+            ctx.metric(f"wall time at N={largest}, {inner} (s)", round(row["wall_s"], 4))
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="diffusion1d",
+        title="Proximal solvers on the 1-D heat equation",
+        thesis_items="Fig 5.3, Table 5.2, Fig 5.4, Fig 5.5 (eq. 5.18)",
+        config_class=Diffusion1DConfig,
+        summary="Final error vs NFE of proximal BE/CN/BDF2–4 against explicit adaptive solvers; inner-solver "
+                "convergence on one step; time against grid size.",
+        thesis={_table_key(s): ThesisNumber(v, f"Table 5.2, {SCHEME_LABELS[s]}", higher_is_better=False)
+                for s, v in TABLE_5_2.items()},
+        profiles={
+            "smoke": {"n": 32, "t_end": 0.05, "step_sizes": (0.005, 0.025), "schemes": ("prox_be", "prox_bdf2"),
+                      "adaptive_tolerances": (1e-3,), "explicit_tolerances": (1e-3,),
+                      "convergence_solvers": ("gd", "fr", "lbfgs"), "convergence_iters": 50,
+                      "grid_sizes": (16, 32), "scaling_steps": 2},
+            "quick": {"step_sizes": (1 / 2000, 0.05, 0.2), "explicit_tolerances": (1e-3,),
+                      "adaptive_tolerances": (1e-3, 1e-6), "grid_sizes": (64, 128, 256, 512)},
+            "full": {"step_sizes": (1 / 2000, 1 / 500, 0.01, 0.02, 0.05, 0.1, 0.2),
+                     "explicit_tolerances": (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6),
+                     "grid_sizes": (64, 128, 256, 512, 1024, 2048), "repeats": 3},
+        },
+        run=run,
+    )
+)
