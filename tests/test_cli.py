@@ -122,12 +122,14 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
     def run(config, ctx):
         ctx.metric("accuracy", 81.5)
         ctx.metric("nfe", 40)
+        ctx.metric("error", 2e-9)
 
     exp = register(Experiment(
         name="thesis_check", title="Thesis check", thesis_items="Table 0.0", config_class=ExperimentConfig,
         profiles={"smoke": {}, "quick": {}, "full": {}}, run=run,
         thesis={"accuracy": ThesisNumber(83.0, "Table 0.0, Cora", std=1.0),
-                "missing": ThesisNumber(1.0, "Fig 0.0")},
+                "missing": ThesisNumber(1.0, "Fig 0.0"),
+                "error": ThesisNumber(4e-7, "Table 0.1", higher_is_better=False)},
     ))
     try:
         execute(exp, exp.config("smoke"), tmp_path, tmp_path)
@@ -136,5 +138,6 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
         del EXPERIMENTS["thesis_check"]
     assert "| accuracy | 81.5 | 83 ± 1 | Table 0.0, Cora | off by -1.5 (1.5 std) |" in text
     assert "| nfe | 40 | — | no thesis counterpart |  |" in text
+    assert "| error | 2e-09 | 4e-07 | Table 0.1 | better: 0.005× the thesis's value |" in text
     assert "| missing | not measured | 1 | Fig 0.0 | run the full profile |" in text
     assert "Not run yet: `odekit run work_precision`." in text

@@ -26,6 +26,7 @@ from . import (  # noqa: E402,F401
     hb_optim_demo,
     image_classification,
     nfe_vs_tolerance,
+    plane_vibration,
     pointcloud,
     silverbox_growth,
     stiff_scalar,

@@ -73,7 +73,7 @@ def _check(config: Diffusion1DConfig) -> None:
 
 def _inner_options(config: Diffusion1DConfig, inner: str) -> dict:
     options = {"inner": inner, "inner_tol": config.inner_tol, "inner_res_tol": config.inner_res_tol}
-    if inner == "fr":
+    if inner in ("fr", "gd", "nesterov", "nesterov_restart"):
         options["inner_step"] = config.inner_step
     return options
 
@@ -170,7 +170,8 @@ def _scaling(config: Diffusion1DConfig, ctx: RunContext) -> dict:
             if key not in timings:
                 problem = HeatEquation(n, config.initial, config.seed)
                 t = torch.tensor([0.0, config.scaling_steps * h], dtype=torch.float64)
-                options = {"step_size": h, "inner": inner, "inner_res_tol": 1e-8, "inner_max_iters": 5000}
+                # residual rule only: the step rule can stop a slow solver early (inner.py)
+                options = {"step_size": h, "inner_max_iters": 5000, **_inner_options(config, inner), "inner_tol": 0.0}
 
                 def run_once(problem=problem, t=t, options=options):
                     with torch.no_grad(), warnings.catch_warnings():

@@ -56,6 +56,10 @@ def _comparison_rows(metrics: dict[str, Any], thesis: dict) -> list[list[str]]:
             if ref.std is not None:
                 within = abs(gap) <= ref.std
                 verdict = "within ±1 std" if within else f"off by {_format(gap)} ({_format(abs(gap) / ref.std)} std)"
+            elif ref.higher_is_better is not None and ref.value:
+                ratio = value / ref.value
+                better = ratio >= 1 if ref.higher_is_better else ratio <= 1
+                verdict = f"{'better' if better else 'worse'}: {_format(ratio)}× the thesis's value"
             else:
                 verdict = f"difference {_format(gap)}"
         rows.append([key, _format(value), ref_text, ref.source, verdict])

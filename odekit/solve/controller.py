@@ -120,6 +120,8 @@ class PIController:
             d0 = float(self.norm(y0d / scale))
             d1 = float(self.norm(f0d / scale))
             h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            if not h0 > 0:  # d1 overflowed: f0 is huge against the tolerances
+                h0 = 1e-12
             f1 = field(times[0] + direction * h0, y0d + (direction * h0) * f0d)
             d2 = float(self.norm((f1 - f0d) / scale)) / h0
         if d1 <= 1e-15 and d2 <= 1e-15:

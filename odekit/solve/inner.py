@@ -364,7 +364,9 @@ class InnerSolver:
                     r0_norm = r_norm
                 if not math.isfinite(r_norm) or r_norm > 1e3 * max(r0_norm, self.res_tol):
                     break  # diverging
-                step_norm = float(rms_norm((z_next - z).detach()))
+                # The step's norm costs a reduction and a device sync: only when someone reads it.
+                watch_steps = self.tol > 0 or callback is not None
+                step_norm = float(rms_norm((z_next - z).detach())) if watch_steps else math.inf
                 if callback is not None:
                     callback(iterations, z_next, step_norm)
                 z = z_next
@@ -372,8 +374,7 @@ class InnerSolver:
                     return InnerResult(z, iterations, True, r_norm)
                 if iterations >= self.max_iters:
                     return InnerResult(z, iterations, False, r_norm)
-            else:  # pragma: no cover - the generators are infinite
-                raise AssertionError("inner iterate generator ended")
+            # diverged: retry from the warm start with half the step, if the method has one
             if self._spec.default_step is None or iterations >= self.max_iters or self.step_reductions >= 40:
                 return InnerResult(z0, iterations, False, r_norm)
             self.step /= 2

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .errors import InnerSolveError, InvalidInputError
-from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, lagrange_weights
+from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, combine, lagrange_weights
 from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem
 from .methods import ADAPTIVE_OPTIONS, Method, register_method
 from .solution import SolveStats
@@ -76,11 +76,7 @@ class ProximalSolver:
         if len(states) == 1:
             return states[0] if self._f0 is None else states[0] + (t - times[0]) * self._f0
         points = min(points, len(states))
-        weights = lagrange_weights(times[-points:], t)
-        out = weights[0] * states[-points]
-        for w, s in zip(weights[1:], states[-points + 1 :]):
-            out = out + w * s
-        return out
+        return combine(lagrange_weights(times[-points:], t), states[-points:])
 
     def step(self, field, t0: float, y0: torch.Tensor, h: float, state) -> tuple[torch.Tensor, ProximalStep]:
         times, states = state

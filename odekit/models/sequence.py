@@ -1,0 +1,193 @@
+"""ODE-RNN hybrids for irregularly sampled time series (thesis eqs. 2.39–2.40, §3.4–3.5.3).
+
+Between observations the hidden state follows an ODE of the model family (NODE, ANODE, SONODE,
+HBNODE, GHBNODE); at each observation an RNN cell jumps it (a residual update, as the authors'
+code); a dense readout maps ``h`` to the output. Samples of a batch have different gaps, so each
+flow integrates on ``[0, 1]`` with every sample's vector field scaled by its own gap — the
+change of time interval of eqs. 3.88–3.91 — and one solve serves the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..solve import SolveStats, solve
+from .dynamics import FirstOrder, SecondOrder, ghbnode, hbnode
+from .layers import mlp
+
+SEQUENCE_KINDS = ("odernn", "anode", "sonode", "hbnode", "ghbnode")
+TWO_COMPONENT = ("sonode", "hbnode", "ghbnode")
+
+
+class TimeScaled(nn.Module):
+    """``dz/dτ = Δt · g(z)`` on ``τ ∈ [0, 1]``: sample ``i`` reaches ``z_i(Δt_i)`` at ``τ = 1`` (eq. 3.91).
+
+    One instance per solve, so the adjoint pass, which evaluates the field again later, sees the
+    gaps of its own solve. The hybrids' fields are autonomous: ``τ`` is passed through unchanged.
+    """
+
+    def __init__(self, dynamics: nn.Module, gaps: torch.Tensor) -> None:
+        super().__init__()
+        self.dynamics = dynamics
+        self.gaps = gaps
+
+    def forward(self, t: torch.Tensor, state):
+        out = self.dynamics(t, state)
+        scale = self.gaps[:, None]
+        return tuple(scale * o for o in out) if isinstance(out, tuple) else scale * out
+
+
+class _Field(nn.Module):
+    """``f(t, x)`` from a network of ``x`` alone (the hybrids' fields are autonomous)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass(frozen=True)
+class HybridSizes:
+    """Sizes of one hybrid: state width ``n``, ODE-network widths, jump-network widths.
+
+    ``ode_hidden`` empty: the ODE network is one linear map (Walker2d); otherwise an MLP with
+    ReLU (plane vibration, Table 3.4). ``jump_hidden`` empty: the jump is linear in the state and
+    the input (plane vibration); otherwise a tanh MLP on ``[state, x]`` (Walker2d, Table 3.5).
+    ``augment``: for ANODE, how many state entries start at zero instead of from the data.
+    """
+
+    n: int
+    ode_hidden: tuple[int, ...] = ()
+    jump_hidden: tuple[int, ...] = ()
+    augment: int = 0
+
+
+class LinearJump(nn.Module):
+    """``Δz = Σ_k W_k z_k + U x`` (one linear map, with bias, per state component and for the input)."""
+
+    def __init__(self, n: int, components: int, features: int) -> None:
+        super().__init__()
+        width = n * components
+        self.state_maps = nn.ModuleList(nn.Linear(n, width) for _ in range(components))
+        self.input_map = nn.Linear(features, width)
+
+    def forward(self, parts: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        out = self.input_map(x)
+        for layer, part in zip(self.state_maps, parts):
+            out = out + layer(part)
+        return out
+
+
+class MLPJump(nn.Module):
+    """``Δz = MLP([z, x])`` with tanh hidden layers."""
+
+    def __init__(self, n: int, components: int, features: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = mlp([n * components + features, *hidden, n * components], "tanh")
+
+    def forward(self, parts: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([*parts, x], dim=-1))
+
+
+class ODERNN(nn.Module):
+    """An ODE-RNN hybrid of kind ``odernn``, ``anode``, ``sonode``, ``hbnode`` or ``ghbnode``.
+
+    Args:
+        kind: the ODE between observations.
+        features: input and output width.
+        sizes: :class:`HybridSizes`.
+        window: length of the input window when the initial state is computed from the whole
+            flattened window (the plane-vibration model); ``None`` starts from zeros (Walker2d).
+        heavy_ball: keyword arguments for the (G)HBNODE dynamics (``gamma``, ``xi``, ``learn_xi``, …).
+        **block: solver settings of the flows (``method``, ``rtol``, ``atol``, ``gradient``, …).
+
+    ``forward(x, dt, forecast=0)`` takes inputs ``B × L × features`` and gaps ``B × L`` (from
+    each input to the time of its prediction) and returns next-step predictions
+    ``B × L × features`` and, if ``forecast > 0``, predictions at unit steps after the last input.
+    """
+
+    def __init__(self, kind: str, features: int, sizes: HybridSizes, window: int | None = None,
+                 heavy_ball: dict[str, Any] | None = None, **block: Any) -> None:
+        super().__init__()
+        if kind not in SEQUENCE_KINDS:
+            raise ValueError(f"unknown hybrid kind {kind!r}; choose one of {', '.join(SEQUENCE_KINDS)}")
+        if kind != "anode" and sizes.augment:
+            raise ValueError("augment applies to kind='anode' only")
+        self.kind, self.features, self.sizes, self.window = kind, features, sizes, window
+        n = sizes.n
+        self.components = 2 if kind in TWO_COMPONENT else 1
+        ode_in = 2 * n if kind == "sonode" else n
+        net = mlp([ode_in, *sizes.ode_hidden, n], "relu") if sizes.ode_hidden else nn.Linear(ode_in, n)
+        field = _Field(net)
+        if kind in ("odernn", "anode"):
+            dynamics = FirstOrder(field)
+        elif kind == "sonode":
+            dynamics = SecondOrder(field)
+        else:
+            make = hbnode if kind == "hbnode" else ghbnode
+            dynamics = make(field, **(heavy_ball or {}))
+        self.dynamics = dynamics
+        self.solver_settings = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "gradient": "adjoint", **block}
+        self._solves: list[SolveStats] = []
+        self.jump = (MLPJump(n, self.components, features, sizes.jump_hidden) if sizes.jump_hidden
+                     else LinearJump(n, self.components, features))
+        self.readout = nn.Linear(n, features)
+        if window is not None:
+            data_width = n * self.components - sizes.augment
+            self.initial = nn.Linear(window * features, data_width)
+        else:
+            self.initial = None
+
+    @property
+    def stats(self) -> SolveStats:
+        """Counters summed over the flows of the latest forward call (backward NFE once ``backward()`` ran)."""
+        total = SolveStats(method=self.solver_settings["method"])
+        for s in self._solves:
+            total += s
+        return total
+
+    def initial_state(self, x: torch.Tensor) -> list[torch.Tensor]:
+        batch = x.shape[0]
+        n = self.sizes.n
+        if self.initial is None:
+            return [x.new_zeros(batch, n) for _ in range(self.components)]
+        z = self.initial(x[:, : self.window].reshape(batch, -1))
+        if self.sizes.augment:
+            z = torch.cat([z, z.new_zeros(batch, self.sizes.augment)], dim=1)
+        return list(z.split(n, dim=1))
+
+    def evolve(self, parts: list[torch.Tensor], gaps: torch.Tensor, times: torch.Tensor | None = None):
+        """Flow every sample by its own gap (or, given ``times`` on [0, 1], to each of them)."""
+        state = tuple(parts) if self.components == 2 else parts[0]
+        t = times if times is not None else torch.tensor([0.0, 1.0], dtype=gaps.dtype, device=gaps.device)
+        sol = solve(TimeScaled(self.dynamics, gaps), state, t, **self.solver_settings,
+                    adjoint_params=tuple(p for p in self.dynamics.parameters() if p.requires_grad))
+        self._solves.append(sol.stats)
+        ys = list(sol.ys) if self.components == 2 else [sol.ys]
+        return ys if times is not None else [y[-1] for y in ys]
+
+    def forward(self, x: torch.Tensor, dt: torch.Tensor, forecast: int = 0):
+        self._solves = []
+        parts = self.initial_state(x)
+        predictions = []
+        anchor = parts
+        for j in range(x.shape[1]):
+            delta = self.jump(parts, x[:, j])
+            parts = [p + d for p, d in zip(parts, delta.split(self.sizes.n, dim=1))]
+            anchor = parts
+            parts = self.evolve(parts, dt[:, j])
+            predictions.append(self.readout(parts[0]))
+        out = torch.stack(predictions, dim=1)
+        if not forecast:
+            return out
+        # Forecast at unit steps after the last input: one solve with outputs at 1/K, 2/K, …, 1
+        # of the interval [0, K] (the gaps scale it to K steps).
+        times = torch.linspace(0.0, 1.0, forecast + 1, dtype=x.dtype, device=x.device)
+        ahead = self.evolve(anchor, torch.full_like(dt[:, 0], float(forecast)), times)
+        return out, self.readout(ahead[0][1:]).transpose(0, 1)
