@@ -9,8 +9,11 @@ import torch
 
 import odekit
 from odekit.data import plane_vibration as pv
+from odekit.data import walker2d
 from odekit.experiments import execute, get
-from odekit.experiments.plane_vibration import SIZES, THESIS_PARAMETERS, build_model, PlaneVibrationConfig
+from odekit.experiments.hybrid_training import build_model
+from odekit.experiments.plane_vibration import TASK as PLANE, PlaneVibrationConfig
+from odekit.experiments.walker2d import TASK as WALKER, Walker2dConfig
 from odekit.models.dynamics import hbnode
 from odekit.models.sequence import ODERNN, HybridSizes, TimeScaled
 from odekit.models.zoo import count_parameters
@@ -61,11 +64,11 @@ def test_hybrid_gradients_adjoint_match_backprop(kind):
     torch.testing.assert_close(grads["adjoint"], grads["backprop"], rtol=1e-5, atol=1e-6)
 
 
-def test_parameter_counts_within_two_percent_of_tables_3_4_and_3_5():
-    config = PlaneVibrationConfig()
-    for kind in SIZES:
-        count = count_parameters(build_model(kind, config))
-        assert abs(count - THESIS_PARAMETERS[kind]) <= 0.02 * THESIS_PARAMETERS[kind], kind
+@pytest.mark.parametrize("task,config", [(PLANE, PlaneVibrationConfig()), (WALKER, Walker2dConfig())])
+def test_parameter_counts_within_two_percent_of_tables_3_4_and_3_5(task, config):
+    for kind, printed in task.thesis_parameters.items():
+        count = count_parameters(build_model(task, kind, config))
+        assert abs(count - printed) <= 0.02 * printed, (kind, count, printed)
 
 
 def test_forecast_shapes_and_unit_steps():
@@ -135,3 +138,68 @@ def test_plane_vibration_smoke_on_a_fixture(tmp_path):
     assert math.isfinite(metrics["HBNODE-RNN: test loss after epoch 1"])
     assert (run_dir / "weights_hbnode.pt").is_file()
     assert (run_dir / "figures" / "fig3_10_plane_vibration.png").stat().st_size > 10_000
+
+
+def _write_walker_fixture(folder, files=8, steps=120):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(3)
+    arrays = {}
+    for i in range(files):
+        t = np.arange(steps)[:, None]
+        arr = np.sin(0.05 * t * (1 + np.arange(17)) + i) + 0.01 * rng.randn(steps, 17)
+        np.save(folder / f"trajectory_{i:03d}.npy", arr.astype(np.float32))
+        arrays[f"trajectory_{i:03d}.npy"] = arr.astype(np.float32)
+    return arrays
+
+
+def test_walker2d_loader_on_a_fixture_in_the_real_format(tmp_path):
+    arrays = _write_walker_fixture(tmp_path / walker2d.FOLDER, files=20)
+    splits = walker2d.load_walker2d(tmp_path, download_if_missing=False)
+    # 20 files: int(0.15·20) = 3 test, int(0.25·20) − 3 = 2 validation, 15 training trajectories;
+    # ~108 of 120 steps kept gives 2–4 windows of 65 at stride 16 per trajectory
+    for name, files in (("test", 3), ("val", 2), ("train", 15)):
+        assert 2 * files <= len(splits[name]) <= 4 * files, name
+    train = splits["train"]
+    assert train.x.shape[1:] == (64, 17) and train.dt.shape[1:] == (64,)
+    # targets are the next observed step, gaps the raw-step distance over 64
+    torch.testing.assert_close(train.y[:, :-1], train.x[:, 1:])
+    steps = torch.round(train.dt * 64)
+    assert (steps >= 1).all() and (train.dt * 64 - steps).abs().max() < 1e-4
+    # every input row is a row of some trajectory, at the recorded index
+    first = train.x[0, 0].numpy()
+    assert any(np.allclose(arr[int(train.index[0, 0])], first) for arr in arrays.values())
+
+
+def test_walker2d_archive_unpacks_where_the_loader_looks(tmp_path):
+    import zipfile
+
+    source = tmp_path / "src"
+    _write_walker_fixture(source / "walker", files=3)
+    archive = tmp_path / "walker.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((source / "walker").glob("*.npy")):
+            zf.write(path, f"walker/{path.name}")
+    root = tmp_path / "root"
+    walker2d.extract(archive, root)
+    assert len(walker2d.trajectory_files(root)) == 3 and walker2d.missing(root) == []
+
+
+def test_walker2d_absent_says_where_the_files_go(tmp_path):
+    assert "walker.zip" in walker2d.missing(tmp_path)[0]
+    with pytest.raises(odekit.data.root.DataUnavailableError, match="walker"):
+        walker2d.load_walker2d(tmp_path, download_if_missing=False)
+    bad = tmp_path / "walker"
+    bad.mkdir()
+    np.save(bad / "x.npy", np.zeros((70, 5)))
+    with pytest.raises(odekit.data.root.DataUnavailableError, match="steps × 17"):
+        walker2d.load_walker2d(tmp_path, download_if_missing=False)
+
+
+def test_walker2d_smoke_on_a_fixture(tmp_path):
+    _write_walker_fixture(tmp_path / "data" / walker2d.FOLDER, files=20)
+    exp = get("walker2d")
+    run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["HBNODE-RNN: parameters (thesis 8,899)"] == 8898
+    assert math.isfinite(metrics["ODE-RNN: test loss after epoch 1"])
+    assert (run_dir / "figures" / "fig3_11_walker2d.png").stat().st_size > 10_000

@@ -18,8 +18,12 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, target: Path, expected: str, algorithm: str = "sha256") -> Path:
-    """Download ``url`` to ``target`` (via a partial file), and check its digest before keeping it."""
+def fetch(url: str, target: Path, expected: str | None, algorithm: str = "sha256") -> Path:
+    """Download ``url`` to ``target`` (via a partial file), and check its digest before keeping it.
+
+    ``expected=None`` skips the check, for sources that publish no checksum (the content is then
+    validated by its loader).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
@@ -32,7 +36,7 @@ def fetch(url: str, target: Path, expected: str, algorithm: str = "sha256") -> P
             f"could not download {url} ({err}); put the file at {target} by hand, or point --data-dir / "
             "ODEKIT_DATA at a folder that has it"
         ) from None
-    if file_digest(tmp, algorithm) != expected:
+    if expected is not None and file_digest(tmp, algorithm) != expected:
         tmp.unlink()
         raise DataUnavailableError(f"{url} downloaded with a wrong {algorithm} checksum; try again later")
     tmp.replace(target)

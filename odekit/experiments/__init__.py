@@ -30,6 +30,7 @@ from . import (  # noqa: E402,F401
     pointcloud,
     silverbox_growth,
     stiff_scalar,
+    walker2d,
     work_precision,
 )
 

@@ -1,4 +1,5 @@
-"""Training loop shared by the ODE-RNN hybrid experiments (plane vibration, Walker2d).
+"""What the ODE-RNN hybrid experiments (plane vibration, Walker2d) share: task description,
+config, model construction, the training loop, and the report.
 
 One model at a time: Adam with gradient-norm clipping, and — as the authors' scripts do — a fresh
 Adam at a second learning rate from a given epoch. Per epoch it records the training loss, the
@@ -18,8 +19,49 @@ import numpy as np
 import torch
 
 from ..data.plane_vibration import WindowSet
-from ..models.sequence import ODERNN
+from ..models.sequence import ODERNN, HybridSizes
+from ..models.zoo import count_parameters
 from ..report import atomic
+from ..report.plots import pyplot
+from .base import ExperimentConfig, RunContext
+
+LABELS = {"odernn": "ODE-RNN", "anode": "ANODE-RNN", "sonode": "SONODE-RNN", "hbnode": "HBNODE-RNN",
+          "ghbnode": "GHBNODE-RNN"}
+
+
+@dataclass(frozen=True)
+class HybridTask:
+    """One time-series task: its data, the model sizes of its thesis table, how the models start."""
+
+    name: str
+    figure: str
+    thesis_figure: str
+    features: tuple[str, ...]
+    sizes: dict[str, HybridSizes]
+    thesis_parameters: dict[str, int]
+    heavy_ball: dict[str, dict]  # keyword arguments of the (G)HBNODE dynamics, per kind
+    initial_window: int | None  # initial state from the flattened window (plane) or zeros (Walker2d)
+    forecast: int
+    next_step_weight: float
+    load: Callable[[Path], dict[str, WindowSet]]
+
+
+@dataclass
+class HybridConfig(ExperimentConfig):
+    models: tuple[str, ...] = ("odernn", "anode", "sonode", "hbnode", "ghbnode")
+    epochs: int = 500
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_after: float = 1e-4
+    switch_epoch: int = 50
+    clip: float = 1.0
+    tol: float = 1e-7
+    method: str = "dopri5"
+    gradient: str = "adjoint"
+    init_scale: float = 1.0
+    train_windows: int = 0  # 0: all
+    test_windows: int = 0  # 0: all
+    sample_feature: int = 0  # feature drawn in the learned-curve panel
 
 
 @dataclass
@@ -96,6 +138,120 @@ def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, p
         torch.save(model.state_dict(), buffer)
         atomic.write_bytes(weights, buffer.getvalue())
     return epochs
+
+
+def build_model(task: HybridTask, kind: str, config: HybridConfig) -> ODERNN:
+    model = ODERNN(kind, len(task.features), task.sizes[kind], window=task.initial_window,
+                   heavy_ball=task.heavy_ball.get(kind), method=config.method, rtol=config.tol, atol=config.tol,
+                   gradient=config.gradient)
+    if config.init_scale != 1.0:
+        shrink_parameters(model, config.init_scale)
+    return model
+
+
+def plan_of(task: HybridTask, config: HybridConfig) -> TrainingPlan:
+    return TrainingPlan(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, lr_after=config.lr_after,
+                        switch_epoch=config.switch_epoch, clip=config.clip, next_step_weight=task.next_step_weight,
+                        forecast=task.forecast, seed=config.seed)
+
+
+def load_splits(task: HybridTask, config: HybridConfig, root: Path) -> tuple[WindowSet, WindowSet]:
+    splits = task.load(root)
+    train = splits["train"].subset(slice(0, config.train_windows or None))
+    test = splits["test"].subset(slice(0, config.test_windows or None))
+    if not len(train) or not len(test):
+        raise ValueError(f"{task.name}: no complete windows in the training or test split; more data is needed")
+    return train, test
+
+
+def run_hybrid_experiment(task: HybridTask, config: HybridConfig, ctx: RunContext) -> None:
+    """Train every model of ``config.models`` on ``task``, then write its table, metrics and figure."""
+    unknown = [m for m in config.models if m not in task.sizes]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(task.sizes)}")
+    train, test = load_splits(task, config, ctx.data_root)
+    ctx.log(f"{task.name}: {len(train)} training and {len(test)} test windows of {train.x.shape[1]} irregular samples")
+    done = ctx.checkpoint.setdefault("models", {})
+    plan = plan_of(task, config)
+    with ctx.progress(len(config.models) * config.epochs, f"{task.name} epochs") as advance:
+        for kind in config.models:
+            if kind in done:
+                advance(config.epochs)
+                continue
+            done[kind] = train_hybrid(build_model(task, kind, config), LABELS[kind], train, test, plan, ctx.log,
+                                      advance, ctx.out / f"weights_{kind}.pt")
+            ctx.save_checkpoint()
+    _report(task, config, ctx, done)
+    _plot(task, config, ctx, done, test)
+
+
+def _report(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict) -> None:
+    rows = []
+    for kind in config.models:
+        params = count_parameters(build_model(task, kind, config))
+        for e in done[kind]:
+            rows.append([LABELS[kind], params, e["epoch"], f"{e['train_loss']:.5f}", f"{e['test_loss']:.5f}",
+                         f"{e['test_forecast_mse']:.5f}", f"{e['nfe_forward']:.1f}", f"{e['nfe_backward']:.1f}",
+                         f"{e['train_seconds']:.1f}"])
+        last = done[kind][-1]
+        ctx.metric(f"{LABELS[kind]}: test loss after epoch {last['epoch']}", round(last["test_loss"], 5))
+        ctx.metric(f"{LABELS[kind]}: forward NFE per batch (mean over epochs)",
+                   round(float(np.mean([e["nfe_forward"] for e in done[kind]])), 1))
+        ctx.metric(f"{LABELS[kind]}: backward NFE per batch (mean over epochs)",
+                   round(float(np.mean([e["nfe_backward"] for e in done[kind]])), 1))
+        ctx.metric(f"{LABELS[kind]}: parameters (thesis {task.thesis_parameters[kind]:,})", params)
+    loss = (f"{task.next_step_weight:g}·next-step MSE + {task.forecast}-step forecast MSE" if task.forecast
+            else "next-step MSE")
+    ctx.table(f"{task.figure}_epochs", ["model", "parameters", "epoch", "train loss", "test loss", "test forecast MSE",
+                                        "forward NFE", "backward NFE", "train s"], rows,
+              caption=f"{task.name}, per epoch: losses ({loss}) and NFE per batch; tolerance {config.tol:g}, "
+                      f"{config.gradient} gradients.")
+
+
+def _plot(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict, test: WindowSet) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 5, figsize=(24, 4.2))
+    window = test.subset(slice(0, 1))
+    feature = config.sample_feature
+    length = window.x.shape[1]
+    steps = np.arange(1, length + 1)
+    axes[0].plot(steps, window.y[0, :, feature], color="black", linewidth=2, label="ground truth")
+    if task.forecast:
+        axes[0].plot(np.arange(length + 1, length + 1 + task.forecast), window.forecast[0, :, feature],
+                     color="black", linewidth=2, linestyle=":")
+    for kind in config.models:
+        weights = ctx.out / f"weights_{kind}.pt"
+        if weights.is_file():
+            model = build_model(task, kind, config)
+            model.load_state_dict(torch.load(weights))
+            with torch.no_grad():
+                out = model(window.x, window.dt, task.forecast)
+            predictions, forecast = out if task.forecast else (out, None)
+            line = axes[0].plot(steps, predictions[0, :, feature], label=LABELS[kind], alpha=0.8)[0]
+            if forecast is not None:
+                axes[0].plot(np.arange(length + 1, length + 1 + task.forecast), forecast[0, :, feature],
+                             linestyle="--", color=line.get_color())
+        epochs = [e["epoch"] for e in done[kind]]
+        style = {"marker": "o", "markersize": 3}
+        axes[1].plot(epochs, [e["train_loss"] for e in done[kind]], label=LABELS[kind], **style)
+        axes[2].plot(epochs, [e["test_loss"] for e in done[kind]], **style)
+        axes[3].plot(epochs, [e["nfe_forward"] for e in done[kind]], **style)
+        axes[4].plot(epochs, [e["nfe_backward"] for e in done[kind]], **style)
+    axes[0].axvline(length + 0.5, color="grey", linewidth=0.8)
+    axes[0].set_title(f"test window, {task.features[feature]}" + (" (dashed: forecast)" if task.forecast else ""))
+    axes[0].set_xlabel("observation")
+    axes[0].legend(fontsize=7)
+    for ax, title in zip(axes[1:], ("training loss", "test loss", "forward NFE per batch", "backward NFE per batch")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        if "loss" in title:
+            ax.set_yscale("log")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{task.name}: ODE-RNN hybrids ({task.thesis_figure})")
+    fig.tight_layout()
+    ctx.figure(task.figure, fig, caption=f"{task.thesis_figure}: learned curves on a test window, losses and NFE per "
+                                         "epoch of the hybrids.")
 
 
 def shrink_parameters(model: torch.nn.Module, factor: float) -> None:

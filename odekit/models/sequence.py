@@ -172,20 +172,28 @@ class ODERNN(nn.Module):
         ys = list(sol.ys) if self.components == 2 else [sol.ys]
         return ys if times is not None else [y[-1] for y in ys]
 
-    def forward(self, x: torch.Tensor, dt: torch.Tensor, forecast: int = 0):
+    def trajectory(self, x: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+        """Next-step predictions and the state right after each observation's jump.
+
+        The states are the nodes of the autograd graph through which ``∂L/∂h_t`` flows (eq. 3.3),
+        so ``retain_grad()`` on them exposes the adjoint at every observation time.
+        """
         self._solves = []
         parts = self.initial_state(x)
-        predictions = []
-        anchor = parts
+        predictions, states = [], []
         for j in range(x.shape[1]):
             delta = self.jump(parts, x[:, j])
             parts = [p + d for p, d in zip(parts, delta.split(self.sizes.n, dim=1))]
-            anchor = parts
+            states.append(parts)
             parts = self.evolve(parts, dt[:, j])
             predictions.append(self.readout(parts[0]))
-        out = torch.stack(predictions, dim=1)
+        return torch.stack(predictions, dim=1), states
+
+    def forward(self, x: torch.Tensor, dt: torch.Tensor, forecast: int = 0):
+        out, states = self.trajectory(x, dt)
         if not forecast:
             return out
+        anchor = states[-1]
         # Forecast at unit steps after the last input: one solve with outputs at 1/K, 2/K, …, 1
         # of the interval [0, K] (the gaps scale it to K steps).
         times = torch.linspace(0.0, 1.0, forecast + 1, dtype=x.dtype, device=x.device)
