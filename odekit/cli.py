@@ -51,7 +51,7 @@ def list_experiments(data_dir: str | None) -> None:
     root = data_root(data_dir)
     table = Table(title=f"odekit experiments (data root: {root})")
     for col in ("name", "thesis", "profiles", "data", "what"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "name")  # names stay whole: they are typed
     for exp in EXPERIMENTS.values():
         missing = exp.missing_data(root)
         table.add_row(exp.name, exp.thesis_items, ", ".join(exp.profiles),
@@ -66,7 +66,7 @@ def methods() -> None:
 
     table = Table(title="odekit solver methods")
     for col in ("method", "adaptive", "options", "description"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "method")
     for name in sorted(METHODS):
         m = METHODS[name]
         table.add_row(name, "yes" if m.adaptive else "no", ", ".join(m.options), m.description)
