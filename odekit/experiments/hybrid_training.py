@@ -10,7 +10,6 @@ atomically so that ``adjoint_decay`` can reuse them.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +23,7 @@ from ..models.zoo import count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
 from .base import ExperimentConfig, RunContext
+from .training import train_epoch
 
 LABELS = {"odernn": "ODE-RNN", "anode": "ANODE-RNN", "sonode": "SONODE-RNN", "hbnode": "HBNODE-RNN",
           "ghbnode": "GHBNODE-RNN"}
@@ -110,28 +110,15 @@ def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, p
         if epoch == plan.switch_epoch:
             optimiser = torch.optim.Adam(model.parameters(), lr=plan.lr_after)
         order = torch.randperm(len(train), generator=shuffle)
-        forward, backward, losses = [], [], []
-        start = time.perf_counter()
-        model.train()
-        for first in range(0, len(order), plan.batch_size):
-            batch = train.subset(order[first: first + plan.batch_size])
-            optimiser.zero_grad()
-            loss, _ = hybrid_loss(model, batch, plan)
-            forward.append(model.stats.nfe)
-            loss.backward()
-            backward.append(model.stats.nfe_backward)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), plan.clip)
-            optimiser.step()
-            losses.append(loss.item())
-        seconds = time.perf_counter() - start
-        model.eval()
+        batches = (train.subset(order[first: first + plan.batch_size]) for first in range(0, len(order), plan.batch_size))
+        done = train_epoch(model, optimiser, batches, lambda batch: hybrid_loss(model, batch, plan)[0], plan.clip)
         scores = evaluate(model, test, plan)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "test_loss": scores["loss"],
-                  "test_forecast_mse": scores["forecast_mse"], "nfe_forward": float(np.mean(forward)),
-                  "nfe_backward": float(np.mean(backward)), "test_nfe": scores["nfe"], "train_seconds": seconds}
+        record = {"epoch": epoch, "train_loss": done.loss, "test_loss": scores["loss"],
+                  "test_forecast_mse": scores["forecast_mse"], "nfe_forward": done.nfe_forward,
+                  "nfe_backward": done.nfe_backward, "test_nfe": scores["nfe"], "train_seconds": done.seconds}
         epochs.append(record)
         log(f"{label} epoch {epoch}: train {record['train_loss']:.4f}, test {record['test_loss']:.4f}, "
-            f"NFE {record['nfe_forward']:.0f}/{record['nfe_backward']:.0f} per batch, {seconds:.0f} s")
+            f"NFE {record['nfe_forward']:.0f}/{record['nfe_backward']:.0f} per batch, {done.seconds:.0f} s")
         advance()
     if weights is not None:
         buffer = io.BytesIO()

@@ -11,7 +11,6 @@ rate so that a 2-core CPU sees the curves start in a few minutes.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from ..report.plots import pyplot
 from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 from .pointcloud import LABELS
+from .training import train_epoch
 
 LOADERS = {"mnist": images.load_mnist, "cifar10": images.load_cifar10}
 
@@ -83,27 +83,16 @@ def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None]
     epochs = []
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(len(x_train), generator=shuffle)
-        forward, backward, losses = [], [], []
-        start = time.perf_counter()
-        model.train()
-        for first in range(0, len(order), config.batch_size):
-            batch = order[first: first + config.batch_size]
-            optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-            forward.append(model.stats.nfe)
-            loss.backward()
-            backward.append(model.stats.nfe_backward)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimiser.step()
-            losses.append(loss.item())
-        seconds = time.perf_counter() - start
-        model.eval()
+        batches = (order[first: first + config.batch_size] for first in range(0, len(order), config.batch_size))
+        done = train_epoch(model, optimiser, batches,
+                           lambda batch: torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch]),
+                           config.clip)
         accuracy, test_nfe = _evaluate(model, x_test, y_test, config.batch_size)
-        epochs.append({"epoch": epoch, "nfe_forward": float(np.mean(forward)), "nfe_backward": float(np.mean(backward)),
-                       "train_seconds": seconds, "train_loss": float(np.mean(losses)), "test_accuracy": accuracy,
+        epochs.append({"epoch": epoch, "nfe_forward": done.nfe_forward, "nfe_backward": done.nfe_backward,
+                       "train_seconds": done.seconds, "train_loss": done.loss, "test_accuracy": accuracy,
                        "test_nfe": test_nfe})
-        log(f"{LABELS[kind]} epoch {epoch}: loss {np.mean(losses):.3f}, test accuracy {accuracy:.3f}, "
-                f"NFE {np.mean(forward):.1f}/{np.mean(backward):.1f}, {seconds:.0f} s")
+        log(f"{LABELS[kind]} epoch {epoch}: loss {done.loss:.3f}, test accuracy {accuracy:.3f}, "
+            f"NFE {done.nfe_forward:.1f}/{done.nfe_backward:.1f}, {done.seconds:.0f} s")
         advance()
     if weights is not None:
         buffer = io.BytesIO()
