@@ -128,6 +128,8 @@ def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, p
 
 
 def build_model(task: HybridTask, kind: str, config: HybridConfig) -> ODERNN:
+    """The ``kind`` hybrid of ``task``, initialised from ``config.seed`` (whatever ran before)."""
+    torch.manual_seed(config.seed)
     model = ODERNN(kind, len(task.features), task.sizes[kind], window=task.initial_window,
                    heavy_ball=task.heavy_ball.get(kind), method=config.method, rtol=config.tol, atol=config.tol,
                    gradient=config.gradient)
@@ -231,6 +233,7 @@ def _plot(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict, t
     for ax, title in zip(axes[1:], ("training loss", "test loss", "forward NFE per batch", "backward NFE per batch")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
         if "loss" in title:
             ax.set_yscale("log")
