@@ -9,7 +9,6 @@ atomically so that ``adjoint_decay`` can reuse them.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -121,9 +120,7 @@ def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, p
             f"NFE {record['nfe_forward']:.0f}/{record['nfe_backward']:.0f} per batch, {done.seconds:.0f} s")
         advance()
     if weights is not None:
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        atomic.write_bytes(weights, buffer.getvalue())
+        atomic.write_state(weights, model)
     return epochs
 
 

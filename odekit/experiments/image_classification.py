@@ -10,7 +10,6 @@ rate so that a 2-core CPU sees the curves start in a few minutes.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -95,9 +94,7 @@ def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None]
             f"NFE {done.nfe_forward:.1f}/{done.nfe_backward:.1f}, {done.seconds:.0f} s")
         advance()
     if weights is not None:
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        atomic.write_bytes(weights, buffer.getvalue())
+        atomic.write_state(weights, model)
     return epochs
 
 

@@ -9,7 +9,6 @@ independent runs (different seeds for data and weights), and we draw the learned
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 
@@ -75,9 +74,7 @@ def run(config: PointCloudConfig, ctx: RunContext) -> None:
             if key not in done:
                 done[key], model = train_pointcloud(kind, config, seed)
                 if seed == config.seed:  # keep the first run's weights for the picture of the evolution
-                    buffer = io.BytesIO()
-                    torch.save(model.state_dict(), buffer)
-                    atomic.write_bytes(_weights_path(ctx, kind), buffer.getvalue())
+                    atomic.write_state(_weights_path(ctx, kind), model)
                 ctx.save_checkpoint()
             advance()
 

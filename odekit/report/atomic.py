@@ -27,6 +27,15 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def write_state(path: Path, module) -> None:
+    """A module's ``state_dict`` in ``torch.save`` format, written atomically."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    write_bytes(path, buffer.getvalue())
+
+
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 

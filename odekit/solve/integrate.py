@@ -4,9 +4,9 @@ A *solver* takes one step (:class:`~odekit.solve.runge_kutta.RungeKutta`, and th
 implicit schemes of chapter 5, :class:`~odekit.solve.proximal.ProximalSolver`, through the same
 methods); a *controller* decides the step sizes. A solver carries a *state* from one accepted
 step to the next (diffrax's ``solver_state``): the first stage of an FSAL tableau, the past
-points of a multistep scheme. A rejected step is retried from the same state. This loop walks from the first to the
-last output time, asks the solver for dense output at each requested time, counts steps and
-enforces the caps. States here are flat vectors.
+points of a multistep scheme. A rejected step is retried from the same state. This loop walks
+from the first to the last output time, asks the solver for dense output at each requested
+time, counts steps and enforces the caps. States here are flat vectors.
 """
 
 from __future__ import annotations
