@@ -1,0 +1,44 @@
+"""Graph datasets of chapter 4 through PyG, and the GRAND split protocol."""
+
+import pytest
+import torch
+
+from odekit.data import graphs
+
+
+def test_largest_connected_components_of_the_real_graphs(data_root, tmp_path):
+    # node counts of the LCCs used by GRAND (Chamberlain et al. 2021, Table 5)
+    expected = {"cora": (2485, 7, 1433), "citeseer": (2120, 6, 3703), "photo": (7487, 8, 745)}
+    for name, (nodes, classes, features) in expected.items():
+        data = graphs.load_graph(name, data_root, pyg_root=tmp_path)
+        assert data.num_nodes == nodes and int(data.y.max()) + 1 == classes and data.x.shape[1] == features
+        assert data.edge_index.max() < nodes
+
+
+def test_split_protocol_sizes_disjointness_and_seeding():
+    labels = torch.arange(3000) % 7
+    split = graphs.labelled_split(labels, per_class=5, development=1500, seed=3)
+    assert int(split.train.sum()) == 35 and int(split.val.sum()) == 1465 and int(split.test.sum()) == 1500
+    assert not (split.train & split.val).any() and not (split.train & split.test).any()
+    assert (split.train | split.val | split.test).all()
+    assert torch.bincount(labels[split.train]).tolist() == [5] * 7
+    again = graphs.labelled_split(labels, per_class=5, development=1500, seed=3)
+    other = graphs.labelled_split(labels, per_class=5, development=1500, seed=4)
+    assert torch.equal(again.train, split.train) and not torch.equal(other.train, split.train)
+
+
+def test_split_rejects_impossible_requests():
+    labels = torch.zeros(10, dtype=torch.long)
+    with pytest.raises(ValueError, match="larger than the graph"):
+        graphs.labelled_split(labels, per_class=1, development=11, seed=0)
+    with pytest.raises(ValueError, match="at least one labelled node"):
+        graphs.labelled_split(labels, per_class=0, development=5, seed=0)
+
+
+def test_missing_raw_files_are_named(data_root, tmp_path):
+    assert graphs.missing("cora", data_root) == []
+    # the offline copies lack PubMed's allx (see the data README); PyG downloads it with internet
+    assert graphs.missing("pubmed", data_root) == [str(data_root / "planetoid" / "ind.pubmed.allx")]
+    assert len(graphs.missing("cora", tmp_path)) == 8
+    with pytest.raises(ValueError, match="unknown graph 'reddit'"):
+        graphs.missing("reddit", data_root)
