@@ -17,6 +17,7 @@ def test_largest_connected_components_of_the_real_graphs(data_root, tmp_path):
 
 def test_split_protocol_sizes_disjointness_and_seeding():
     labels = torch.arange(3000) % 7
+    assert graphs.development_size("cora") == 1500 and graphs.development_size("coauthor_cs") == 5000
     split = graphs.labelled_split(labels, per_class=5, development=1500, seed=3)
     assert int(split.train.sum()) == 35 and int(split.val.sum()) == 1465 and int(split.test.sum()) == 1500
     assert not (split.train & split.val).any() and not (split.train & split.test).any()

@@ -98,7 +98,12 @@ class ProximalSolver:
 
         def solve_stage(t: float, sigma: float, center: torch.Tensor) -> torch.Tensor:
             nonlocal failed
-            guess = states[-1] if self.warm_start == "previous" else self._predict(times, states, t, self._keep)
+            if self.warm_start == "previous":
+                guess = states[-1]
+            elif predicted is not None and t == t1:
+                guess = predicted  # the error estimate's predictor is already the extrapolation to t1
+            else:
+                guess = self._predict(times, states, t, self._keep)
             result = self.inner(ProximalProblem(field, t, center, sigma, self.jvp), guess)
             self.solves += 1
             self.iterations += result.iterations
