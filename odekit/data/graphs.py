@@ -1,7 +1,8 @@
 """Node-classification graphs of chapter 4 through PyTorch Geometric's dataset classes.
 
 Cora, CiteSeer and PubMed (``Planetoid``), Amazon Computers and Photo (``Amazon``) and Coauthor
-CS (``Coauthor``). Raw files are taken from the data root (``planetoid/``, ``amazon_computers/``,
+CS (``Coauthor``), and ogbn-arxiv through the ``ogb`` package (download only; its official
+split, no LCC). Raw files are taken from the data root (``planetoid/``, ``amazon_computers/``,
 ``amazon_photo/``, ``coauthor_cs/``; the offline copies' layout) and copied into the folder layout
 PyG expects under a writable cache, where PyG writes its processed files; where they are absent
 PyG downloads them (machines with internet). The data root itself is never written to.
@@ -53,8 +54,15 @@ def _source(name: str) -> GraphSource:
     return GRAPHS[name]
 
 
+OGB_ARXIV = "ogbn_arxiv"
+NAMES = (*GRAPHS, OGB_ARXIV)
+
+
 def missing(name: str, root: Path) -> list[str]:
     """Raw files of ``name`` absent from the data root (PyG downloads them where there is internet)."""
+    if name == OGB_ARXIV:
+        found = (Path(root) / OGB_ARXIV).is_dir() or (cache_dir() / OGB_ARXIV).is_dir()
+        return [] if found else [f"{Path(root) / OGB_ARXIV} (ogbn-arxiv is downloaded by the ogb package)"]
     source = _source(name)
     folder = Path(root) / source.folder
     return [str(folder / f) for f in source.raw_files if not (folder / f).is_file()]
@@ -75,12 +83,15 @@ def load_graph(name: str, root: Path, pyg_root: Path | None = None):
 
     Raw files found under ``root`` are copied into PyG's layout under ``pyg_root`` (default
     :func:`cache_dir`); PyG downloads what is still missing and raises where it cannot.
+    ogbn-arxiv is the whole graph, made undirected, with its official split as masks.
     """
     from torch_geometric import datasets
     from torch_geometric.transforms import LargestConnectedComponents
 
-    source = _source(name)
     pyg_root = Path(pyg_root) if pyg_root is not None else cache_dir()
+    if name == OGB_ARXIV:
+        return _load_arxiv(Path(root), pyg_root)
+    source = _source(name)
     raw_dir = _raw_dir(source, pyg_root)
     raw_dir.mkdir(parents=True, exist_ok=True)
     for file in source.raw_files:
@@ -97,6 +108,55 @@ def load_graph(name: str, root: Path, pyg_root: Path | None = None):
             + (f"missing raw files: {', '.join(absent)}" if absent else "the raw files may be corrupt")
         ) from None
     return LargestConnectedComponents()(dataset[0])
+
+
+def _load_arxiv(root: Path, pyg_root: Path):
+    """ogbn-arxiv through ``ogb``: a copy under the data root is used as is, else ``ogb`` downloads it."""
+    try:
+        from ogb.nodeproppred import PygNodePropPredDataset
+    except ImportError:
+        raise DataUnavailableError("ogbn-arxiv needs the ogb package: pip install 'odekit[ogb]' (or pip install ogb)") from None
+    from torch_geometric.utils import to_undirected
+
+    target = pyg_root / OGB_ARXIV
+    if (root / OGB_ARXIV).is_dir() and not target.exists():
+        shutil.copytree(root / OGB_ARXIV, target)
+    try:
+        dataset = PygNodePropPredDataset("ogbn-arxiv", root=str(pyg_root))
+    except Exception as err:  # urllib's URLError offline, or a broken archive
+        # ogb asks on stdin about a half-written folder next time; leave none behind
+        shutil.rmtree(target, ignore_errors=True)
+        raise DataUnavailableError(
+            f"could not download ogbn-arxiv ({type(err).__name__}: {err}); on a machine without internet put "
+            f"the ogb folder 'ogbn_arxiv' (as ogb writes it) under {root}"
+        ) from None
+    data = dataset[0]
+    data.y = data.y.view(-1)
+    data.edge_index = to_undirected(data.edge_index, num_nodes=data.num_nodes)
+    for part, indices in dataset.get_idx_split().items():
+        mask = torch.zeros(data.num_nodes, dtype=torch.bool)
+        mask[indices] = True
+        data[f"{part}_mask"] = mask
+    return data
+
+
+def rewire(data, how: str):
+    """GRAND-nl-rw's graph: ``"gdc"`` (personalised-PageRank diffusion, top-64 per node, α = 0.05,
+    REFERENCE.md §2) or ``"two_hop"`` (edges to the neighbours' neighbours), as PyG transforms."""
+    from torch_geometric import transforms
+
+    if how == "gdc":
+        transform = transforms.GDC(self_loop_weight=1.0, normalization_in="sym", normalization_out="col",
+                                   diffusion_kwargs={"method": "ppr", "alpha": 0.05},
+                                   sparsification_kwargs={"method": "topk", "k": 64, "dim": 0}, exact=True)
+    elif how == "two_hop":
+        transform = transforms.TwoHop()
+    else:
+        raise ValueError(f"unknown rewiring {how!r}; choose 'gdc' or 'two_hop'")
+    rewired = transform(data.clone())
+    # the attention weighs the new edges itself; GDC's edge weights are not used
+    rewired.edge_attr = None
+    return rewired
 
 
 @dataclass
@@ -130,6 +190,11 @@ def labelled_split(labels: torch.Tensor, per_class: int, development: int, seed:
     in_dev = torch.zeros(n, dtype=torch.bool)
     in_dev[dev] = True
     return Split(train=train, val=in_dev & ~train, test=~in_dev, seed=seed)
+
+
+def official_split(data) -> Split:
+    """The dataset's own split (ogbn-arxiv), from the masks :func:`load_graph` attached."""
+    return Split(train=data.train_mask, val=data.valid_mask, test=data.test_mask, seed=-1)
 
 
 def development_size(name: str) -> int:

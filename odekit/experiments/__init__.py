@@ -23,6 +23,7 @@ def get(name: str) -> Experiment:
 # Importing a module registers its experiment.
 from . import (  # noqa: E402,F401
     adjoint_decay,
+    grand_labels,
     diffusion1d,
     hb_optim_demo,
     image_classification,

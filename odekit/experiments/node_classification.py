@@ -1,0 +1,420 @@
+"""Node classification runs shared by the chapter-4 experiments (``grand_labels``, ``grand_depth``,
+``grand_variants``): the authors' settings, model construction, training with early stopping, and
+one checkpointed loop over the cells of a table.
+
+A *cell* is one training run: (dataset, model, labelled nodes per class, depth, split, seed).
+Training is full-batch cross-entropy on the training nodes. After every epoch the validation
+accuracy is measured; the reported test accuracy is the one at the best validation accuracy
+(REFERENCE.md §2). For the continuous models the early-stopping integrator also scans the
+integration time: the features are decoded at ``time_points`` times in ``(0, time_multiple·T]``
+and the best validation time is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import graphs
+from ..models.gnn import BASELINES, GNNClassifier
+from ..models.grand import GRAND
+from ..report.plots import pyplot
+from ..solve import METHODS, SolverError
+from .base import ExperimentConfig, RunContext
+
+
+@dataclass(frozen=True)
+class GrandSettings:
+    """The authors' best GRAND settings for one dataset (REFERENCE.md §2, ``best_params.py``)."""
+
+    hidden: int
+    t_end: float
+    heads: int
+    attention_dim: int
+    input_dropout: float
+    dropout: float
+    lr: float
+    weight_decay: float
+    optimizer: str
+    epochs: int
+    initial_term: bool  # GRAND's add_source (β·X(0))
+    tol_scale: float  # atol = tol_scale·1e-7, rtol = tol_scale·1e-9
+    max_nfe: int
+    batch_norm: bool = False
+    time_multiple: float = 3.0  # earlystopxT
+
+
+SETTINGS = {
+    "cora": GrandSettings(80, 18.2948, 8, 128, 0.5, 0.04688, 0.022925, 0.0050769, "adamax", 100, True, 821.977, 2000),
+    "citeseer": GrandSettings(80, 7.8741, 8, 32, 0.68032, 0.74881, 0.0086359, 0.1, "adam", 250, True, 2.90104, 3000),
+    "pubmed": GrandSettings(128, 12.9423, 1, 16, 0.5, 0.07191, 0.014669, 0.0018237, "adamax", 600, True, 1991.07,
+                            5000, time_multiple=5.0),
+    "coauthor_cs": GrandSettings(16, 3.1264, 4, 8, 0.5275, 0.68578, 0.00093429, 0.0047384, "rmsprop", 250, False,
+                                 9348.98, 3000),
+    "computers": GrandSettings(128, 3.2490, 4, 64, 0.59731, 0.08733, 0.0035305, 0.0076747, "adam", 100, False,
+                               127.464, 500),
+    "photo": GrandSettings(64, 3.5824, 4, 64, 0.42903, 0.46502, 0.0055607, 0.0047078, "adam", 100, False, 2086.53,
+                           500, batch_norm=True),
+    "ogbn_arxiv": GrandSettings(162, 3.6760, 2, 32, 0.0, 0.11595, 0.0054515, 0.0, "rmsprop", 100, False, 11353.56,
+                                500, batch_norm=True),
+}
+# Table 4.12: GRAND++'s depth for the low-label results of Table 4.3.
+GRANDPP_T = {"cora": 18.3, "citeseer": 8.0, "pubmed": 13.0, "coauthor_cs": 4.0, "computers": 3.2, "photo": 3.6}
+# The discrete baselines use the usual settings of their papers (the thesis gives none).
+BASELINE_TRAINING = {"lr": 0.01, "weight_decay": 5e-4, "epochs": 200, "hidden": 64, "dropout": 0.5}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "rmsprop": torch.optim.RMSprop}
+# Planetoid graphs are re-split per run; the others keep the seed-12345 split (REFERENCE.md §2b).
+FIXED_SPLIT_SEED = 12345
+RESPLIT = ("cora", "citeseer", "pubmed")
+DATASET_LABELS = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed", "coauthor_cs": "CoauthorCS",
+                  "computers": "Computers", "photo": "Photo", "ogbn_arxiv": "ogbn-arxiv"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model name means: GRAND family (attention, source, rewiring) or a PyG baseline."""
+
+    label: str
+    baseline: str | None = None
+    nonlinear: bool = False
+    source: bool = False
+    rewiring: str | None = None  # "gdc" or "two_hop"
+    source_nodes: str | None = None  # "train" / "reference"; None: the config's choice
+
+
+MODELS = {
+    "grand++-l": ModelSpec("GRAND++-l", source=True),
+    # the authors' source nodes (REFERENCE.md §2b), beside ours, so both can be compared
+    "grand++-l-refsrc": ModelSpec("GRAND++-l (authors' source nodes)", source=True, source_nodes="reference"),
+    "grand-l": ModelSpec("GRAND-l"),
+    "grand-nl": ModelSpec("GRAND-nl", nonlinear=True),
+    "grand++-nl": ModelSpec("GRAND++-nl", nonlinear=True, source=True),
+    "grand-nl-rw-gdc": ModelSpec("GRAND-nl-rw (gdc)", nonlinear=True, rewiring="gdc"),
+    "grand++-nl-rw-gdc": ModelSpec("GRAND++-nl-rw (gdc)", nonlinear=True, source=True, rewiring="gdc"),
+    "grand-nl-rw-two_hop": ModelSpec("GRAND-nl-rw (two-hop)", nonlinear=True, rewiring="two_hop"),
+    "grand++-nl-rw-two_hop": ModelSpec("GRAND++-nl-rw (two-hop)", nonlinear=True, source=True, rewiring="two_hop"),
+    **{name: ModelSpec(label, baseline=name) for name, label in BASELINES.items()},
+}
+
+
+@dataclass
+class NodeClassificationConfig(ExperimentConfig):
+    """Settings shared by the chapter-4 experiments (each adds its own grid)."""
+
+    datasets: tuple[str, ...] = ("cora", "citeseer")
+    splits: int = 100  # runs i = 0…splits−1 draw split seed i (Planetoid) — the thesis's 100 splits
+    seeds: int = 20  # initialisations per split
+    epochs: int = 0  # 0: the authors' epochs per dataset (Table: REFERENCE.md §2)
+    baseline_epochs: int = 200
+    method: str = "dopri5"
+    gradient: str = "backprop"
+    tol_scale: float = 0.0  # 0: the authors' per dataset; otherwise atol = s·1e-7, rtol = s·1e-9
+    step_size: float = 1.0  # fixed-step and proximal methods
+    max_nfe: int = 0  # 0: the authors' per dataset
+    source_nodes: str = "train"  # "train": the run's labelled nodes; "reference": REFERENCE.md §2b's quirk
+    time_multiple: float = 0.0  # early-stopping integrator horizon in units of T; 0: the authors' (3, PubMed 5)
+    time_points: int = 12  # decoding times of the early-stopping integrator
+    time_scan: str = "every_epoch"  # or "best_epoch": scan time once, for the best-validation epoch
+    threads: int = 0  # torch threads (0: leave torch's default)
+    float64: bool = False
+    extra_options: dict[str, Any] = field(default_factory=dict)  # engine options (e.g. {"inner": "anderson"})
+
+
+def check_config(config: NodeClassificationConfig, models: tuple[str, ...]) -> None:
+    unknown = [d for d in config.datasets if d not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; choose from {', '.join(SETTINGS)}")
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; choose from {', '.join(METHODS)}")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    if config.source_nodes not in ("train", "reference"):
+        raise ValueError(f"source_nodes must be 'train' or 'reference', got {config.source_nodes!r}")
+    if config.time_scan not in ("every_epoch", "best_epoch"):
+        raise ValueError(f"time_scan must be 'every_epoch' or 'best_epoch', got {config.time_scan!r}")
+    if config.splits < 1 or config.seeds < 1 or config.time_points < 1:
+        raise ValueError("splits, seeds and time_points must be at least 1")
+
+
+class GraphCache:
+    """Loaded graphs (and their rewired versions), so a grid of cells loads each once."""
+
+    def __init__(self, root: Path, float64: bool) -> None:
+        self.root, self.dtype = root, torch.float64 if float64 else torch.float32
+        self._graphs: dict[tuple[str, str | None], Any] = {}
+
+    def get(self, name: str, rewiring: str | None = None):
+        key = (name, rewiring)
+        if key not in self._graphs:
+            if rewiring is None:
+                data = graphs.load_graph(name, self.root)
+                data.x = data.x.to(self.dtype)
+            else:
+                data = graphs.rewire(self.get(name), rewiring)
+            self._graphs[key] = data
+        return self._graphs[key]
+
+
+def split_for(name: str, data, per_class: int, run: int):
+    """The split of run ``run`` (REFERENCE.md §2b): re-drawn per run for Planetoid, else fixed."""
+    if name == "ogbn_arxiv":
+        return graphs.official_split(data)
+    seed = run if name in RESPLIT else FIXED_SPLIT_SEED
+    return graphs.labelled_split(data.y, per_class, graphs.development_size(name), seed)
+
+
+def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: float | None, depth: int,
+                in_features: int, classes: int):
+    """The network of ``model`` on dataset ``name``: GRAND family at depth ``t_end`` or a baseline of ``depth`` layers."""
+    spec = MODELS[model]
+    if spec.baseline is not None:
+        b = BASELINE_TRAINING
+        return GNNClassifier(spec.baseline, in_features, classes, depth=depth, hidden=b["hidden"], dropout=b["dropout"])
+    s = SETTINGS[name]
+    tol = config.tol_scale or s.tol_scale
+    options = dict(config.extra_options)
+    if not METHODS[config.method].adaptive:
+        options.setdefault("step_size", config.step_size)
+    return GRAND(in_features, classes, hidden=s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
+                 heads=s.heads, nonlinear=spec.nonlinear, initial_term=s.initial_term and not spec.source,
+                 source=spec.source, input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
+                 method=config.method, rtol=tol * 1e-9, atol=tol * 1e-7, gradient=config.gradient, options=options,
+                 max_nfe=config.max_nfe or s.max_nfe)
+
+
+def _optimizer(config: NodeClassificationConfig, name: str, model: str, net: torch.nn.Module):
+    if MODELS[model].baseline is not None:
+        return torch.optim.Adam(net.parameters(), lr=BASELINE_TRAINING["lr"],
+                                weight_decay=BASELINE_TRAINING["weight_decay"]), config.baseline_epochs
+    s = SETTINGS[name]
+    return OPTIMIZERS[s.optimizer](net.parameters(), lr=s.lr, weight_decay=s.weight_decay), config.epochs or s.epochs
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Accuracy on ``mask`` (for stacked logits, one accuracy per leading index)."""
+    return (logits[..., mask, :].argmax(-1) == labels[mask]).to(torch.float64).mean(-1)
+
+
+@dataclass
+class Evaluation:
+    val: float
+    test: float
+    time: float | None  # the integration time chosen by the early-stopping integrator
+
+
+def evaluate(net: torch.nn.Module, data, split, scan: torch.Tensor | None) -> Evaluation:
+    """Validation and test accuracy; with ``scan`` (times), at the best validation time among them."""
+    net.eval()
+    with torch.no_grad():
+        if scan is None or not isinstance(net, GRAND):
+            logits = net(data.x, data.edge_index)
+            return Evaluation(_accuracy(logits, data.y, split.val).item(), _accuracy(logits, data.y, split.test).item(),
+                              None)
+        logits = net(data.x, data.edge_index, times=scan)[1:]
+        val = _accuracy(logits, data.y, split.val)
+        best = int(torch.argmax(val))  # first of equal maxima: the shallowest
+        return Evaluation(val[best].item(), _accuracy(logits[best], data.y, split.test).item(), scan[best + 1].item())
+
+
+@dataclass
+class CellResult:
+    test: float | None
+    val: float | None
+    best_epoch: int | None
+    best_time: float | None
+    nfe_forward: float  # mean per training epoch
+    nfe_backward: float
+    seconds: float
+    status: str  # "ok", or why the run failed (the thesis's NA)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def train_cell(config: NodeClassificationConfig, name: str, data, split, model: str, seed: int,
+               t_end: float | None = None, depth: int = 2, source_mask: torch.Tensor | None = None) -> CellResult:
+    """Train one model on one split; a solver failure (NFE cap, step underflow, …) is a result, not a crash."""
+    torch.manual_seed(seed)
+    classes = int(data.y.max()) + 1
+    net = build_model(config, name, model, t_end, depth, data.num_features, classes).to(data.x.dtype)
+    if isinstance(net, GRAND) and net.source:
+        net.set_source_nodes(split.train if source_mask is None else source_mask)
+    optimizer, epochs = _optimizer(config, name, model, net)
+    scan = None
+    if isinstance(net, GRAND):
+        multiple = config.time_multiple or SETTINGS[name].time_multiple
+        scan = torch.linspace(0.0, multiple * net.t_end, config.time_points + 1, dtype=data.x.dtype)
+    every_epoch = scan if config.time_scan == "every_epoch" else None
+    best, best_epoch, best_state = None, None, None
+    nfe_f = nfe_b = 0.0
+    start = time.perf_counter()
+    try:
+        for epoch in range(epochs):
+            net.train()
+            optimizer.zero_grad()
+            loss = F.cross_entropy(net(data.x, data.edge_index)[split.train], data.y[split.train])
+            loss.backward()
+            optimizer.step()
+            if isinstance(net, GRAND):
+                nfe_f += net.stats.nfe
+                nfe_b += net.stats.nfe_backward
+            result = evaluate(net, data, split, every_epoch)
+            if best is None or result.val > best.val:
+                best, best_epoch = result, epoch
+                if every_epoch is None and scan is not None:
+                    best_state = copy.deepcopy(net.state_dict())
+        if best_state is not None:
+            net.load_state_dict(best_state)
+            best = evaluate(net, data, split, scan)
+    except SolverError as err:
+        return CellResult(None, None, None, None, nfe_f / max(1, epochs), nfe_b / max(1, epochs),
+                          time.perf_counter() - start, f"solver failed: {type(err).__name__}: {str(err)[:200]}")
+    return CellResult(best.test, best.val, best_epoch, best.time, nfe_f / epochs, nfe_b / epochs,
+                      time.perf_counter() - start, "ok")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    model: str
+    per_class: int
+    run: int  # split index
+    seed: int
+    t_end: float | None = None  # GRAND family depth (None: the dataset's default)
+    depth: int = 2  # baseline layers
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}|{self.model}|k={self.per_class}|T={self.t_end}|L={self.depth}|run={self.run}|seed={self.seed}"
+
+
+def run_cells(config: NodeClassificationConfig, ctx: RunContext, cells: list[Cell], description: str) -> dict:
+    """Train every cell not yet in the checkpoint; returns ``{cell.key: result dict}``."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    done: dict[str, dict] = ctx.checkpoint.setdefault("cells", {})
+    cache = GraphCache(ctx.data_root, config.float64)
+    with ctx.progress(len(cells), description) as advance:
+        for cell in cells:
+            if cell.key not in done:
+                spec = MODELS[cell.model]
+                data = cache.get(cell.dataset, spec.rewiring)
+                split = split_for(cell.dataset, data, cell.per_class, cell.run)
+                source_mask = None
+                if spec.source and (spec.source_nodes or config.source_nodes) == "reference" and cell.dataset in RESPLIT:
+                    source_mask = split_for(cell.dataset, data, cell.per_class, FIXED_SPLIT_SEED).train
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # PyG's sparse-format notices
+                    result = train_cell(config, cell.dataset, data, split, cell.model, cell.seed, cell.t_end,
+                                        cell.depth, source_mask)
+                done[cell.key] = {**result.as_dict(), "dataset": cell.dataset, "model": cell.model,
+                                  "per_class": cell.per_class, "run": cell.run, "seed": cell.seed,
+                                  "t_end": cell.t_end, "depth": cell.depth}
+                ctx.save_checkpoint()
+                shown = "NA" if result.test is None else f"{100 * result.test:.1f}%"
+                depth = f"L={cell.depth}" if spec.baseline else f"T={cell.t_end or SETTINGS[cell.dataset].t_end:g}"
+                ctx.log(f"{cell.dataset} {spec.label} k={cell.per_class} {depth} run {cell.run}: "
+                        f"test {shown} ({result.seconds:.0f} s, {result.status})")
+            advance()
+    return done
+
+
+def summarise(results: list[dict]) -> tuple[float | None, float | None, int, int]:
+    """Mean and std (in %) of the test accuracy of successful runs, their count, and the failures."""
+    ok = [100 * r["test"] for r in results if r["test"] is not None]
+    failed = len(results) - len(ok)
+    if not ok:
+        return None, None, 0, failed
+    mean = sum(ok) / len(ok)
+    std = math.sqrt(sum((v - mean) ** 2 for v in ok) / (len(ok) - 1)) if len(ok) > 1 else 0.0
+    return mean, std, len(ok), failed
+
+
+def format_accuracy(mean: float | None, std: float | None, failed: int = 0) -> str:
+    if mean is None:
+        return "NA"
+    text = f"{mean:.2f} ± {std:.2f}"
+    return text + (f" ({failed} failed)" if failed else "")
+
+
+def group(done: dict, cells: list[Cell], x_of) -> dict[tuple[str, str, float], list[dict]]:
+    """Results of ``cells`` by (dataset, model, x) where ``x_of(cell)`` is the swept quantity."""
+    grouped: dict[tuple[str, str, float], list[dict]] = {}
+    for cell in cells:
+        grouped.setdefault((cell.dataset, cell.model, x_of(cell)), []).append(done[cell.key])
+    return grouped
+
+
+def thesis_cell(table: dict, model: str, dataset: str, x: float):
+    """The thesis's (mean, std) for a cell, ``None`` for its NA, or ``"absent"`` where it has no entry."""
+    row = table.get(model.replace("-refsrc", ""), {}).get(dataset, {})
+    return row.get(int(x) if float(x).is_integer() else x, "absent")
+
+
+def metric_key(dataset: str, model: str, x_label: str) -> str:
+    return f"{DATASET_LABELS[dataset]}, {x_label}, {MODELS[model].label} (%)"
+
+
+def report_sweep(ctx: RunContext, grouped: dict, table: dict, *, name: str, x_name: str, x_label, caption: str,
+                 figure_caption: str) -> None:
+    """One table (ours beside the thesis, per cell), metrics, and a figure of accuracy against the swept ``x``."""
+    rows = []
+    for (dataset, model, x), results in sorted(grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        mean, std, n, failed = summarise(results)
+        ref = thesis_cell(table, model, dataset, x)
+        ref_text = "—" if ref == "absent" else "NA" if ref is None else f"{ref[0]:.2f} ± {ref[1]:.2f}"
+        verdict = ""
+        if mean is not None and ref not in ("absent", None):
+            verdict = "within ±1 std" if abs(mean - ref[0]) <= ref[1] else f"{mean - ref[0]:+.2f}"
+        nfe = [r["nfe_forward"] for r in results if r["nfe_forward"]]
+        rows.append([DATASET_LABELS[dataset], MODELS[model].label, f"{x:g}", format_accuracy(mean, std, failed), n,
+                     ref_text, verdict, f"{sum(nfe) / len(nfe):.0f}" if nfe else "",
+                     "; ".join(sorted({r["status"] for r in results if r["status"] != "ok"}))[:160]])
+        if mean is not None:
+            ctx.metric(metric_key(dataset, model, x_label(x)), round(mean, 2))
+        elif failed:
+            ctx.metric(metric_key(dataset, model, x_label(x)), "NA (solver failed)")
+    ctx.table(name, ["dataset", "model", x_name, "odekit test acc (%)", "runs", "thesis", "vs thesis",
+                     "forward NFE / epoch", "failures"], rows, caption)
+    _plot_sweep(ctx, grouped, table, name, x_name, figure_caption)
+
+
+def _plot_sweep(ctx: RunContext, grouped: dict, table: dict, name: str, x_name: str, caption: str) -> None:
+    plt = pyplot()
+    datasets = sorted({d for d, _, _ in grouped})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        models = sorted({m for d, m, _ in grouped if d == dataset})
+        for i, model in enumerate(models):
+            xs = sorted(x for d, m, x in grouped if d == dataset and m == model)
+            stats = [summarise(grouped[(dataset, model, x)]) for x in xs]
+            shown = [(x, s[0], s[1]) for x, s in zip(xs, stats) if s[0] is not None]
+            colour = f"C{i}"
+            if shown:
+                ax.errorbar([p[0] for p in shown], [p[1] for p in shown], yerr=[p[2] for p in shown], color=colour,
+                            marker="o", capsize=3, label=f"{MODELS[model].label} (odekit)")
+            thesis = [(x, thesis_cell(table, model, dataset, x)) for x in xs]
+            thesis = [(x, v[0]) for x, v in thesis if v not in ("absent", None)]
+            if thesis and "-refsrc" not in model:
+                ax.plot([p[0] for p in thesis], [p[1] for p in thesis], color=colour, linestyle="--", marker="x",
+                        alpha=0.6, label=f"{MODELS[model].label} (thesis)")
+        ax.set_xscale("log", base=2)
+        ticks = sorted({x for d, _, x in grouped if d == dataset})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
+        ax.set_title(DATASET_LABELS[dataset])
+        ax.set_xlabel(x_name)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    ctx.figure(name, fig, caption)

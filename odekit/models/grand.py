@@ -1,0 +1,119 @@
+"""GRAND and GRAND++ node classifiers (thesis §4.2–4.4) on the odekit engine.
+
+``dropout → Linear(F → hidden) → [BatchNorm] → ODE from 0 to T → ReLU → dropout → Linear(hidden → classes)``
+where the ODE is graph neural diffusion (eq. 4.5 with the attention of eqs. 4.6–4.7, see
+:class:`~odekit.models.graph_diffusion.GraphDiffusion`). GRAND++ adds the source ``C`` at a set of
+labelled nodes (eq. 4.12) and starts from ``X(0) = x + c·C`` (eq. 4.11 as the authors code it,
+REFERENCE.md §2b). The models take PyG's ``(x, edge_index)``; rewiring (GDC, two-hop) is a
+transform of the ``Data`` before the model sees it (:mod:`odekit.data.graphs`).
+
+Given ``times``, the forward pass returns the class scores at each of those times, which is what
+the early-stopping integrator (best validation accuracy over integration time) needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..solve import SolveStats
+from .block import ODEBlock
+from .graph_diffusion import GraphDiffusion, labelled_source
+
+
+class GRAND(nn.Module):
+    """GRAND-l / GRAND-nl, and with ``source=True`` GRAND++-l / GRAND++-nl.
+
+    Args:
+        in_features, classes: input width and number of classes.
+        hidden: width of the diffused features.
+        t_end: integration time ``T`` (the "depth").
+        attention_dim, heads: edge attention sizes (eq. 4.7).
+        nonlinear: attention from ``X(t)`` at every evaluation (``-nl``) instead of from ``X(0)`` (``-l``).
+        initial_term: GRAND's trainable ``β·X(0)`` term (the authors' ``add_source``).
+        source: GRAND++'s source term at the nodes given to :meth:`set_source_nodes`.
+        source_scale, initial_source: ``C = source_scale·(x_i − x̄)`` and ``X(0) = x + initial_source·C``.
+        input_dropout, dropout: dropout before the encoder and before the decoder.
+        batch_norm: batch normalisation after the encoder (the authors' Photo / arXiv setting).
+        method, rtol, atol, gradient, options, adjoint_options: how the engine integrates
+            (:func:`odekit.solve`); every engine method works, explicit or proximal.
+        max_nfe: a solve that needs more evaluations raises
+            :class:`~odekit.solve.MaxStepsExceededError` (the authors' guard; a deep ``T`` with a
+            stiff attention can otherwise run for hours).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        classes: int,
+        *,
+        hidden: int = 80,
+        t_end: float = 1.0,
+        attention_dim: int = 16,
+        heads: int = 1,
+        nonlinear: bool = False,
+        initial_term: bool = False,
+        source: bool = False,
+        source_scale: float = 1.0,
+        initial_source: float = 1.0,
+        input_dropout: float = 0.5,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-3,
+        gradient: str = "backprop",
+        options: dict[str, Any] | None = None,
+        adjoint_options: dict[str, Any] | None = None,
+        max_nfe: int = 2000,
+    ) -> None:
+        super().__init__()
+        if t_end <= 0:
+            raise ValueError(f"t_end (the depth T) must be positive, got {t_end}")
+        self.encoder = nn.Linear(in_features, hidden)
+        self.norm = nn.BatchNorm1d(hidden) if batch_norm else None
+        self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term)
+        options = {**(options or {}), "max_nfe": max_nfe}
+        if adjoint_options is not None:
+            adjoint_options = {**adjoint_options, "max_nfe": max_nfe}
+        self.block = ODEBlock(self.field, t_end, method=method, rtol=rtol, atol=atol, gradient=gradient,
+                              options=options, adjoint_options=adjoint_options)
+        self.decoder = nn.Linear(hidden, classes)
+        self.source, self.source_scale, self.initial_source = source, source_scale, initial_source
+        self.input_dropout, self.dropout = input_dropout, dropout
+        self.source_nodes: torch.Tensor | None = None
+
+    @property
+    def t_end(self) -> float:
+        return self.block.t_end
+
+    @property
+    def stats(self) -> SolveStats:
+        """Counters of the latest solve (``nfe``; ``nfe_backward`` after ``backward()``)."""
+        return self.block.stats
+
+    def set_source_nodes(self, mask: torch.Tensor) -> None:
+        """The labelled nodes that carry GRAND++'s source (a boolean mask over the nodes)."""
+        if mask.dtype != torch.bool or mask.ndim != 1:
+            raise ValueError("source nodes must be a 1-D boolean node mask")
+        self.source_nodes = mask
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(F.dropout(x, self.input_dropout, self.training))
+        return self.norm(h) if self.norm is not None else h
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores at ``T`` (nodes × classes), or at each of ``times`` (len(times) × nodes × classes)."""
+        h = self.encode(x)
+        source = None
+        if self.source:
+            if self.source_nodes is None or self.source_nodes.shape[0] != x.shape[0]:
+                raise RuntimeError("GRAND++ needs set_source_nodes(mask) with one entry per node before forward")
+            source = labelled_source(h, self.source_nodes.to(h.device), self.source_scale)
+            h = h + self.initial_source * source
+        self.field.set_initial(h, edge_index, source)
+        z = self.block(h, times)
+        return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))
