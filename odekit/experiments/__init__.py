@@ -23,7 +23,9 @@ def get(name: str) -> Experiment:
 # Importing a module registers its experiment.
 from . import (  # noqa: E402,F401
     adjoint_decay,
+    grand_depth,
     grand_labels,
+    grand_variants,
     diffusion1d,
     hb_optim_demo,
     image_classification,

@@ -38,7 +38,7 @@ class GRAND(nn.Module):
         source_scale, initial_source: ``C = source_scale·(x_i − x̄)`` and ``X(0) = x + initial_source·C``.
         input_dropout, dropout: dropout before the encoder and before the decoder.
         batch_norm: batch normalisation after the encoder (the authors' Photo / arXiv setting).
-        method, rtol, atol, gradient, options, adjoint_options: how the engine integrates
+        method, rtol, atol, gradient, options, adjoint_*: how the engine integrates
             (:func:`odekit.solve`); every engine method works, explicit or proximal.
         max_nfe: a solve that needs more evaluations raises
             :class:`~odekit.solve.MaxStepsExceededError` (the authors' guard; a deep ``T`` with a
@@ -68,6 +68,9 @@ class GRAND(nn.Module):
         gradient: str = "backprop",
         options: dict[str, Any] | None = None,
         adjoint_options: dict[str, Any] | None = None,
+        adjoint_method: str | None = None,
+        adjoint_rtol: float | None = None,
+        adjoint_atol: float | None = None,
         max_nfe: int = 2000,
     ) -> None:
         super().__init__()
@@ -80,7 +83,8 @@ class GRAND(nn.Module):
         if adjoint_options is not None:
             adjoint_options = {**adjoint_options, "max_nfe": max_nfe}
         self.block = ODEBlock(self.field, t_end, method=method, rtol=rtol, atol=atol, gradient=gradient,
-                              options=options, adjoint_options=adjoint_options)
+                              options=options, adjoint_options=adjoint_options, adjoint_method=adjoint_method,
+                              adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol)
         self.decoder = nn.Linear(hidden, classes)
         self.source, self.source_scale, self.initial_source = source, source_scale, initial_source
         self.input_dropout, self.dropout = input_dropout, dropout
@@ -115,5 +119,5 @@ class GRAND(nn.Module):
             source = labelled_source(h, self.source_nodes.to(h.device), self.source_scale)
             h = h + self.initial_source * source
         self.field.set_initial(h, edge_index, source)
-        z = self.block(h, times)
+        z = self.block(h, times, adjoint_params=self.field.adjoint_inputs())
         return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))

@@ -134,8 +134,22 @@ class GraphDiffusion(nn.Module):
         key = (edge_index.data_ptr(), tuple(edge_index.shape), x0.shape[0])
         if self.adjacency is None or self.adjacency.key != key:
             self.adjacency = Adjacency(edge_index, x0.shape[0])
-        self.weights = None if self.nonlinear else self.attention(x0, self.adjacency.edge_index)
-        self.x0, self.source = x0, source
+        weights = None if self.nonlinear else self.attention(x0, self.adjacency.edge_index)
+        # Each held tensor gets its own view node: the adjoint differentiates f with respect to
+        # them separately, and must not walk from one into another's graph (the weights depend
+        # on X(0), which depends on the source), which would also free that graph.
+        self.weights, self.x0, self.source = (None if t is None else t.view_as(t) for t in (weights, x0, source))
+
+    def adjoint_inputs(self) -> tuple[torch.Tensor, ...]:
+        """The tensors the field uses directly, for the adjoint: its scalars, the attention's
+        parameters when it is recomputed from ``X(t)``, else the fixed weights; ``X(0)``; the source.
+
+        The linear field's attention parameters are left out: they act only through the weights,
+        and asking the adjoint for them would walk (and free) the attention's graph.
+        """
+        held = [self.alpha, self.beta, self.x0 if self.beta is not None else None, self.source]
+        held += list(self.attention.parameters()) if self.nonlinear else [self.weights]
+        return tuple(x for x in held if x is not None)
 
     @property
     def edge_index(self) -> torch.Tensor | None:
