@@ -194,3 +194,31 @@ def test_diffusion1d_smoke(tmp_path):
     assert isinstance(metrics["inner iterations to 1e-8 of the exact step, lbfgs"], int)
     for figure in ("fig5_3_error_vs_nfe", "fig5_4_inner_convergence", "fig5_5_time_vs_grid"):
         assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_grand_experiments_smoke_on_cora(tmp_path, data_root):
+    from scipy import stats
+
+    for name, tables in (("grand_labels", ("table4_3_labels", "table4_4_4_5_t_tests")),
+                         ("grand_depth", ("table4_1_continuous_depth", "table4_1_gnn_layers")),
+                         ("grand_variants", ("table4_9_depth", "table4_10_labels"))):
+        exp = get(name)
+        run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", data_root)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert set(tables) <= set(manifest["tables"]), name
+        for figure in manifest["figures"].values():
+            assert (run_dir / figure["file"]).stat().st_size > 1000
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        accuracies = [v for k, v in metrics.items() if k.endswith("(%)") and isinstance(v, float)]
+        assert accuracies and all(0 <= v <= 100 for v in accuracies), name
+        cells = json.loads((run_dir / "checkpoint.json").read_text())["cells"]
+        assert all(c["status"] == "ok" for c in cells.values()), name
+        if name == "grand_labels":
+            # the paired t of Table 4.5 is scipy's over the two smoke splits
+            by = {(c["model"], c["run"]): 100 * c["test"] for c in cells.values()}
+            expected = stats.ttest_rel([by["grand++-l", r] for r in (0, 1)], [by["grand-l", r] for r in (0, 1)])
+            header, *body = (run_dir / "tables" / "table4_4_4_5_t_tests.csv").read_text().splitlines()
+            row = dict(zip(header.split(","), body[0].split(",")))
+            assert row["pairs"] == "2" and float(row["paired t (eq. 4.19)"]) == pytest.approx(expected.statistic,
+                                                                                               abs=0.006)

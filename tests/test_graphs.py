@@ -43,3 +43,32 @@ def test_missing_raw_files_are_named(data_root, tmp_path):
     assert len(graphs.missing("cora", tmp_path)) == 8
     with pytest.raises(ValueError, match="unknown graph 'reddit'"):
         graphs.missing("reddit", data_root)
+
+
+def test_rewiring_adds_two_hop_and_diffusion_edges():
+    from torch_geometric.data import Data
+
+    path = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])  # 0–1–2–3
+    data = Data(x=torch.randn(4, 2), edge_index=path, num_nodes=4)
+    two_hop = {tuple(e) for e in graphs.rewire(data, "two_hop").edge_index.t().tolist()}
+    assert {(0, 2), (2, 0), (1, 3), (3, 1)} <= two_hop and (0, 3) not in two_hop
+    gdc = graphs.rewire(data, "gdc")
+    assert gdc.edge_index.shape[1] > path.shape[1] and gdc.edge_attr is None  # PPR reaches every node here
+    assert torch.equal(data.edge_index, path)  # the input graph is left alone
+    with pytest.raises(ValueError, match="unknown rewiring"):
+        graphs.rewire(data, "knn")
+
+
+def test_ogbn_arxiv_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    import ogb.nodeproppred
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        (tmp_path / "pyg" / "ogbn_arxiv").mkdir(parents=True)  # a half-written folder, as a failed download leaves
+        raise URLError("no network")
+
+    monkeypatch.setattr(ogb.nodeproppred, "PygNodePropPredDataset", offline)
+    with pytest.raises(graphs.DataUnavailableError, match="could not download ogbn-arxiv.*ogbn_arxiv"):
+        graphs.load_graph("ogbn_arxiv", tmp_path / "data", pyg_root=tmp_path / "pyg")
+    assert not (tmp_path / "pyg" / "ogbn_arxiv").exists()  # ogb would ask on stdin about it next time
+    assert graphs.missing("ogbn_arxiv", tmp_path / "data")

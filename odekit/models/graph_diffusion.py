@@ -22,7 +22,9 @@ class Adjacency:
     """The sparsity pattern of a graph with self-loops, in the layouts the products below need.
 
     Edges are sorted by (receiving node, sending node), so one vector of edge weights is at once
-    the values of the sparse ``A`` (COO and CSR) and, permuted by ``transpose``, of ``Aᵀ``.
+    the values of ``A`` in compressed-row form and, permuted by ``transpose``, those of ``Aᵀ``.
+    Compressed rows because CPU products with them are 4–13× faster than with coordinate lists
+    (measured on Cora and Coauthor CS).
     """
 
     def __init__(self, edge_index: torch.Tensor, num_nodes: int) -> None:
@@ -33,19 +35,23 @@ class Adjacency:
         self.num_nodes = num_nodes
         target, source = self.edge_index
         self.transpose = torch.argsort(source * num_nodes + target)
-        ones = torch.ones(self.edge_index.shape[1], device=edge_index.device)
-        # the pattern for sampled products (CSR rows = receiving nodes)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-            self.pattern = torch.sparse_coo_tensor(self.edge_index, ones, (num_nodes, num_nodes), is_coalesced=True,
-                                                   check_invariants=False).to_sparse_csr()
+        self.rows = self._compressed(target)
+        self.rows_t = self._compressed(source[self.transpose])
+        self.columns, self.columns_t = source, target[self.transpose]
+
+    def _compressed(self, sorted_rows: torch.Tensor) -> torch.Tensor:
+        counts = torch.bincount(sorted_rows, minlength=self.num_nodes)
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
     def matrix(self, weights: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+        """``A`` (or ``Aᵀ``) with the given edge weights, in compressed-row form."""
         size = (self.num_nodes, self.num_nodes)
-        if transposed:
-            return torch.sparse_coo_tensor(self.edge_index.flip(0)[:, self.transpose], weights[self.transpose], size,
-                                           is_coalesced=True, check_invariants=False)
-        return torch.sparse_coo_tensor(self.edge_index, weights, size, is_coalesced=True, check_invariants=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            if transposed:
+                return torch.sparse_csr_tensor(self.rows_t, self.columns_t, weights[self.transpose], size,
+                                               check_invariants=False)
+            return torch.sparse_csr_tensor(self.rows, self.columns, weights, size, check_invariants=False)
 
 
 class _WeightedPropagation(torch.autograd.Function):
@@ -59,7 +65,7 @@ class _WeightedPropagation(torch.autograd.Function):
     def forward(ctx, weights: torch.Tensor, x: torch.Tensor, adjacency: Adjacency) -> torch.Tensor:
         ctx.save_for_backward(weights, x)
         ctx.adjacency = adjacency
-        return torch.sparse.mm(adjacency.matrix(weights), x)
+        return adjacency.matrix(weights) @ x
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -67,10 +73,10 @@ class _WeightedPropagation(torch.autograd.Function):
         adjacency: Adjacency = ctx.adjacency
         grad_weights = grad_x = None
         if ctx.needs_input_grad[0]:
-            pattern = adjacency.pattern.to(grad.dtype)
+            pattern = adjacency.matrix(torch.ones_like(weights))
             grad_weights = torch.sparse.sampled_addmm(pattern, grad, x.T, beta=0.0).values()
         if ctx.needs_input_grad[1]:
-            grad_x = torch.sparse.mm(adjacency.matrix(weights, transposed=True), grad)
+            grad_x = adjacency.matrix(weights, transposed=True) @ grad
         return grad_weights, grad_x, None
 
 

@@ -1,0 +1,134 @@
+"""GRAND / GRAND++ classifiers (§4.2–4.4), the GNN baselines, and the node-classification runner."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from odekit.experiments import node_classification as nc
+from odekit.models.gnn import GNNClassifier
+from odekit.models.graph_diffusion import _WeightedPropagation, Adjacency
+from odekit.models.grand import GRAND
+from odekit.solve import MaxStepsExceededError
+
+F64 = torch.float64
+N = 24
+
+
+def _graph(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    edges = torch.randint(0, N, (2, 70), generator=g)
+    return torch.cat([edges, edges.flip(0)], dim=1), torch.randn(N, 5, dtype=F64, generator=g), torch.arange(N) % 3
+
+
+def _grand(gradient, **kw):
+    torch.manual_seed(1)
+    model = GRAND(5, 3, hidden=4, t_end=1.5, attention_dim=4, heads=2, input_dropout=0.0, dropout=0.0, rtol=1e-10,
+                  atol=1e-10, gradient=gradient, **kw).double()
+    with torch.no_grad():  # away from the near-uniform initial attention, so its gradients matter
+        for layer in (model.field.attention.query, model.field.attention.key):
+            layer.weight.normal_()
+        if model.field.beta is not None:
+            model.field.beta.fill_(0.3)
+    model.set_source_nodes(torch.arange(N) < 6)
+    return model
+
+
+def test_weighted_propagation_gradients_match_finite_differences():
+    edge_index, x, _ = _graph()
+    adjacency = Adjacency(edge_index, N)
+    weights = torch.rand(adjacency.edge_index.shape[1], dtype=F64, requires_grad=True)
+    x = x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda w, y: _WeightedPropagation.apply(w, y, adjacency), (weights, x))
+    dense = torch.zeros(N, N, dtype=F64)
+    dense[adjacency.edge_index[0], adjacency.edge_index[1]] = weights.detach()
+    torch.testing.assert_close(_WeightedPropagation.apply(weights, x, adjacency), dense @ x)
+
+
+@pytest.mark.parametrize("kw", [{"initial_term": True}, {"source": True}, {"nonlinear": True, "source": True}])
+def test_adjoint_gradients_match_backprop_for_every_parameter(kw):
+    edge_index, x, y = _graph()
+    grads = {}
+    for gradient in ("backprop", "adjoint"):
+        model = _grand(gradient, **kw)
+        F.cross_entropy(model(x, edge_index), y).backward()
+        grads[gradient] = {n: p.grad for n, p in model.named_parameters()}
+    for name, g in grads["backprop"].items():
+        assert g is not None and g.abs().max() > 0, name
+        torch.testing.assert_close(grads["adjoint"][name], g, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def test_source_shifts_the_initial_state_and_needs_source_nodes():
+    edge_index, x, _ = _graph()
+    model = _grand("backprop", source=True)
+    model.source_nodes = None
+    with pytest.raises(RuntimeError, match="set_source_nodes"):
+        model(x, edge_index)
+    with pytest.raises(ValueError, match="boolean node mask"):
+        model.set_source_nodes(torch.arange(3))
+
+
+def test_outputs_at_several_times_match_separate_solves():
+    edge_index, x, _ = _graph()
+    model = _grand("backprop", source=True).eval()
+    times = torch.tensor([0.0, 0.5, 1.5], dtype=F64)
+    stacked = model(x, edge_index, times=times)
+    assert stacked.shape == (3, N, 3)
+    torch.testing.assert_close(stacked[-1], model(x, edge_index), rtol=1e-6, atol=1e-8)
+
+
+def test_nfe_cap_raises_and_the_runner_records_it_as_na():
+    edge_index, x, y = _graph()
+    model = GRAND(5, 3, hidden=4, t_end=50.0, max_nfe=10).double()
+    with pytest.raises(MaxStepsExceededError):
+        model(x, edge_index)
+
+
+def test_every_engine_family_trains_grand():
+    edge_index, x, y = _graph()
+    for method, options in (("rk4", {"step_size": 0.25}), ("prox_bdf2", {"step_size": 0.25})):
+        model = GRAND(5, 3, hidden=4, t_end=1.0, method=method, options=options, input_dropout=0.0).double()
+        loss = F.cross_entropy(model(x, edge_index), y)
+        loss.backward()
+        assert torch.isfinite(loss) and model.encoder.weight.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("kind", ["gcn", "gat", "sage", "monet"])
+def test_baselines_have_the_requested_depth(kind):
+    edge_index, x, _ = _graph()
+    net = GNNClassifier(kind, 5, 3, depth=3, hidden=8, heads=2).double()
+    assert len(net.net.convs) == 3 and net(x, edge_index).shape == (N, 3)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        GNNClassifier("mlp", 5, 3)
+
+
+def test_config_errors_name_the_choices():
+    config = nc.NodeClassificationConfig(datasets=("reddit",))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        nc.check_config(config, ("grand-l",))
+    with pytest.raises(ValueError, match="unknown model"):
+        nc.check_config(nc.NodeClassificationConfig(), ("grand-xl",))
+    with pytest.raises(ValueError, match="unknown method"):
+        nc.check_config(nc.NodeClassificationConfig(method="euler2"), ("grand-l",))
+
+
+def test_authors_settings_pick_the_adjoint_where_they_did():
+    cora = nc.build_model(nc.NodeClassificationConfig(), "cora", "grand-l", None, 2, 10, 7)
+    cs = nc.build_model(nc.NodeClassificationConfig(), "coauthor_cs", "grand++-l", None, 2, 10, 15)
+    assert cora.block.gradient == "backprop" and cora.field.beta is not None and cora.t_end == 18.2948
+    assert cs.block.gradient == "adjoint" and cs.block.adjoint_method == "dopri5" and cs.source
+    assert cs.block.atol == pytest.approx(9348.98e-7) and cs.block.adjoint_atol == pytest.approx(6599.13e-7)
+
+
+def test_train_cell_on_cora_with_both_source_choices(data_root):
+    config = nc.NodeClassificationConfig(epochs=3, time_points=4, time_scan="every_epoch")
+    data = nc.GraphCache(data_root, float64=False).get("cora")
+    split = nc.split_for("cora", data, 2, run=1)
+    reference = nc.split_for("cora", data, 2, run=nc.FIXED_SPLIT_SEED).train
+    assert not torch.equal(split.train, reference) and int(reference.sum()) == 14
+    for mask in (None, reference):
+        result = nc.train_cell(config, "cora", data, split, "grand++-l", seed=0, t_end=2.0, source_mask=mask)
+        assert result.status == "ok" and 0.0 < result.test <= 1.0 and 0 < result.best_time <= 6.0
+        assert result.nfe_forward > 0 and result.nfe_backward == result.nfe_forward
+    capped = nc.NodeClassificationConfig(epochs=2, max_nfe=5)
+    failed = nc.train_cell(capped, "cora", data, split, "grand-l", seed=0)
+    assert failed.test is None and failed.status.startswith("solver failed: MaxStepsExceededError")
