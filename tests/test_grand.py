@@ -132,3 +132,18 @@ def test_train_cell_on_cora_with_both_source_choices(data_root):
     capped = nc.NodeClassificationConfig(epochs=2, max_nfe=5)
     failed = nc.train_cell(capped, "cora", data, split, "grand-l", seed=0)
     assert failed.test is None and failed.status.startswith("solver failed: MaxStepsExceededError")
+
+
+def test_sparse_input_dropout_equals_dense_dropout_on_the_non_zeros():
+    from odekit.models.sparse_input import SparseInputDropout
+
+    x = (torch.rand(40, 30) < 0.05) * torch.rand(40, 30)
+    dropout = SparseInputDropout()
+    torch.testing.assert_close(dropout(x, 0.5, training=False).to_dense(), x)
+    dropped = dropout(x, 0.5, training=True).to_dense()
+    kept = dropped != 0
+    assert not (kept & (x == 0)).any() and 0 < int(kept.sum()) < int((x != 0).sum())
+    torch.testing.assert_close(dropped[kept], 2 * x[kept])
+    assert dropout(torch.rand(5, 5) + 0.1, 0.5, training=True) is None  # dense input: the caller's dropout
+    model = GRAND(30, 3, hidden=4, input_dropout=0.0).eval()
+    torch.testing.assert_close(model.encode(x), model.encoder(x))

@@ -122,6 +122,8 @@ class NodeClassificationConfig(ExperimentConfig):
     step_size: float = 1.0  # fixed-step and proximal methods
     max_nfe: int = 0  # 0: the authors' per dataset
     source_nodes: str = "train"  # "train": the run's labelled nodes; "reference": REFERENCE.md §2b's quirk
+    source_scale: float = 1.0  # GRAND++'s C = source_scale·(x_i − x̄) (the authors' default 1)
+    initial_source: float = 1.0  # X(0) = x + initial_source·C (the authors' icxb, default 1)
     time_multiple: float = 0.0  # early-stopping integrator horizon in units of T; 0: the authors' (3, PubMed 5)
     time_points: int = 12  # decoding times of the early-stopping integrator
     time_scan: str = "every_epoch"  # or "best_epoch": scan time once, for the best-validation epoch
@@ -196,7 +198,8 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
     adjoint_options = {"step_size": config.step_size} if adjoint_method and not METHODS[adjoint_method].adaptive else None
     return GRAND(in_features, classes, hidden=s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
                  heads=s.heads, nonlinear=spec.nonlinear, initial_term=s.initial_term and not spec.source,
-                 source=spec.source, input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
+                 source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,
+                 input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
                  method=config.method, rtol=tol * 1e-9, atol=tol * 1e-7, gradient=gradient, options=options,
                  adjoint_method=adjoint_method, adjoint_rtol=adjoint_tol * 1e-9, adjoint_atol=adjoint_tol * 1e-7,
                  adjoint_options=adjoint_options, max_nfe=config.max_nfe or s.max_nfe)

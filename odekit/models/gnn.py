@@ -15,6 +15,8 @@ from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 from torch_geometric.utils import degree
 
+from .sparse_input import SparseInputDropout
+
 
 class _MoNetStack(BasicGNN):
     supports_edge_weight = False
@@ -46,6 +48,7 @@ class GNNClassifier(nn.Module):
         if depth < 1:
             raise ValueError(f"depth must be at least 1 layer, got {depth}")
         self.kind, self.depth, self.input_dropout = kind, depth, dropout
+        self._dropout = SparseInputDropout()
         common = dict(in_channels=in_features, hidden_channels=hidden, num_layers=depth, out_channels=classes,
                       dropout=dropout)
         if kind == "gcn":
@@ -58,7 +61,9 @@ class GNNClassifier(nn.Module):
             self.net = _MoNetStack(**common)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.dropout(x, self.input_dropout, self.training)
+        dropped = self._dropout(x, self.input_dropout, self.training)
+        # densifying the dropped sparse input is far cheaper than a dense dropout of bag-of-words features
+        x = nn.functional.dropout(x, self.input_dropout, self.training) if dropped is None else dropped.to_dense()
         if self.kind != "monet":
             return self.net(x, edge_index)
         deg = degree(edge_index[1], x.shape[0], dtype=x.dtype).clamp(min=1).rsqrt()
