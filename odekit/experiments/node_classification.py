@@ -13,6 +13,7 @@ and the best validation time is kept.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import warnings
@@ -251,7 +252,7 @@ class CellResult:
     status: str  # "ok", or why the run failed (the thesis's NA)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dataclasses.asdict(self)
 
 
 def train_cell(config: NodeClassificationConfig, name: str, data, split, model: str, seed: int,
@@ -266,7 +267,9 @@ def train_cell(config: NodeClassificationConfig, name: str, data, split, model: 
     scan = None
     if isinstance(net, GRAND):
         multiple = config.time_multiple or SETTINGS[name].time_multiple
-        scan = torch.linspace(0.0, multiple * net.t_end, config.time_points + 1, dtype=data.x.dtype)
+        grid = torch.linspace(0.0, multiple * net.t_end, config.time_points + 1, dtype=data.x.dtype)
+        # T itself is always scanned, so the scan can only improve on the epoch's own score
+        scan = torch.unique(torch.cat([grid, grid.new_tensor([net.t_end])]))
     every_epoch = scan if config.time_scan == "every_epoch" else None
     best, best_epoch, best_state = None, None, None
     nfe_f = nfe_b = 0.0
