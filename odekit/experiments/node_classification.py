@@ -128,6 +128,7 @@ class NodeClassificationConfig(ExperimentConfig):
     time_multiple: float = 0.0  # early-stopping integrator horizon in units of T; 0: the authors' (3, PubMed 5)
     time_points: int = 12  # decoding times of the early-stopping integrator
     time_scan: str = "every_epoch"  # or "best_epoch": scan time once, for the best-validation epoch
+    hidden: int = 0  # GRAND width; 0: the authors' per dataset (Table 4.2 uses 81 on ogbn-arxiv)
     threads: int = 0  # torch threads (0: leave torch's default)
     float64: bool = False
     extra_options: dict[str, Any] = field(default_factory=dict)  # engine options (e.g. {"inner": "anderson"})
@@ -197,7 +198,7 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
     adjoint_method = s.adjoint_method if config.gradient == "authors" else None
     adjoint_tol = s.adjoint_tol_scale if adjoint_method else tol
     adjoint_options = {"step_size": config.step_size} if adjoint_method and not METHODS[adjoint_method].adaptive else None
-    return GRAND(in_features, classes, hidden=s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
+    return GRAND(in_features, classes, hidden=config.hidden or s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
                  heads=s.heads, nonlinear=spec.nonlinear, initial_term=s.initial_term and not spec.source,
                  source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,
                  input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
