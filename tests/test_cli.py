@@ -141,3 +141,15 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
     assert "| error | 2e-09 | 4e-07 | Table 0.1 | better: 0.005× the thesis's value |" in text
     assert "| missing | not measured | 1 | Fig 0.0 | run the full profile |" in text
     assert "Not run yet: `odekit run work_precision`." in text
+
+
+def test_report_folds_a_large_unmeasured_grid_into_one_row():
+    from odekit.experiments import ThesisNumber
+    from odekit.report.markdown import MAX_UNMEASURED_ROWS, _comparison_rows
+
+    thesis = {f"cell {i}": ThesisNumber(50.0 + i, f"Table 4.{i % 2 + 1}, Cora", std=1.0)
+              for i in range(MAX_UNMEASURED_ROWS + 5)}
+    rows = _comparison_rows({"cell 0": 50.5}, thesis)
+    assert rows[0] == ["cell 0", "50.5", "50 ± 1", "Table 4.1, Cora", "within ±1 std"]
+    assert rows[1:] == [[f"{MAX_UNMEASURED_ROWS + 4} more thesis numbers", "not measured", "—",
+                         "Table 4.1, Table 4.2", "run the full profile (or --set datasets=…)"]]

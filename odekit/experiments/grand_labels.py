@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from ..data import graphs
 from . import register
 from .base import Experiment, RunContext, ThesisNumber
 from .grand_thesis import TABLE_4_3
@@ -29,7 +30,6 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
-from ..data import graphs
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 from . import atomic
 
 MAX_TABLE_ROWS = 40
+MAX_UNMEASURED_ROWS = 12
 
 
 def latest_complete_run(runs: Path, name: str) -> Path | None:
@@ -63,9 +64,13 @@ def _comparison_rows(metrics: dict[str, Any], thesis: dict) -> list[list[str]]:
             else:
                 verdict = f"difference {_format(gap)}"
         rows.append([key, _format(value), ref_text, ref.source, verdict])
-    for key, ref in thesis.items():
-        if key not in metrics:
-            rows.append([key, "not measured", _format(ref.value), ref.source, "run the full profile"])
+    unmeasured = [(key, ref) for key, ref in thesis.items() if key not in metrics]
+    if len(unmeasured) <= MAX_UNMEASURED_ROWS:
+        rows += [[key, "not measured", _format(ref.value), ref.source, "run the full profile"] for key, ref in unmeasured]
+    else:  # a grid of table cells the quick profile does not cover: one line, not hundreds
+        tables = sorted({ref.source.split(",")[0] for _, ref in unmeasured})
+        rows.append([f"{len(unmeasured)} more thesis numbers", "not measured", "—", ", ".join(tables),
+                     "run the full profile (or --set datasets=…)"])
     return rows
 
 
