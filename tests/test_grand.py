@@ -147,3 +147,14 @@ def test_sparse_input_dropout_equals_dense_dropout_on_the_non_zeros():
     assert dropout(torch.rand(5, 5) + 0.1, 0.5, training=True) is None  # dense input: the caller's dropout
     model = GRAND(30, 3, hidden=4, input_dropout=0.0).eval()
     torch.testing.assert_close(model.encode(x), model.encoder(x))
+
+
+def test_cached_sparse_layouts_follow_in_place_edits():
+    edge_index, x, y = _graph()
+    model = _grand("backprop").eval()
+    features = (torch.rand(N, 5) < 0.05).double()
+    before = model(features, edge_index)
+    features.mul_(2.0)  # same storage, new values
+    model_fresh = _grand("backprop").eval()
+    torch.testing.assert_close(model(features, edge_index), model_fresh(features, edge_index))
+    assert not torch.allclose(before, model(features, edge_index))

@@ -29,7 +29,7 @@ class Adjacency:
 
     def __init__(self, edge_index: torch.Tensor, num_nodes: int) -> None:
         # identifies the input graph, so that a model reuses these layouts across forward passes
-        self.key = (edge_index.data_ptr(), tuple(edge_index.shape), num_nodes)
+        self.key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), num_nodes)
         looped = add_self_loops(edge_index, num_nodes=num_nodes)[0]
         self.edge_index = coalesce(looped, num_nodes=num_nodes)
         self.num_nodes = num_nodes
@@ -137,7 +137,7 @@ class GraphDiffusion(nn.Module):
 
     def set_initial(self, x0: torch.Tensor, edge_index: torch.Tensor, source: torch.Tensor | None = None) -> None:
         """Fix the graph (self-loops are added), ``X(0)``, the GRAND-l attention and the source."""
-        key = (edge_index.data_ptr(), tuple(edge_index.shape), x0.shape[0])
+        key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), x0.shape[0])
         if self.adjacency is None or self.adjacency.key != key:
             self.adjacency = Adjacency(edge_index, x0.shape[0])
         weights = None if self.nonlinear else self.attention(x0, self.adjacency.edge_index)

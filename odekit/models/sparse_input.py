@@ -28,7 +28,7 @@ class SparseInputDropout:
             return x.coalesce()
         if x.requires_grad:  # a learned input: keep autograd's dense path
             return None
-        key = (x.data_ptr(), tuple(x.shape), x.dtype, x.device)
+        key = (x.data_ptr(), x._version, tuple(x.shape), x.dtype, x.device)  # _version: in-place edits
         if self._cached is None or self._cached[0] != key:
             sparse_enough = bool((x != 0).sum() <= SPARSE_ENOUGH * x.numel())
             self._cached = (key, x.to_sparse().coalesce() if sparse_enough else None)
