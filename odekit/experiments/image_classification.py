@@ -160,7 +160,7 @@ EXPERIMENT = register(
                 "backward NFE than NODE, ANODE and SONODE, training faster, and reaching slightly higher accuracy.",
         profiles={
             "smoke": {"epochs": 1, "batch_size": 16, "train_subset": 32, "test_subset": 32, "lr": 1e-3, "tol": 1e-2},
-            "quick": {"epochs": 2, "batch_size": 32, "train_subset": 384, "test_subset": 256, "lr": 1e-3, "tol": 1e-3},
+            "quick": {"epochs": 2, "batch_size": 32, "train_subset": 256, "test_subset": 256, "lr": 1e-3, "tol": 1e-3},
             "full": {},
         },
         run=run,
