@@ -25,6 +25,7 @@ from .node_classification import (
     metric_key,
     report_sweep,
     run_cells,
+    runs_of,
     summarise,
 )
 
@@ -47,7 +48,7 @@ def _layers_label(n: float) -> str:
 
 
 def cells_of(config: GrandDepthConfig) -> tuple[list[Cell], list[Cell]]:
-    runs = [(run, seed) for run in range(config.splits) for seed in range(config.seeds)]
+    runs = runs_of(config)
     continuous = [Cell(d, m, config.per_class, run, seed, t_end=float(t)) for d in config.datasets
                   for t in config.depths for run, seed in runs for m in config.models]
     discrete = [Cell(d, b, config.per_class, run, seed, depth=n) for d in config.datasets for n in config.layers

@@ -26,9 +26,11 @@ from .node_classification import (
     NodeClassificationConfig,
     check_config,
     group,
+    labels_text,
     metric_key,
     report_sweep,
     run_cells,
+    runs_of,
 )
 
 
@@ -38,14 +40,10 @@ class GrandLabelsConfig(NodeClassificationConfig):
     labels: tuple[int, ...] = (1, 2, 5, 10, 20)
 
 
-def _label(k: float) -> str:
-    return f"{k:g} label{'s' if k != 1 else ''}/class"
-
-
 def cells_of(config: GrandLabelsConfig) -> list[Cell]:
     return [Cell(dataset, model, k, run, seed, t_end=GRANDPP_T.get(dataset) if MODELS[model].source else None)
-            for dataset in config.datasets for k in config.labels for run in range(config.splits)
-            for seed in range(config.seeds) for model in config.models]
+            for dataset in config.datasets for k in config.labels for run, seed in runs_of(config)
+            for model in config.models]
 
 
 def _t_tests(ctx: RunContext, config: GrandLabelsConfig, done: dict, cells: list[Cell]) -> None:
@@ -85,7 +83,7 @@ def _t_tests(ctx: RunContext, config: GrandLabelsConfig, done: dict, cells: list
 
 
 def _t_key(dataset: str, k: int, kind: str) -> str:
-    return f"{DATASET_LABELS[dataset]}, {_label(k)}, {kind} t of GRAND++-l over GRAND-l"
+    return f"{DATASET_LABELS[dataset]}, {labels_text(k)}, {kind} t of GRAND++-l over GRAND-l"
 
 
 def run(config: GrandLabelsConfig, ctx: RunContext) -> None:
@@ -93,7 +91,7 @@ def run(config: GrandLabelsConfig, ctx: RunContext) -> None:
     cells = cells_of(config)
     done = run_cells(config, ctx, cells, "Table 4.3: accuracy vs labels per class")
     report_sweep(ctx, group(done, cells, lambda c: float(c.per_class)), TABLE_4_3, name="table4_3_labels",
-                 x_name="labelled nodes per class", x_label=_label,
+                 x_name="labelled nodes per class", x_label=labels_text,
                  caption="Table 4.3 / Tables 4.6–4.8: test accuracy (mean ± std over splits × seeds) against labelled "
                          "nodes per class, beside the thesis.",
                  figure_caption="Fig 4.1: test accuracy against labelled nodes per class (solid: odekit, "
@@ -108,7 +106,7 @@ def _thesis() -> dict[str, ThesisNumber]:
             for dataset, row in per_dataset.items():
                 for k, value in row.items():
                     if value is not None:
-                        numbers[metric_key(dataset, variant, _label(k))] = ThesisNumber(
+                        numbers[metric_key(dataset, variant, labels_text(k))] = ThesisNumber(
                             value[0], f"Table 4.3, {DATASET_LABELS[dataset]}, {MODELS[model].label}", std=value[1])
     # t grows like √n: the thesis's come from 100 runs, so compare signs, not sizes
     for table, kind, source in ((TABLE_4_4, "unpaired", "Table 4.4 (n = 100)"),

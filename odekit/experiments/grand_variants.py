@@ -22,9 +22,11 @@ from .node_classification import (
     NodeClassificationConfig,
     check_config,
     group,
+    labels_text,
     metric_key,
     report_sweep,
     run_cells,
+    runs_of,
 )
 
 
@@ -41,12 +43,8 @@ def _time_label(t: float) -> str:
     return f"T={t:g}, 20 labels/class"
 
 
-def _labels_label(k: float) -> str:
-    return f"{k:g} label{'s' if k != 1 else ''}/class"
-
-
 def cells_of(config: GrandVariantsConfig) -> tuple[list[Cell], list[Cell]]:
-    runs = [(run, seed) for run in range(config.splits) for seed in range(config.seeds)]
+    runs = runs_of(config)
     by_depth = [Cell(d, m, 20, run, seed, t_end=float(t)) for d in config.datasets for t in config.depths
                 for run, seed in runs for m in config.models]
     by_labels = [Cell(d, m, k, run, seed, t_end=GRANDPP_T.get(d) if MODELS[m].source else None)
@@ -65,7 +63,7 @@ def run(config: GrandVariantsConfig, ctx: RunContext) -> None:
                      figure_caption="Table 4.9 as a figure (solid: odekit, dashed: thesis).")
     if by_labels:
         report_sweep(ctx, group(done, by_labels, lambda c: float(c.per_class)), TABLE_4_10, name="table4_10_labels",
-                     x_name="labelled nodes per class", x_label=_labels_label,
+                     x_name="labelled nodes per class", x_label=labels_text,
                      caption="Table 4.10 (two-hop rows: Tables 4.6–4.8): GRAND-nl variants against labelled nodes "
                              "per class.",
                      figure_caption="Table 4.10 as a figure (solid: odekit, dashed: thesis).")
@@ -73,7 +71,7 @@ def run(config: GrandVariantsConfig, ctx: RunContext) -> None:
 
 def _thesis() -> dict[str, ThesisNumber]:
     numbers = {}
-    for table, label, source in ((TABLE_4_9, _time_label, "Table 4.9"), (TABLE_4_10, _labels_label, "Table 4.10")):
+    for table, label, source in ((TABLE_4_9, _time_label, "Table 4.9"), (TABLE_4_10, labels_text, "Table 4.10")):
         for model, per_dataset in table.items():
             if model.endswith("two_hop"):
                 source = "Tables 4.6–4.8"

@@ -364,6 +364,15 @@ def format_accuracy(mean: float | None, std: float | None, failed: int = 0) -> s
     return text + (f" ({failed} failed)" if failed else "")
 
 
+def runs_of(config: NodeClassificationConfig) -> list[tuple[int, int]]:
+    """(split, seed) pairs of the protocol: ``splits`` × ``seeds``."""
+    return [(run, seed) for run in range(config.splits) for seed in range(config.seeds)]
+
+
+def labels_text(k: float) -> str:
+    return f"{k:g} label{'s' if k != 1 else ''}/class"
+
+
 def group(done: dict, cells: list[Cell], x_of) -> dict[tuple[str, str, float], list[dict]]:
     """Results of ``cells`` by (dataset, model, x) where ``x_of(cell)`` is the swept quantity."""
     grouped: dict[tuple[str, str, float], list[dict]] = {}
