@@ -11,9 +11,9 @@ F64 = torch.float64
 EDGES = torch.tensor([[0, 1, 1, 2, 2, 3, 4, 5, 5, 6, 6, 4], [1, 0, 2, 1, 3, 2, 5, 4, 6, 5, 4, 6]])
 
 
-def _field(nonlinear=False, features=3):
+def _field(nonlinear=False, features=3, normalise="rows"):
     torch.manual_seed(0)
-    field = GraphDiffusion(features, attention_dim=4, heads=2, nonlinear=nonlinear).double()
+    field = GraphDiffusion(features, attention_dim=4, heads=2, nonlinear=nonlinear, normalise=normalise).double()
     with torch.no_grad():  # non-uniform attention, so the tests see real weights
         for layer in (field.attention.query, field.attention.key):
             layer.weight.normal_()
@@ -28,6 +28,51 @@ def test_attention_rows_are_stochastic_over_neighbours_and_self():
     sums = torch.zeros(7, dtype=F64).index_add_(0, field.edge_index[0], weights)
     torch.testing.assert_close(sums, torch.ones(7, dtype=F64))
     assert (weights > 0).all() and weights.std() > 1e-3
+
+
+def test_column_normalised_attention_conserves_each_features_total():
+    for nonlinear in (False, True):
+        field = _field(nonlinear, normalise="columns")
+        x0 = torch.randn(7, 3, dtype=F64)
+        field.set_initial(x0, EDGES)
+        sums = torch.zeros(7, dtype=F64).index_add_(0, field.edge_index[1], field.attention(x0, field.edge_index))
+        torch.testing.assert_close(sums, torch.ones(7, dtype=F64))
+        ys = odekit.solve(field, x0, torch.tensor([0.0, 5.0, 300.0], dtype=F64), rtol=1e-9, atol=1e-11).ys
+        for component in (slice(0, 4), slice(4, 7)):
+            torch.testing.assert_close(ys[1][component].sum(0), x0[component].sum(0))
+            torch.testing.assert_close(ys[2][component].sum(0), x0[component].sum(0))
+
+
+def test_zero_sum_source_has_a_bounded_steady_state_only_in_the_conservative_form():
+    # GRAND++'s source sums to zero over the nodes (§4.5.2): with column-normalised attention the
+    # features settle; with row-normalised attention the degree-weighted mean drifts linearly
+    x0 = torch.randn(7, 3, dtype=F64)
+    labelled = torch.tensor([True, True, False, True, False, False, False])  # the source sums to zero on the path
+    t = torch.tensor([0.0, 200.0, 400.0], dtype=F64)
+    drift = {}
+    for normalise in ("columns", "rows"):
+        field = _field(normalise=normalise)
+        field.set_initial(x0, EDGES, labelled_source(x0, labelled))
+        ys = odekit.solve(field, x0, t, rtol=1e-9, atol=1e-11).ys
+        drift[normalise] = (ys[2] - ys[1]).abs().max().item()
+    assert drift["columns"] < 1e-5 and drift["rows"] > 1e-1
+
+
+def test_attention_with_the_authors_initialisation_learns():
+    # query/key weights start at 1e-5 (near-uniform attention) but the biases at PyTorch's default:
+    # the map on the side that varies within a softmax group (keys for rows, queries for columns)
+    # gets an O(1) gradient; with zero biases both would stay ~1e-5
+    x = torch.randn(7, 3, dtype=F64)
+    edges = torch.cat([EDGES, torch.arange(7).repeat(2, 1)], dim=1)
+    target = torch.rand(edges.shape[1], dtype=F64)
+    for normalise, group, learner in (("rows", 0, "key"), ("columns", 1, "query")):
+        torch.manual_seed(0)
+        attention = EdgeAttention(3, 4, 2, normalise).double()
+        weights = attention(x, edges)
+        uniform = 1.0 / torch.bincount(edges[group]).to(F64)[edges[group]]
+        torch.testing.assert_close(weights, uniform, atol=1e-4, rtol=0)
+        (weights * target).sum().backward()
+        assert getattr(attention, learner).weight.grad.abs().max() > 1e-3
 
 
 def test_constant_features_are_at_rest_and_diffusion_averages_each_component():
@@ -81,6 +126,8 @@ def test_every_engine_family_integrates_the_diffusion():
 def test_bad_inputs():
     with pytest.raises(ValueError, match="multiple of heads"):
         EdgeAttention(3, 5, 2)
+    with pytest.raises(ValueError, match="normalise must be one of"):
+        EdgeAttention(3, 4, 2, normalise="both")
     with pytest.raises(ValueError, match="at least one labelled node"):
         labelled_source(torch.zeros(3, 2), torch.zeros(3, dtype=torch.bool))
     field = _field()

@@ -28,6 +28,15 @@ def test_split_protocol_sizes_disjointness_and_seeding():
     assert torch.equal(again.train, split.train) and not torch.equal(other.train, split.train)
 
 
+def test_split_draws_are_the_authors_numpy_stream():
+    # RandomState(0).choice(12, 6, replace=False) = [6, 11, 4, 10, 2, 8] is the development set;
+    # the per-class draws restart RandomState(0) (data.py's set_train_val_test_split)
+    split = graphs.labelled_split(torch.arange(12) % 3, per_class=1, development=6, seed=0)
+    assert split.train.nonzero().flatten().tolist() == [6, 8, 10]
+    assert split.val.nonzero().flatten().tolist() == [2, 4, 11]
+    assert split.test.nonzero().flatten().tolist() == [0, 1, 3, 5, 7, 9]
+
+
 def test_split_rejects_impossible_requests():
     labels = torch.zeros(10, dtype=torch.long)
     with pytest.raises(ValueError, match="larger than the graph"):

@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .root import DataUnavailableError
@@ -173,22 +174,26 @@ def labelled_split(labels: torch.Tensor, per_class: int, development: int, seed:
     """The GRAND split: ``per_class`` training nodes per class from a random development set.
 
     The rest of the development set is validation and every node outside it is test. A class with
-    fewer than ``per_class`` nodes in the development set gives all it has.
+    fewer than ``per_class`` nodes in the development set gives all it has. The draws are the
+    authors' (numpy's ``RandomState(seed)``, restarted for the per-class draws), so on the same
+    largest connected component a seed gives the very split their runs used.
     """
     n = len(labels)
     if development > n:
         raise ValueError(f"development set of {development} nodes is larger than the graph ({n} nodes)")
     if per_class < 1:
         raise ValueError(f"need at least one labelled node per class, got {per_class}")
-    generator = torch.Generator().manual_seed(seed)
-    dev = torch.randperm(n, generator=generator)[:development]
+    dev = np.random.RandomState(seed).choice(n, development, replace=False)
+    classes = labels.cpu().numpy()
+    draw = np.random.RandomState(seed)
+    chosen = []
+    for c in range(int(classes.max()) + 1):
+        members = dev[classes[dev] == c]
+        chosen.extend(draw.choice(members, min(per_class, len(members)), replace=False))
     train = torch.zeros(n, dtype=torch.bool)
-    for c in labels.unique():
-        members = dev[labels[dev] == c]
-        chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
-        train[chosen] = True
+    train[torch.as_tensor(np.asarray(chosen, dtype=np.int64))] = True
     in_dev = torch.zeros(n, dtype=torch.bool)
-    in_dev[dev] = True
+    in_dev[torch.from_numpy(dev)] = True
     return Split(train=train, val=in_dev & ~train, test=~in_dev, seed=seed)
 
 

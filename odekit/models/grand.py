@@ -33,6 +33,9 @@ class GRAND(nn.Module):
         hidden: width of the diffused features.
         t_end: integration time ``T`` (the "depth").
         attention_dim, heads: edge attention sizes (eq. 4.7).
+        attention_normalisation: ``"rows"`` (each node's incoming weights sum to one) or
+            ``"columns"`` (outgoing; conserves each feature's total, the authors' choice on Cora,
+            CiteSeer and Coauthor CS), see :class:`~odekit.models.graph_diffusion.EdgeAttention`.
         nonlinear: attention from ``X(t)`` at every evaluation (``-nl``) instead of from ``X(0)`` (``-l``).
         initial_term: GRAND's trainable ``β·X(0)`` term (the authors' ``add_source``).
         source: GRAND++'s source term at the nodes given to :meth:`set_source_nodes`.
@@ -55,6 +58,7 @@ class GRAND(nn.Module):
         t_end: float = 1.0,
         attention_dim: int = 16,
         heads: int = 1,
+        attention_normalisation: str = "rows",
         nonlinear: bool = False,
         initial_term: bool = False,
         source: bool = False,
@@ -79,7 +83,8 @@ class GRAND(nn.Module):
             raise ValueError(f"t_end (the depth T) must be positive, got {t_end}")
         self.encoder = nn.Linear(in_features, hidden)
         self.norm = nn.BatchNorm1d(hidden) if batch_norm else None
-        self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term)
+        self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term,
+                                    attention_normalisation)
         options = {**(options or {}), "max_nfe": max_nfe}
         if adjoint_options is not None:
             adjoint_options = {**adjoint_options, "max_nfe": max_nfe}

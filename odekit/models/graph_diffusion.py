@@ -1,9 +1,12 @@
 """Graph neural diffusion (GRAND, eqs. 4.6–4.7) and its source term (GRAND++, eq. 4.12) as vector fields.
 
 ``dX/dt = σ(α)·(A(X) X − X) + C``: node features diffuse along the edges with attention weights
-``A`` (each node's incoming weights sum to one, so a constant signal is at rest), and GRAND++ adds
-a constant source ``C`` at the labelled nodes so that the features do not all collapse to one
-value as ``t`` grows. ``A`` is computed once from ``X(0)`` (GRAND-l) or from ``X(t)`` at every
+``A``, and GRAND++ adds a constant source ``C`` at the labelled nodes so that the features do not
+all collapse to one value as ``t`` grows. ``A`` is normalised either over each node's incoming
+edges (rows sum to one: a constant signal is at rest) or over its outgoing edges (columns sum to
+one: the total of each feature over the nodes is conserved, the random-walk form of §4.5.2 in
+which GRAND++'s zero-sum source has a bounded steady state); the authors' settings use rows on
+PubMed, Computers, Photo and ogbn-arxiv and columns on Cora, CiteSeer and Coauthor CS. ``A`` is computed once from ``X(0)`` (GRAND-l) or from ``X(t)`` at every
 evaluation (GRAND-nl). The fields are ``nn.Module``\\ s for :func:`odekit.solve`, so every engine
 method (explicit or proximal) and either gradient mode applies.
 """
@@ -83,29 +86,39 @@ class _WeightedPropagation(torch.autograd.Function):
 class EdgeAttention(nn.Module):
     """Multi-head scaled dot-product attention on the edges (eq. 4.7), averaged over heads.
 
-    ``a_ij = softmax_j(⟨W_K x_i, W_Q x_j⟩ / √d_k)`` over the neighbours ``j`` of each node ``i``
-    (self-loops included), so ``Σ_j a_ij = 1``. The key and query maps start at a small constant,
-    as the authors' code does, which makes the first attention nearly uniform.
+    The score of edge ``(i, j)`` (``i`` receives from ``j``, self-loops included) is
+    ``⟨W_Q x_i, W_K x_j⟩ / √d_k``. ``normalise="rows"`` takes the softmax over each node's incoming
+    edges (``Σ_j a_ij = 1``), ``"columns"`` over its outgoing edges (``Σ_i a_ij = 1``; the
+    authors' ``attention_norm_idx=1``). The query and key weights start at a small constant and
+    their biases at PyTorch's default, as in the authors' code: the first attention is nearly
+    uniform, yet the score's gradient with respect to the weights is of the order of the biases,
+    so the attention learns (with zero biases it would stay frozen near uniform).
     """
 
-    def __init__(self, features: int, attention_dim: int, heads: int, init: float = 1e-5) -> None:
+    NORMALISATIONS = ("rows", "columns")
+
+    def __init__(self, features: int, attention_dim: int, heads: int, normalise: str = "rows",
+                 init: float = 1e-5) -> None:
         super().__init__()
         if attention_dim % heads:
             raise ValueError(f"attention_dim={attention_dim} must be a multiple of heads={heads}")
+        if normalise not in self.NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {self.NORMALISATIONS}, got {normalise!r}")
         self.heads, self.head_dim = heads, attention_dim // heads
+        self.normalise = normalise
         self.query = nn.Linear(features, attention_dim)
         self.key = nn.Linear(features, attention_dim)
         for layer in (self.query, self.key):
             nn.init.constant_(layer.weight, init)
-            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Edge weights (one per column of ``edge_index``; row 0 = receiving nodes)."""
         target, source = edge_index
         q = self.query(x).view(-1, self.heads, self.head_dim)
         k = self.key(x).view(-1, self.heads, self.head_dim)
-        scores = (k[target] * q[source]).sum(-1) / math.sqrt(self.head_dim)
-        return softmax(scores, target, num_nodes=x.shape[0]).mean(dim=1)
+        scores = (q[target] * k[source]).sum(-1) / math.sqrt(self.head_dim)
+        group = target if self.normalise == "rows" else source
+        return softmax(scores, group, num_nodes=x.shape[0]).mean(dim=1)
 
 
 class GraphDiffusion(nn.Module):
@@ -113,7 +126,7 @@ class GraphDiffusion(nn.Module):
 
     Args:
         features: width of ``X``.
-        attention_dim, heads: sizes of :class:`EdgeAttention`.
+        attention_dim, heads, normalise: sizes and normalisation of :class:`EdgeAttention`.
         nonlinear: recompute the attention from ``X(t)`` at every evaluation (GRAND-nl) instead of
             once from ``X(0)`` by :meth:`set_initial` (GRAND-l).
         initial_term: add GRAND's own ``β·X(0)`` (the authors' ``add_source``; ``β`` is a trainable
@@ -124,9 +137,9 @@ class GraphDiffusion(nn.Module):
     """
 
     def __init__(self, features: int, attention_dim: int = 16, heads: int = 1, nonlinear: bool = False,
-                 initial_term: bool = False) -> None:
+                 initial_term: bool = False, normalise: str = "rows") -> None:
         super().__init__()
-        self.attention = EdgeAttention(features, attention_dim, heads)
+        self.attention = EdgeAttention(features, attention_dim, heads, normalise)
         self.alpha = nn.Parameter(torch.zeros(()))  # σ(0) = 0.5, as the authors initialise it
         self.beta = nn.Parameter(torch.zeros(())) if initial_term else None
         self.nonlinear = nonlinear
