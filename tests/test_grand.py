@@ -117,6 +117,15 @@ def test_authors_settings_pick_the_adjoint_where_they_did():
     assert cora.block.gradient == "backprop" and cora.field.beta is not None and cora.t_end == 18.2948
     assert cs.block.gradient == "adjoint" and cs.block.adjoint_method == "dopri5" and cs.source
     assert cs.block.atol == pytest.approx(9348.98e-7) and cs.block.adjoint_atol == pytest.approx(6599.13e-7)
+    # attention_norm_idx 1 (outgoing edges) on Cora and Coauthor CS, 0 (incoming) on PubMed
+    pubmed = nc.build_model(nc.NodeClassificationConfig(), "pubmed", "grand-l", None, 2, 10, 3)
+    assert (cora.field.attention.normalise, cs.field.attention.normalise) == ("columns", "columns")
+    assert pubmed.field.attention.normalise == "rows"
+    # GRAND++ runs take run_GNP.py's own epochs and NFE cap; GRAND keeps best_params'
+    config = nc.NodeClassificationConfig()
+    assert nc._optimizer(config, "citeseer", "grand++-l", cora)[1] == nc.GRANDPP_EPOCHS == 100
+    assert nc._optimizer(config, "citeseer", "grand-l", cora)[1] == 250
+    assert cs.block.options["max_nfe"] == nc.GRANDPP_MAX_NFE and cora.block.options["max_nfe"] == 2000
 
 
 def test_train_cell_on_cora_with_both_source_choices(data_root):

@@ -73,6 +73,9 @@ SETTINGS = {
     "ogbn_arxiv": GrandSettings(162, 3.6760, 2, 32, 0.0, 0.11595, 0.0054515, 0.0, "rmsprop", 100, False, 11353.56,
                                 500, batch_norm=True, adjoint_method="rk4", adjoint_tol_scale=1.0),
 }
+# GRAND++'s runs (run_GNP.py) take epochs and max NFE from its command line, whose defaults are
+# these, and everything else from GRAND's best settings (REFERENCE.md §2b).
+GRANDPP_EPOCHS, GRANDPP_MAX_NFE = 100, 100_000
 # Table 4.12: GRAND++'s depth for the low-label results of Table 4.3.
 GRANDPP_T = {"cora": 18.3, "citeseer": 8.0, "pubmed": 13.0, "coauthor_cs": 4.0, "computers": 3.2, "photo": 3.6}
 # The discrete baselines use the usual settings of their papers (the thesis gives none).
@@ -119,18 +122,18 @@ class NodeClassificationConfig(ExperimentConfig):
     datasets: tuple[str, ...] = ("cora", "citeseer")
     splits: int = 100  # runs i = 0…splits−1 draw split seed i (Planetoid) — the thesis's 100 splits
     seeds: int = 20  # initialisations per split
-    epochs: int = 0  # 0: the authors' epochs per dataset (Table: REFERENCE.md §2)
+    epochs: int = 0  # 0: the authors' (GRAND: per dataset, REFERENCE.md §2; GRAND++: 100)
     baseline_epochs: int = 200
     method: str = "dopri5"
     gradient: str = "authors"  # "authors" (adjoint where they used it), "backprop" or "adjoint"
     tol_scale: float = 0.0  # 0: the authors' per dataset; otherwise atol = s·1e-7, rtol = s·1e-9
     step_size: float = 1.0  # fixed-step and proximal methods
-    max_nfe: int = 0  # 0: the authors' per dataset
+    max_nfe: int = 0  # 0: the authors' (GRAND: per dataset; GRAND++: 100000)
     source_nodes: str = "train"  # "train": the run's labelled nodes; "reference": REFERENCE.md §2b's quirk
     source_scale: float = 1.0  # GRAND++'s C = source_scale·(x_i − x̄) (the authors' default 1)
     initial_source: float = 1.0  # X(0) = x + initial_source·C (the authors' icxb, default 1)
     time_multiple: float = 0.0  # early-stopping integrator horizon in units of T; 0: the authors' (3, PubMed 5)
-    time_points: int = 12  # decoding times of the early-stopping integrator
+    time_points: int = 30  # early-stopping decoding times (the authors decode after each solver step: ~30 on Cora)
     time_scan: str = "every_epoch"  # or "best_epoch": scan time once, for the best-validation epoch
     hidden: int = 0  # GRAND width; 0: the authors' per dataset (Table 4.2 uses 81 on ogbn-arxiv)
     threads: int = 0  # torch threads (0: leave torch's default)
@@ -208,7 +211,8 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
                  input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
                  method=config.method, rtol=tol * 1e-9, atol=tol * 1e-7, gradient=gradient, options=options,
                  adjoint_method=adjoint_method, adjoint_rtol=adjoint_tol * 1e-9, adjoint_atol=adjoint_tol * 1e-7,
-                 adjoint_options=adjoint_options, max_nfe=config.max_nfe or s.max_nfe)
+                 adjoint_options=adjoint_options,
+                 max_nfe=config.max_nfe or (GRANDPP_MAX_NFE if spec.source else s.max_nfe))
 
 
 def _optimizer(config: NodeClassificationConfig, name: str, model: str, net: torch.nn.Module):
@@ -216,7 +220,8 @@ def _optimizer(config: NodeClassificationConfig, name: str, model: str, net: tor
         return torch.optim.Adam(net.parameters(), lr=BASELINE_TRAINING["lr"],
                                 weight_decay=BASELINE_TRAINING["weight_decay"]), config.baseline_epochs
     s = SETTINGS[name]
-    return OPTIMIZERS[s.optimizer](net.parameters(), lr=s.lr, weight_decay=s.weight_decay), config.epochs or s.epochs
+    epochs = config.epochs or (GRANDPP_EPOCHS if MODELS[model].source else s.epochs)
+    return OPTIMIZERS[s.optimizer](net.parameters(), lr=s.lr, weight_decay=s.weight_decay), epochs
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
