@@ -44,7 +44,8 @@ def test_weighted_propagation_gradients_match_finite_differences():
     torch.testing.assert_close(_WeightedPropagation.apply(weights, x, adjacency), dense @ x)
 
 
-@pytest.mark.parametrize("kw", [{"initial_term": True}, {"source": True}, {"nonlinear": True, "source": True}])
+@pytest.mark.parametrize("kw", [{"initial_term": True}, {"source": True}, {"nonlinear": True, "source": True},
+                                {"source": True, "initial_condition": "mass_shift"}])
 def test_adjoint_gradients_match_backprop_for_every_parameter(kw):
     edge_index, x, y = _graph()
     grads = {}
@@ -65,6 +66,8 @@ def test_source_shifts_the_initial_state_and_needs_source_nodes():
         model(x, edge_index)
     with pytest.raises(ValueError, match="boolean node mask"):
         model.set_source_nodes(torch.arange(3))
+    with pytest.raises(ValueError, match="initial_condition must be one of"):
+        GRAND(5, 3, source=True, initial_condition="zeros")
 
 
 def test_outputs_at_several_times_match_separate_solves():
@@ -109,6 +112,8 @@ def test_config_errors_name_the_choices():
         nc.check_config(nc.NodeClassificationConfig(), ("grand-xl",))
     with pytest.raises(ValueError, match="unknown method"):
         nc.check_config(nc.NodeClassificationConfig(method="euler2"), ("grand-l",))
+    with pytest.raises(ValueError, match="initial_condition must be one of"):
+        nc.check_config(nc.NodeClassificationConfig(initial_condition="zero"), ("grand++-l",))
 
 
 def test_authors_settings_pick_the_adjoint_where_they_did():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import odekit
-from odekit.models.graph_diffusion import EdgeAttention, GraphDiffusion, labelled_source
+from odekit.models.graph_diffusion import EdgeAttention, GraphDiffusion, labelled_source, mass_shifted_initial
 
 F64 = torch.float64
 # a path 0–1–2–3 and a triangle 4–5–6, both directions
@@ -101,6 +101,17 @@ def test_source_term_keeps_labelled_nodes_apart():
     assert end[0:4].std(dim=0).max() > 1e-2  # no collapse to a constant on the path
 
 
+def test_mass_shifted_initial_condition_meets_eq_4_11():
+    x = torch.randn(7, 3, dtype=F64)
+    labelled = torch.tensor([True, False, True, False, False, True, False])
+    z0 = mass_shifted_initial(x, labelled, EDGES)
+    degree = torch.tensor([2, 3, 3, 2, 3, 3, 3], dtype=F64)  # neighbours + the self-loop
+    x_hat = x[labelled].mean(0)
+    torch.testing.assert_close(z0.sum(0), ((x[labelled] - x_hat) / degree[labelled, None]).sum(0))
+    shift = x - z0
+    torch.testing.assert_close(shift, shift[:1].expand_as(shift))  # one constant for every node
+
+
 def test_gradients_through_the_linear_diffusion_match_finite_differences():
     field = _field()
     x0 = torch.randn(7, 3, dtype=F64, requires_grad=True)
@@ -130,6 +141,8 @@ def test_bad_inputs():
         EdgeAttention(3, 4, 2, normalise="both")
     with pytest.raises(ValueError, match="at least one labelled node"):
         labelled_source(torch.zeros(3, 2), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="at least one labelled node"):
+        mass_shifted_initial(torch.zeros(7, 2), torch.zeros(7, dtype=torch.bool), EDGES)
     field = _field()
     with pytest.raises(RuntimeError, match="set_initial"):
         field(torch.tensor(0.0), torch.zeros(7, 3, dtype=F64))

@@ -132,6 +132,7 @@ class NodeClassificationConfig(ExperimentConfig):
     source_nodes: str = "train"  # "train": the run's labelled nodes; "reference": REFERENCE.md §2b's quirk
     source_scale: float = 1.0  # GRAND++'s C = source_scale·(x_i − x̄) (the authors' default 1)
     initial_source: float = 1.0  # X(0) = x + initial_source·C (the authors' icxb, default 1)
+    initial_condition: str = "plus_source"  # or "mass_shift": X(0) = x − c of eq. 4.11
     time_multiple: float = 0.0  # early-stopping integrator horizon in units of T; 0: the authors' (3, PubMed 5)
     time_points: int = 30  # early-stopping decoding times (the authors decode after each solver step: ~30 on Cora)
     time_scan: str = "every_epoch"  # or "best_epoch": scan time once, for the best-validation epoch
@@ -154,6 +155,9 @@ def check_config(config: NodeClassificationConfig, models: tuple[str, ...]) -> N
         raise ValueError(f"gradient must be 'authors', 'backprop' or 'adjoint', got {config.gradient!r}")
     if config.source_nodes not in ("train", "reference"):
         raise ValueError(f"source_nodes must be 'train' or 'reference', got {config.source_nodes!r}")
+    if config.initial_condition not in GRAND.INITIAL_CONDITIONS:
+        raise ValueError(f"initial_condition must be one of {GRAND.INITIAL_CONDITIONS}, "
+                         f"got {config.initial_condition!r}")
     if config.time_scan not in ("every_epoch", "best_epoch"):
         raise ValueError(f"time_scan must be 'every_epoch' or 'best_epoch', got {config.time_scan!r}")
     if config.splits < 1 or config.seeds < 1 or config.time_points < 1:
@@ -208,6 +212,7 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
     return GRAND(in_features, classes, hidden=config.hidden or s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
                  heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=spec.nonlinear, initial_term=s.initial_term and not spec.source,
                  source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,
+                 initial_condition=config.initial_condition,
                  input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
                  method=config.method, rtol=tol * 1e-9, atol=tol * 1e-7, gradient=gradient, options=options,
                  adjoint_method=adjoint_method, adjoint_rtol=adjoint_tol * 1e-9, adjoint_atol=adjoint_tol * 1e-7,

@@ -3,8 +3,8 @@
 ``dropout → Linear(F → hidden) → [BatchNorm] → ODE from 0 to T → ReLU → dropout → Linear(hidden → classes)``
 where the ODE is graph neural diffusion (eq. 4.5 with the attention of eqs. 4.6–4.7, see
 :class:`~odekit.models.graph_diffusion.GraphDiffusion`). GRAND++ adds the source ``C`` at a set of
-labelled nodes (eq. 4.12) and starts from ``X(0) = x + c·C`` (eq. 4.11 as the authors code it,
-REFERENCE.md §2b). The models take PyG's ``(x, edge_index)``; rewiring (GDC, two-hop) is a
+labelled nodes (eq. 4.12) and starts from ``X(0) = x + c·C`` as the authors' code does
+(REFERENCE.md §2b) or from eq. 4.11's shifted ``X(0) = x − c``. The models take PyG's ``(x, edge_index)``; rewiring (GDC, two-hop) is a
 transform of the ``Data`` before the model sees it (:mod:`odekit.data.graphs`).
 
 Given ``times``, the forward pass returns the class scores at each of those times, which is what
@@ -21,7 +21,7 @@ from torch import nn
 
 from ..solve import SolveStats
 from .block import ODEBlock
-from .graph_diffusion import GraphDiffusion, labelled_source
+from .graph_diffusion import GraphDiffusion, labelled_source, mass_shifted_initial
 from .sparse_input import SparseInputDropout
 
 
@@ -39,7 +39,10 @@ class GRAND(nn.Module):
         nonlinear: attention from ``X(t)`` at every evaluation (``-nl``) instead of from ``X(0)`` (``-l``).
         initial_term: GRAND's trainable ``β·X(0)`` term (the authors' ``add_source``).
         source: GRAND++'s source term at the nodes given to :meth:`set_source_nodes`.
-        source_scale, initial_source: ``C = source_scale·(x_i − x̄)`` and ``X(0) = x + initial_source·C``.
+        source_scale: ``C = source_scale·(x_i − x̄)`` at the source nodes.
+        initial_condition, initial_source: ``"plus_source"``: ``X(0) = x + initial_source·C`` (the
+            authors' code); ``"mass_shift"``: ``X(0) = x − c`` with eq. 4.11's constant ``c``
+            (:func:`~odekit.models.graph_diffusion.mass_shifted_initial`; ``initial_source`` unused).
         input_dropout, dropout: dropout before the encoder and before the decoder.
         batch_norm: batch normalisation after the encoder (the authors' Photo / arXiv setting).
         method, rtol, atol, gradient, options, adjoint_*: how the engine integrates
@@ -48,6 +51,8 @@ class GRAND(nn.Module):
             :class:`~odekit.solve.MaxStepsExceededError` (the authors' guard; a deep ``T`` with a
             stiff attention can otherwise run for hours).
     """
+
+    INITIAL_CONDITIONS = ("plus_source", "mass_shift")
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class GRAND(nn.Module):
         source: bool = False,
         source_scale: float = 1.0,
         initial_source: float = 1.0,
+        initial_condition: str = "plus_source",
         input_dropout: float = 0.5,
         dropout: float = 0.0,
         batch_norm: bool = False,
@@ -92,7 +98,10 @@ class GRAND(nn.Module):
                               options=options, adjoint_options=adjoint_options, adjoint_method=adjoint_method,
                               adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol)
         self.decoder = nn.Linear(hidden, classes)
+        if initial_condition not in self.INITIAL_CONDITIONS:
+            raise ValueError(f"initial_condition must be one of {self.INITIAL_CONDITIONS}, got {initial_condition!r}")
         self.source, self.source_scale, self.initial_source = source, source_scale, initial_source
+        self.initial_condition = initial_condition
         self.input_dropout, self.dropout = input_dropout, dropout
         self.source_nodes: torch.Tensor | None = None
         self._input_dropout = SparseInputDropout()
@@ -129,8 +138,12 @@ class GRAND(nn.Module):
         if self.source:
             if self.source_nodes is None or self.source_nodes.shape[0] != x.shape[0]:
                 raise RuntimeError("GRAND++ needs set_source_nodes(mask) with one entry per node before forward")
-            source = labelled_source(h, self.source_nodes.to(h.device), self.source_scale)
-            h = h + self.initial_source * source
+            nodes = self.source_nodes.to(h.device)
+            source = labelled_source(h, nodes, self.source_scale)
+            if self.initial_condition == "plus_source":
+                h = h + self.initial_source * source
+            else:
+                h = mass_shifted_initial(h, nodes, edge_index)
         self.field.set_initial(h, edge_index, source)
         z = self.block(h, times, adjoint_params=self.field.adjoint_inputs())
         return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))

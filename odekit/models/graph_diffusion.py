@@ -18,7 +18,7 @@ import warnings
 
 import torch
 from torch import nn
-from torch_geometric.utils import add_self_loops, coalesce, softmax
+from torch_geometric.utils import add_self_loops, coalesce, degree, remove_self_loops, softmax
 
 
 class Adjacency:
@@ -200,3 +200,20 @@ def labelled_source(x: torch.Tensor, labelled: torch.Tensor, scale: float = 1.0)
         raise ValueError("GRAND++ needs at least one labelled node for its source term")
     centred = x - x[labelled].mean(dim=0, keepdim=True)
     return scale * centred * labelled[:, None].to(x.dtype)
+
+
+def mass_shifted_initial(x: torch.Tensor, labelled: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """Eq. 4.11's shifted initial condition: ``X(0) = x − c`` with the constant ``c`` chosen so that
+    ``Σ_i X_i(0) = Σ_{i∈I} (x_i − x̂)/d_i`` (``d_i``: degree in the diffusion graph, self-loop included).
+
+    The thesis gives it to make the random-walk limit of GRAND++ unbiased (§4.5.2); the authors'
+    code starts from ``x + C`` instead (:class:`~odekit.models.grand.GRAND`'s default).
+    """
+    if labelled.dtype != torch.bool or labelled.shape != x.shape[:1]:
+        raise ValueError("labelled must be a boolean mask with one entry per node")
+    if not labelled.any():
+        raise ValueError("the mass-shifted initial condition needs at least one labelled node")
+    d = degree(remove_self_loops(edge_index)[0][0], x.shape[0], dtype=x.dtype) + 1
+    centred = x[labelled] - x[labelled].mean(dim=0, keepdim=True)
+    target = (centred / d[labelled, None]).sum(dim=0)
+    return x - (x.sum(dim=0) - target) / x.shape[0]
