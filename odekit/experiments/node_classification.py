@@ -210,7 +210,8 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
     adjoint_tol = s.adjoint_tol_scale if adjoint_method else tol
     adjoint_options = {"step_size": config.step_size} if adjoint_method and not METHODS[adjoint_method].adaptive else None
     return GRAND(in_features, classes, hidden=config.hidden or s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
-                 heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=spec.nonlinear, initial_term=s.initial_term and not spec.source,
+                 heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=spec.nonlinear,
+                 initial_term=s.initial_term and not spec.source,
                  source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,
                  initial_condition=config.initial_condition,
                  input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,

@@ -4,8 +4,9 @@
 where the ODE is graph neural diffusion (eq. 4.5 with the attention of eqs. 4.6–4.7, see
 :class:`~odekit.models.graph_diffusion.GraphDiffusion`). GRAND++ adds the source ``C`` at a set of
 labelled nodes (eq. 4.12) and starts from ``X(0) = x + c·C`` as the authors' code does
-(REFERENCE.md §2b) or from eq. 4.11's shifted ``X(0) = x − c``. The models take PyG's ``(x, edge_index)``; rewiring (GDC, two-hop) is a
-transform of the ``Data`` before the model sees it (:mod:`odekit.data.graphs`).
+(REFERENCE.md §2b) or from eq. 4.11's shifted ``X(0) = x − c``. The models take PyG's
+``(x, edge_index)``; rewiring (GDC, two-hop) is a transform of the ``Data`` before the model sees
+it (:mod:`odekit.data.graphs`).
 
 Given ``times``, the forward pass returns the class scores at each of those times, which is what
 the early-stopping integrator (best validation accuracy over integration time) needs.
