@@ -45,7 +45,7 @@ def test_weighted_propagation_gradients_match_finite_differences():
 
 
 @pytest.mark.parametrize("kw", [{"initial_term": True}, {"source": True}, {"nonlinear": True, "source": True},
-                                {"source": True, "initial_condition": "mass_shift"}])
+                                {"source": True, "initial_condition": "plus_source"}])
 def test_adjoint_gradients_match_backprop_for_every_parameter(kw):
     edge_index, x, y = _graph()
     grads = {}

@@ -98,12 +98,14 @@ class ModelSpec:
     source: bool = False
     rewiring: str | None = None  # "gdc" or "two_hop"
     source_nodes: str | None = None  # "train" / "reference"; None: the config's choice
+    initial_condition: str | None = None  # "mass_shift" / "plus_source"; None: the config's choice
 
 
 MODELS = {
     "grand++-l": ModelSpec("GRAND++-l", source=True),
-    # the authors' source nodes (REFERENCE.md §2b), beside ours, so both can be compared
-    "grand++-l-refsrc": ModelSpec("GRAND++-l (authors' source nodes)", source=True, source_nodes="reference"),
+    # the authors' code (REFERENCE.md §2b): source at their nodes, X(0) = x + C; beside the thesis's model
+    "grand++-l-refsrc": ModelSpec("GRAND++-l (authors' code)", source=True, source_nodes="reference",
+                                  initial_condition="plus_source"),
     "grand-l": ModelSpec("GRAND-l"),
     "grand-nl": ModelSpec("GRAND-nl", nonlinear=True),
     "grand++-nl": ModelSpec("GRAND++-nl", nonlinear=True, source=True),
@@ -132,7 +134,7 @@ class NodeClassificationConfig(ExperimentConfig):
     source_nodes: str = "train"  # "train": the run's labelled nodes; "reference": REFERENCE.md §2b's quirk
     source_scale: float = 1.0  # GRAND++'s C = source_scale·(x_i − x̄) (the authors' default 1)
     initial_source: float = 1.0  # X(0) = x + initial_source·C (the authors' icxb, default 1)
-    initial_condition: str = "plus_source"  # or "mass_shift": X(0) = x − c of eq. 4.11
+    initial_condition: str = "mass_shift"  # X(0) = x − c of eq. 4.11; "plus_source": x + initial_source·C (the code)
     time_multiple: float = 0.0  # early-stopping integrator horizon in units of T; 0: the authors' (3, PubMed 5)
     time_points: int = 30  # early-stopping decoding times (the authors decode after each solver step: ~30 on Cora)
     time_scan: str = "every_epoch"  # or "best_epoch": scan time once, for the best-validation epoch
@@ -213,7 +215,7 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
                  heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=spec.nonlinear,
                  initial_term=s.initial_term and not spec.source,
                  source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,
-                 initial_condition=config.initial_condition,
+                 initial_condition=spec.initial_condition or config.initial_condition,
                  input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
                  method=config.method, rtol=tol * 1e-9, atol=tol * 1e-7, gradient=gradient, options=options,
                  adjoint_method=adjoint_method, adjoint_rtol=adjoint_tol * 1e-9, adjoint_atol=adjoint_tol * 1e-7,

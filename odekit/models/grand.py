@@ -3,8 +3,8 @@
 ``dropout → Linear(F → hidden) → [BatchNorm] → ODE from 0 to T → ReLU → dropout → Linear(hidden → classes)``
 where the ODE is graph neural diffusion (eq. 4.5 with the attention of eqs. 4.6–4.7, see
 :class:`~odekit.models.graph_diffusion.GraphDiffusion`). GRAND++ adds the source ``C`` at a set of
-labelled nodes (eq. 4.12) and starts from ``X(0) = x + c·C`` as the authors' code does
-(REFERENCE.md §2b) or from eq. 4.11's shifted ``X(0) = x − c``. The models take PyG's
+labelled nodes (eq. 4.12) and starts from eq. 4.11's shifted ``X(0) = x − c`` or, as the
+authors' code does, from ``X(0) = x + C`` (REFERENCE.md §2b). The models take PyG's
 ``(x, edge_index)``; rewiring (GDC, two-hop) is a transform of the ``Data`` before the model sees
 it (:mod:`odekit.data.graphs`).
 
@@ -41,9 +41,9 @@ class GRAND(nn.Module):
         initial_term: GRAND's trainable ``β·X(0)`` term (the authors' ``add_source``).
         source: GRAND++'s source term at the nodes given to :meth:`set_source_nodes`.
         source_scale: ``C = source_scale·(x_i − x̄)`` at the source nodes.
-        initial_condition, initial_source: ``"plus_source"``: ``X(0) = x + initial_source·C`` (the
-            authors' code); ``"mass_shift"``: ``X(0) = x − c`` with eq. 4.11's constant ``c``
-            (:func:`~odekit.models.graph_diffusion.mass_shifted_initial`; ``initial_source`` unused).
+        initial_condition, initial_source: ``"mass_shift"``: ``X(0) = x − c`` with eq. 4.11's constant
+            ``c`` (:func:`~odekit.models.graph_diffusion.mass_shifted_initial`, the thesis's model);
+            ``"plus_source"``: ``X(0) = x + initial_source·C`` (the authors' code).
         input_dropout, dropout: dropout before the encoder and before the decoder.
         batch_norm: batch normalisation after the encoder (the authors' Photo / arXiv setting).
         method, rtol, atol, gradient, options, adjoint_*: how the engine integrates
@@ -70,7 +70,7 @@ class GRAND(nn.Module):
         source: bool = False,
         source_scale: float = 1.0,
         initial_source: float = 1.0,
-        initial_condition: str = "plus_source",
+        initial_condition: str = "mass_shift",
         input_dropout: float = 0.5,
         dropout: float = 0.0,
         batch_norm: bool = False,

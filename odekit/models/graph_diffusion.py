@@ -207,7 +207,7 @@ def mass_shifted_initial(x: torch.Tensor, labelled: torch.Tensor, edge_index: to
     ``Σ_i X_i(0) = Σ_{i∈I} (x_i − x̂)/d_i`` (``d_i``: degree in the diffusion graph, self-loop included).
 
     The thesis gives it to make the random-walk limit of GRAND++ unbiased (§4.5.2); the authors'
-    code starts from ``x + C`` instead (:class:`~odekit.models.grand.GRAND`'s default).
+    code starts from ``x + C`` instead.
     """
     if labelled.dtype != torch.bool or labelled.shape != x.shape[:1]:
         raise ValueError("labelled must be a boolean mask with one entry per node")
