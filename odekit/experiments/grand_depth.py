@@ -123,7 +123,7 @@ EXPERIMENT = register(
             "smoke": {"datasets": ("cora",), "depths": (1, 4), "layers": (1, 2), "baselines": ("gcn",), "splits": 1,
                       "seeds": 1, "epochs": 2, "baseline_epochs": 5, "time_points": 3, "time_scan": "best_epoch"},
             "quick": {"datasets": ("cora",), "depths": (4, 128), "baselines": ("gcn",), "layers": (1, 16),
-                      "splits": 1, "seeds": 1, "epochs": 15, "baseline_epochs": 40, "time_points": 30,
+                      "splits": 1, "seeds": 1, "epochs": 15, "baseline_epochs": 40,
                       "time_scan": "best_epoch"},
             "full": {"datasets": ("cora", "citeseer", "pubmed", "coauthor_cs", "computers", "photo")},
         },

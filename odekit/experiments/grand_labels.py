@@ -134,7 +134,7 @@ EXPERIMENT = register(
             "smoke": {"datasets": ("cora",), "models": ("grand++-l", "grand-l", "gcn"), "labels": (1,), "splits": 2,
                       "seeds": 1, "epochs": 2, "baseline_epochs": 5, "time_points": 3, "time_scan": "best_epoch"},
             "quick": {"models": ("grand++-l", "grand++-l-refsrc", "grand-l", "gcn"), "labels": (1, 5, 20),
-                      "splits": 2, "seeds": 1, "epochs": 15, "baseline_epochs": 40, "time_points": 30,
+                      "splits": 2, "seeds": 1, "epochs": 15, "baseline_epochs": 40,
                       "time_scan": "best_epoch"},
             "full": {"datasets": ("cora", "citeseer", "pubmed", "coauthor_cs", "computers", "photo")},
         },

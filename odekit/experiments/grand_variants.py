@@ -96,7 +96,7 @@ EXPERIMENT = register(
                       "labels": (1,), "splits": 1, "seeds": 1, "epochs": 2, "time_points": 3,
                       "time_scan": "best_epoch"},
             "quick": {"datasets": ("cora",), "models": ("grand-nl", "grand++-nl"), "depths": (4,), "labels": (),
-                      "splits": 1, "seeds": 1, "epochs": 15, "time_points": 30, "time_scan": "best_epoch"},
+                      "splits": 1, "seeds": 1, "epochs": 15, "time_scan": "best_epoch"},
             "full": {},
         },
         run=run,

@@ -88,6 +88,8 @@ class GRAND(nn.Module):
         super().__init__()
         if t_end <= 0:
             raise ValueError(f"t_end (the depth T) must be positive, got {t_end}")
+        if initial_condition not in self.INITIAL_CONDITIONS:
+            raise ValueError(f"initial_condition must be one of {self.INITIAL_CONDITIONS}, got {initial_condition!r}")
         self.encoder = nn.Linear(in_features, hidden)
         self.norm = nn.BatchNorm1d(hidden) if batch_norm else None
         self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term,
@@ -99,8 +101,6 @@ class GRAND(nn.Module):
                               options=options, adjoint_options=adjoint_options, adjoint_method=adjoint_method,
                               adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol)
         self.decoder = nn.Linear(hidden, classes)
-        if initial_condition not in self.INITIAL_CONDITIONS:
-            raise ValueError(f"initial_condition must be one of {self.INITIAL_CONDITIONS}, got {initial_condition!r}")
         self.source, self.source_scale, self.initial_source = source, source_scale, initial_source
         self.initial_condition = initial_condition
         self.input_dropout, self.dropout = input_dropout, dropout
@@ -144,7 +144,7 @@ class GRAND(nn.Module):
             if self.initial_condition == "plus_source":
                 h = h + self.initial_source * source
             else:
-                h = mass_shifted_initial(h, nodes, edge_index)
+                h = mass_shifted_initial(h, nodes, self.field.graph(edge_index, h.shape[0]).degrees)
         self.field.set_initial(h, edge_index, source)
         z = self.block(h, times, adjoint_params=self.field.adjoint_inputs())
         return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))

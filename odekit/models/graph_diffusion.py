@@ -6,8 +6,8 @@ all collapse to one value as ``t`` grows. ``A`` is normalised either over each n
 edges (rows sum to one: a constant signal is at rest) or over its outgoing edges (columns sum to
 one: the total of each feature over the nodes is conserved, the random-walk form of §4.5.2 in
 which GRAND++'s zero-sum source has a bounded steady state); the authors' settings use rows on
-PubMed, Computers, Photo and ogbn-arxiv and columns on Cora, CiteSeer and Coauthor CS. ``A`` is computed once from ``X(0)`` (GRAND-l) or from ``X(t)`` at every
-evaluation (GRAND-nl). The fields are ``nn.Module``\\ s for :func:`odekit.solve`, so every engine
+PubMed, Computers, Photo and ogbn-arxiv and columns on Cora, CiteSeer and Coauthor CS. ``A`` is
+computed once from ``X(0)`` (GRAND-l) or from ``X(t)`` at every evaluation (GRAND-nl). The fields are ``nn.Module``\\ s for :func:`odekit.solve`, so every engine
 method (explicit or proximal) and either gradient mode applies.
 """
 
@@ -18,7 +18,7 @@ import warnings
 
 import torch
 from torch import nn
-from torch_geometric.utils import add_self_loops, coalesce, degree, remove_self_loops, softmax
+from torch_geometric.utils import add_self_loops, coalesce, softmax
 
 
 class Adjacency:
@@ -41,6 +41,11 @@ class Adjacency:
         self.rows = self._compressed(target)
         self.rows_t = self._compressed(source[self.transpose])
         self.columns, self.columns_t = source, target[self.transpose]
+
+    @property
+    def degrees(self) -> torch.Tensor:
+        """Each node's number of neighbours in this graph, its self-loop included."""
+        return self.rows[1:] - self.rows[:-1]
 
     def _compressed(self, sorted_rows: torch.Tensor) -> torch.Tensor:
         counts = torch.bincount(sorted_rows, minlength=self.num_nodes)
@@ -148,11 +153,16 @@ class GraphDiffusion(nn.Module):
         self.x0: torch.Tensor | None = None
         self.source: torch.Tensor | None = None
 
+    def graph(self, edge_index: torch.Tensor, num_nodes: int) -> Adjacency:
+        """The diffusion graph of ``edge_index`` (self-loops added), reused while the input is unchanged."""
+        key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), num_nodes)
+        if self.adjacency is None or self.adjacency.key != key:
+            self.adjacency = Adjacency(edge_index, num_nodes)
+        return self.adjacency
+
     def set_initial(self, x0: torch.Tensor, edge_index: torch.Tensor, source: torch.Tensor | None = None) -> None:
         """Fix the graph (self-loops are added), ``X(0)``, the GRAND-l attention and the source."""
-        key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), x0.shape[0])
-        if self.adjacency is None or self.adjacency.key != key:
-            self.adjacency = Adjacency(edge_index, x0.shape[0])
+        self.graph(edge_index, x0.shape[0])
         weights = None if self.nonlinear else self.attention(x0, self.adjacency.edge_index)
         # Each held tensor gets its own view node: the adjoint differentiates f with respect to
         # them separately, and must not walk from one into another's graph (the weights depend
@@ -202,9 +212,10 @@ def labelled_source(x: torch.Tensor, labelled: torch.Tensor, scale: float = 1.0)
     return scale * centred * labelled[:, None].to(x.dtype)
 
 
-def mass_shifted_initial(x: torch.Tensor, labelled: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+def mass_shifted_initial(x: torch.Tensor, labelled: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """Eq. 4.11's shifted initial condition: ``X(0) = x − c`` with the constant ``c`` chosen so that
-    ``Σ_i X_i(0) = Σ_{i∈I} (x_i − x̂)/d_i`` (``d_i``: degree in the diffusion graph, self-loop included).
+    ``Σ_i X_i(0) = Σ_{i∈I} (x_i − x̂)/d_i`` (``degrees``: ``d_i`` in the diffusion graph,
+    :attr:`Adjacency.degrees`).
 
     The thesis gives it to make the random-walk limit of GRAND++ unbiased (§4.5.2); the authors'
     code starts from ``x + C`` instead.
@@ -213,7 +224,6 @@ def mass_shifted_initial(x: torch.Tensor, labelled: torch.Tensor, edge_index: to
         raise ValueError("labelled must be a boolean mask with one entry per node")
     if not labelled.any():
         raise ValueError("the mass-shifted initial condition needs at least one labelled node")
-    d = degree(remove_self_loops(edge_index)[0][0], x.shape[0], dtype=x.dtype) + 1
     centred = x[labelled] - x[labelled].mean(dim=0, keepdim=True)
-    target = (centred / d[labelled, None]).sum(dim=0)
+    target = (centred / degrees[labelled, None].to(x.dtype)).sum(dim=0)
     return x - (x.sum(dim=0) - target) / x.shape[0]
