@@ -131,6 +131,9 @@ def test_authors_settings_pick_the_adjoint_where_they_did():
     assert nc._optimizer(config, "citeseer", "grand++-l", cora)[1] == nc.GRANDPP_EPOCHS == 100
     assert nc._optimizer(config, "citeseer", "grand-l", cora)[1] == 250
     assert cs.block.options["max_nfe"] == nc.GRANDPP_MAX_NFE and cora.block.options["max_nfe"] == 2000
+    # hard attention (att_samp_pct) where the authors' block is hard_attention, for the linear models
+    photo, photo_nl = (nc.build_model(config, "photo", m, None, 2, 10, 8) for m in ("grand-l", "grand-nl"))
+    assert (photo.field.edge_sampling, photo_nl.field.edge_sampling, cora.field.edge_sampling) == (0.9282, None, None)
 
 
 def test_train_cell_on_cora_with_both_source_choices(data_root):

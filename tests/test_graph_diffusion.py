@@ -136,6 +136,33 @@ def test_every_engine_family_integrates_the_diffusion():
         assert (y - reference).abs().max() < 1e-4
 
 
+def test_edge_sampling_trains_on_the_strongest_edges_renormalised_and_evaluates_on_all():
+    for normalise, group in (("rows", 0), ("columns", 1)):
+        field = GraphDiffusion(3, attention_dim=4, heads=2, normalise=normalise, edge_sampling=0.6).double()
+        with torch.no_grad():
+            for layer in (field.attention.query, field.attention.key):
+                layer.weight.normal_()
+        x0 = torch.randn(7, 3, dtype=F64)
+        full = field.graph(EDGES, 7).edge_index
+        weights = field.attention(x0, full)
+        field.set_initial(x0, EDGES)  # training mode: sampled
+        strongest = set(map(tuple, full[:, weights > weights.quantile(0.4)].t().tolist()))
+        assert set(map(tuple, field.edge_index.t().tolist())) == strongest and len(strongest) < full.shape[1]
+        groups = torch.unique(field.edge_index[group])
+        sums = torch.zeros(7, dtype=F64).index_add_(0, field.edge_index[group], field.weights)
+        torch.testing.assert_close(sums[groups], torch.ones_like(sums[groups]))
+        # the kept weights are constants (the authors compute them without gradient)
+        odekit.solve(field, x0, torch.tensor([0.0, 1.0], dtype=F64)).ys[-1].square().sum().backward()
+        assert field.alpha.grad is not None and field.attention.query.weight.grad is None
+        field.eval()
+        field.set_initial(x0, EDGES)
+        assert torch.equal(field.edge_index, full) and torch.allclose(field.weights, weights)
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        GraphDiffusion(3, edge_sampling=1.0)
+    with pytest.raises(ValueError, match="nonlinear=False"):
+        GraphDiffusion(3, nonlinear=True, edge_sampling=0.5)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="multiple of heads"):
         EdgeAttention(3, 5, 2)

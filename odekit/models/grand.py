@@ -38,6 +38,9 @@ class GRAND(nn.Module):
             ``"columns"`` (outgoing; conserves each feature's total, the authors' choice on Cora,
             CiteSeer and Coauthor CS), see :class:`~odekit.models.graph_diffusion.EdgeAttention`.
         nonlinear: attention from ``X(t)`` at every evaluation (``-nl``) instead of from ``X(0)`` (``-l``).
+        edge_sampling: while training, diffuse only over this fraction of the edges, those of largest
+            attention (the authors' hard-attention block, see
+            :class:`~odekit.models.graph_diffusion.GraphDiffusion`); ``None``: all edges.
         initial_term: GRAND's trainable ``β·X(0)`` term (the authors' ``add_source``).
         source: GRAND++'s source term at the nodes given to :meth:`set_source_nodes`.
         source_scale: ``C = source_scale·(x_i − x̄)`` at the source nodes.
@@ -66,6 +69,7 @@ class GRAND(nn.Module):
         heads: int = 1,
         attention_normalisation: str = "rows",
         nonlinear: bool = False,
+        edge_sampling: float | None = None,
         initial_term: bool = False,
         source: bool = False,
         source_scale: float = 1.0,
@@ -93,7 +97,7 @@ class GRAND(nn.Module):
         self.encoder = nn.Linear(in_features, hidden)
         self.norm = nn.BatchNorm1d(hidden) if batch_norm else None
         self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term,
-                                    attention_normalisation)
+                                    attention_normalisation, edge_sampling)
         options = {**(options or {}), "max_nfe": max_nfe}
         if adjoint_options is not None:
             adjoint_options = {**adjoint_options, "max_nfe": max_nfe}

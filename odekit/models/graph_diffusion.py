@@ -30,11 +30,12 @@ class Adjacency:
     (measured on Cora and Coauthor CS).
     """
 
-    def __init__(self, edge_index: torch.Tensor, num_nodes: int) -> None:
+    def __init__(self, edge_index: torch.Tensor, num_nodes: int, prepared: bool = False) -> None:
         # identifies the input graph, so that a model reuses these layouts across forward passes
         self.key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), num_nodes)
-        looped = add_self_loops(edge_index, num_nodes=num_nodes)[0]
-        self.edge_index = coalesce(looped, num_nodes=num_nodes)
+        if not prepared:  # ``prepared``: already looped and sorted (a subgraph of another Adjacency)
+            edge_index = coalesce(add_self_loops(edge_index, num_nodes=num_nodes)[0], num_nodes=num_nodes)
+        self.edge_index = edge_index
         self.num_nodes = num_nodes
         target, source = self.edge_index
         self.transpose = torch.argsort(source * num_nodes + target)
@@ -46,6 +47,10 @@ class Adjacency:
     def degrees(self) -> torch.Tensor:
         """Each node's number of neighbours in this graph, its self-loop included."""
         return self.rows[1:] - self.rows[:-1]
+
+    def subgraph(self, keep: torch.Tensor) -> Adjacency:
+        """The same nodes with only the edges where the boolean ``keep`` (one per edge) is true."""
+        return Adjacency(self.edge_index[:, keep], self.num_nodes, prepared=True)
 
     def _compressed(self, sorted_rows: torch.Tensor) -> torch.Tensor:
         counts = torch.bincount(sorted_rows, minlength=self.num_nodes)
@@ -136,19 +141,32 @@ class GraphDiffusion(nn.Module):
             once from ``X(0)`` by :meth:`set_initial` (GRAND-l).
         initial_term: add GRAND's own ``β·X(0)`` (the authors' ``add_source``; ``β`` is a trainable
             scalar starting at 0), which their best settings switch on for the Planetoid graphs.
+        edge_sampling: while training, keep only this fraction of the edges, those with the largest
+            attention, renormalised over the kept ones (the authors' ``hard_attention`` block and its
+            ``att_samp_pct``, their setting on Computers, Photo and ogbn-arxiv; linear attention only).
+            Evaluation diffuses over all edges. As in their code the kept weights are constants:
+            under sampling the loss does not train the attention.
 
     :meth:`set_initial` fixes the graph, ``X(0)`` and GRAND++'s source ``C`` (eq. 4.12) for the
     next solves.
     """
 
     def __init__(self, features: int, attention_dim: int = 16, heads: int = 1, nonlinear: bool = False,
-                 initial_term: bool = False, normalise: str = "rows") -> None:
+                 initial_term: bool = False, normalise: str = "rows", edge_sampling: float | None = None) -> None:
         super().__init__()
+        if edge_sampling is not None and not 0 < edge_sampling < 1:
+            raise ValueError(f"edge_sampling is the fraction of edges kept while training, in (0, 1); "
+                             f"got {edge_sampling} (None switches sampling off)")
+        if edge_sampling is not None and nonlinear:
+            raise ValueError("edge_sampling needs the attention fixed from X(0) (nonlinear=False): "
+                             "the authors' hard-attention block is a GRAND-l block")
         self.attention = EdgeAttention(features, attention_dim, heads, normalise)
+        self.edge_sampling = edge_sampling
         self.alpha = nn.Parameter(torch.zeros(()))  # σ(0) = 0.5, as the authors initialise it
         self.beta = nn.Parameter(torch.zeros(())) if initial_term else None
         self.nonlinear = nonlinear
-        self.adjacency: Adjacency | None = None
+        self.adjacency: Adjacency | None = None  # the input graph with self-loops, cached
+        self.active: Adjacency | None = None  # the graph the next solves diffuse over
         self.weights: torch.Tensor | None = None
         self.x0: torch.Tensor | None = None
         self.source: torch.Tensor | None = None
@@ -162,12 +180,27 @@ class GraphDiffusion(nn.Module):
 
     def set_initial(self, x0: torch.Tensor, edge_index: torch.Tensor, source: torch.Tensor | None = None) -> None:
         """Fix the graph (self-loops are added), ``X(0)``, the GRAND-l attention and the source."""
-        self.graph(edge_index, x0.shape[0])
-        weights = None if self.nonlinear else self.attention(x0, self.adjacency.edge_index)
+        self.active = self.graph(edge_index, x0.shape[0])
+        weights = None
+        if self.edge_sampling is not None and self.training:
+            with torch.no_grad():
+                self.active, weights = self._sampled(self.attention(x0, self.active.edge_index))
+        elif not self.nonlinear:
+            weights = self.attention(x0, self.active.edge_index)
         # Each held tensor gets its own view node: the adjoint differentiates f with respect to
         # them separately, and must not walk from one into another's graph (the weights depend
         # on X(0), which depends on the source), which would also free that graph.
         self.weights, self.x0, self.source = (None if t is None else t.view_as(t) for t in (weights, x0, source))
+
+    def _sampled(self, weights: torch.Tensor) -> tuple[Adjacency, torch.Tensor]:
+        """The edges above the ``1 − edge_sampling`` quantile of attention, weights renormalised
+        over each node's kept edges (incoming for ``"rows"``, outgoing for ``"columns"``)."""
+        keep = weights > torch.quantile(weights, 1.0 - self.edge_sampling)
+        kept = self.adjacency.subgraph(keep)
+        weights = weights[keep]
+        group = kept.edge_index[0 if self.attention.normalise == "rows" else 1]
+        totals = weights.new_zeros(kept.num_nodes).index_add_(0, group, weights)
+        return kept, weights / totals[group]
 
     def adjoint_inputs(self) -> tuple[torch.Tensor, ...]:
         """The tensors the field uses directly, for the adjoint: its scalars, the attention's
@@ -182,17 +215,18 @@ class GraphDiffusion(nn.Module):
 
     @property
     def edge_index(self) -> torch.Tensor | None:
-        """The graph of the latest :meth:`set_initial`, with self-loops, sorted by receiving node."""
-        return None if self.adjacency is None else self.adjacency.edge_index
+        """The graph of the latest :meth:`set_initial` (sampled while training with ``edge_sampling``),
+        with self-loops, sorted by receiving node."""
+        return None if self.active is None else self.active.edge_index
 
     def diffuse(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``A X``: the attention-weighted average of each node's neighbours."""
-        return _WeightedPropagation.apply(weights.to(x.dtype), x, self.adjacency)
+        return _WeightedPropagation.apply(weights.to(x.dtype), x, self.active)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.adjacency is None:
+        if self.active is None:
             raise RuntimeError("call set_initial(x0, edge_index) before integrating the graph diffusion")
-        weights = self.attention(x, self.adjacency.edge_index) if self.nonlinear else self.weights
+        weights = self.attention(x, self.active.edge_index) if self.nonlinear else self.weights
         out = torch.sigmoid(self.alpha) * (self.diffuse(x, weights) - x)
         if self.beta is not None:
             out = out + self.beta * self.x0
