@@ -288,7 +288,8 @@ def train_cell(config: NodeClassificationConfig, name: str, data, split, model: 
     scan = None
     if isinstance(net, GRAND):
         multiple = config.time_multiple or SETTINGS[name].time_multiple
-        grid = torch.linspace(0.0, multiple * net.t_end, config.time_points + 1, dtype=data.x.dtype)
+        grid = torch.linspace(0.0, multiple * net.t_end, config.time_points + 1, dtype=data.x.dtype,
+                              device=data.x.device)
         # T itself is always scanned, so the scan can only improve on the epoch's own score
         scan = torch.unique(torch.cat([grid, grid.new_tensor([net.t_end])]))
     every_epoch = scan if config.time_scan == "every_epoch" else None
