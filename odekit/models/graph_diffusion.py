@@ -7,8 +7,9 @@ edges (rows sum to one: a constant signal is at rest) or over its outgoing edges
 one: the total of each feature over the nodes is conserved, the random-walk form of §4.5.2 in
 which GRAND++'s zero-sum source has a bounded steady state); the authors' settings use rows on
 PubMed, Computers, Photo and ogbn-arxiv and columns on Cora, CiteSeer and Coauthor CS. ``A`` is
-computed once from ``X(0)`` (GRAND-l) or from ``X(t)`` at every evaluation (GRAND-nl). The fields are ``nn.Module``\\ s for :func:`odekit.solve`, so every engine
-method (explicit or proximal) and either gradient mode applies.
+computed once from ``X(0)`` (GRAND-l) or from ``X(t)`` at every evaluation (GRAND-nl). The fields
+are ``nn.Module``\\ s for :func:`odekit.solve`, so every engine method (explicit or proximal) and
+either gradient mode applies.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ class Adjacency:
     """
 
     def __init__(self, edge_index: torch.Tensor, num_nodes: int, prepared: bool = False) -> None:
-        # identifies the input graph, so that a model reuses these layouts across forward passes
-        self.key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), num_nodes)
         if not prepared:  # ``prepared``: already looped and sorted (a subgraph of another Adjacency)
             edge_index = coalesce(add_self_loops(edge_index, num_nodes=num_nodes)[0], num_nodes=num_nodes)
         self.edge_index = edge_index
@@ -166,6 +165,7 @@ class GraphDiffusion(nn.Module):
         self.beta = nn.Parameter(torch.zeros(())) if initial_term else None
         self.nonlinear = nonlinear
         self.adjacency: Adjacency | None = None  # the input graph with self-loops, cached
+        self._input_key: tuple | None = None  # identifies the input graph of ``adjacency``
         self.active: Adjacency | None = None  # the graph the next solves diffuse over
         self.weights: torch.Tensor | None = None
         self.x0: torch.Tensor | None = None
@@ -173,9 +173,9 @@ class GraphDiffusion(nn.Module):
 
     def graph(self, edge_index: torch.Tensor, num_nodes: int) -> Adjacency:
         """The diffusion graph of ``edge_index`` (self-loops added), reused while the input is unchanged."""
-        key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), num_nodes)
-        if self.adjacency is None or self.adjacency.key != key:
-            self.adjacency = Adjacency(edge_index, num_nodes)
+        key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), num_nodes)  # _version: edits
+        if self.adjacency is None or self._input_key != key:
+            self.adjacency, self._input_key = Adjacency(edge_index, num_nodes), key
         return self.adjacency
 
     def set_initial(self, x0: torch.Tensor, edge_index: torch.Tensor, source: torch.Tensor | None = None) -> None:
