@@ -48,7 +48,7 @@ def test_embedded_error_estimate_has_the_order_of_the_lower_method(name):
     solver = RungeKutta(TABLEAUS[name])
     y0 = torch.tensor([1.5, 0.3], dtype=torch.float64)
 
-    def field(t, y):
+    def field(t, y, side=0):
         return generic(torch.tensor(t, dtype=torch.float64), y)
 
     hs = [0.1, 0.05, 0.025]

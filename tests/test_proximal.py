@@ -113,7 +113,7 @@ def test_each_inner_solver_converges_on_a_quadratic(name):
     b = torch.randn(12, generator=gen, dtype=F64)
     center = torch.randn(12, generator=gen, dtype=F64)
     sigma = 0.1
-    problem = ProximalProblem(lambda t, z: b - A @ z, 0.0, center, sigma)
+    problem = ProximalProblem(lambda t, z, side=0: b - A @ z, 0.0, center, sigma)
     solver = InnerSolver(name, tol=1e-12, res_tol=1e-11, max_iters=3000, memory=8,
                          step=0.3 if INNER_METHODS[name].default_step is not None else None)
     result = solver(problem, center.clone())
@@ -125,7 +125,7 @@ def test_each_inner_solver_converges_on_a_quadratic(name):
 def test_fletcher_reeves_beats_plain_gradient_descent_on_an_ill_conditioned_stage():
     """Fig 5.4's message: momentum of eqs. 5.8–5.9 converges in fewer iterations than GD (5.7)."""
     problem = HeatEquation(64)
-    stage = ProximalProblem(lambda t, y: problem(torch.tensor(t), y), 0.01, problem.y0, 0.01)
+    stage = ProximalProblem(lambda t, y, side=0: problem(torch.tensor(t), y), 0.01, problem.y0, 0.01)
     counts = {}
     for name in ("gd", "fr"):
         result = InnerSolver(name, step=0.08, tol=0.0, res_tol=1e-8, max_iters=5000)(stage, problem.y0.clone())

@@ -138,7 +138,7 @@ def _inner_convergence(config: Diffusion1DConfig, ctx: RunContext, problem: Heat
     h = config.step_sizes[0]
     target = _exact_backward_euler(problem, problem.y0, h)
 
-    def field(t: float, y: torch.Tensor) -> torch.Tensor:
+    def field(t: float, y: torch.Tensor, side: int = 0) -> torch.Tensor:
         return problem(torch.tensor(t, dtype=torch.float64), y)
 
     for name in config.convergence_solvers:

@@ -71,8 +71,16 @@ class Integration:
         out = [y0]
         status, message = "success", ""
         try:
-            integrate(solver, controller, field, y0, times, out, stats,
-                      max_steps=self.max_steps, max_nfe=self.max_nfe)
+            if getattr(solver, "whole_interval", False):
+                # A solver that runs the whole interval itself (scipy's solve_ivp): no loop, no controller.
+                nfe_start = field.nfe
+                try:
+                    out.extend(solver.solve_through(field, y0, times, stats))
+                finally:
+                    stats.nfe += field.nfe - nfe_start
+            else:
+                integrate(solver, controller, field, y0, times, out, stats,
+                          max_steps=self.max_steps, max_nfe=self.max_nfe)
         except SolverError as err:
             if self.throw or type(err) not in _STATUS:
                 raise

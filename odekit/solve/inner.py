@@ -41,16 +41,22 @@ DEFAULT_INNER = "lbfgs"
 
 @dataclass
 class ProximalProblem:
-    """One implicit stage: find ``z`` with ``r(z) = z − center − σ f(t, z) = 0``."""
+    """One implicit stage: find ``z`` with ``r(z) = z − center − σ f(t, z) = 0``.
+
+    An inner method needs only :meth:`residual` and :meth:`jvp`; any problem with those two (the
+    coupled stages of an implicit Runge–Kutta method, for instance) runs through the same
+    :class:`InnerSolver`. ``side`` is passed to the field (``-1``: a stage at the step's end).
+    """
 
     field: Field
     t: float
     center: torch.Tensor
     sigma: float
     jvp_mode: str = "finite_difference"
+    side: int = 0
 
     def residual(self, z: torch.Tensor) -> torch.Tensor:
-        return z - self.center - self.sigma * self.field(self.t, z)
+        return z - self.center - self.sigma * self.field(self.t, z, self.side)
 
     def jvp(self, z: torch.Tensor, v: torch.Tensor, r_z: torch.Tensor) -> torch.Tensor:
         """``(∂r/∂z) v = v − σ (∂f/∂z) v``, one evaluation of ``f``.
@@ -68,7 +74,7 @@ class ProximalProblem:
             eps = math.sqrt(torch.finfo(z.dtype).eps) * (1.0 + float(torch.linalg.vector_norm(z.detach()))) / v_norm
             return (self.residual(z + eps * v) - r_z) / eps
         with fwAD.dual_level():
-            tangent = fwAD.unpack_dual(self.field(self.t, fwAD.make_dual(z, v))).tangent
+            tangent = fwAD.unpack_dual(self.field(self.t, fwAD.make_dual(z, v), self.side)).tangent
         return v if tangent is None else v - self.sigma * tangent
 
 

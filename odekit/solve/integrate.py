@@ -22,6 +22,9 @@ from .solution import SolveStats
 
 
 class Solver(Protocol):
+    """One step of a method. ``field(t, y, side)`` evaluates ``f``; ``side`` is ``+1`` for the
+    evaluation at a step's start, ``-1`` at its end, ``0`` inside (see :class:`VectorField`)."""
+
     name: str
     order: int
     error_order: int  # the local error estimate scales as h**error_order (sets the controller's exponent)
@@ -43,6 +46,9 @@ class Solver(Protocol):
 
     def record(self, stats: SolveStats) -> None:
         """Add the solver's own counters to ``stats`` (called once, when the loop ends)."""
+
+    def start_slope(self, K: Any) -> torch.Tensor | None:
+        """``f(t0, y0)`` of the step that produced ``K`` if the step computed it, else ``None``."""
 
 
 # Consecutive rejections caused by non-finite stages before we blame f rather than the step size.

@@ -16,9 +16,10 @@ from .norms import Norm
 from .runge_kutta import RungeKutta
 from .tableaus import TABLEAUS
 
-ADAPTIVE_OPTIONS = ("step_size", "first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "norm",
-                    "max_num_steps", "max_nfe")
-FIXED_OPTIONS = ("step_size", "max_num_steps", "max_nfe")
+# Options the loop and the fixed grid handle for every method (docs/engine.md lists their meaning).
+FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp", "max_num_steps", "max_nfe")
+ADAPTIVE_OPTIONS = FIXED_OPTIONS + ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "norm",
+                                    "min_step", "max_step", "step_t", "jump_t", "dtype")
 DEFAULT_MAX_STEPS = 2**31 - 1
 
 

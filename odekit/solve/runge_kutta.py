@@ -47,6 +47,8 @@ class RungeKutta:
         self.adaptive = tableau.adaptive
         self.fsal = tableau.adaptive
         self._c = [float(x) for x in self.tableau.c]
+        # Stages at the step's end are evaluated from inside the step (see VectorField's ``side``).
+        self._side = [-1 if c == 1.0 else 0 for c in self._c]
         self._a = [[(j, float(x)) for j, x in enumerate(row) if x != 0] for row in self.tableau.a]
         self._dense = torch.as_tensor(dense_matrix(self.tableau))
         self._cache: dict[tuple[torch.dtype, torch.device], _Coefficients] = {}
@@ -69,6 +71,10 @@ class RungeKutta:
     def record(self, stats) -> None:
         """Explicit RK keeps no counters beyond the loop's."""
 
+    def start_slope(self, K: torch.Tensor) -> torch.Tensor:
+        """``f(t0, y0)`` of the step that produced ``K`` (its first stage)."""
+        return K[0]
+
     def step(
         self, field: Field, t0: float, y0: torch.Tensor, h: float, k_first: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,21 +84,22 @@ class RungeKutta:
         """
         co = self.coefficients(y0)
         c = self._c
-        k0 = field(t0, y0) if k_first is None else k_first
+        k0 = field(t0, y0, 1) if k_first is None else k_first
+        side = self._side
         if torch.is_grad_enabled():
             ks = [k0]
             for i in range(1, co.stages):
                 yi = y0
                 for j, a in self._a[i]:
                     yi = torch.add(yi, ks[j], alpha=a * h)
-                ks.append(field(t0 + c[i] * h, yi))
+                ks.append(field(t0 + c[i] * h, yi, side[i]))
             K = torch.stack(ks)
         else:
             K = y0.new_zeros(co.stages, y0.numel())  # zeros: unwritten rows meet zero coefficients
             K[0] = k0
             KT = K.T
             for i in range(1, co.stages):
-                K[i] = field(t0 + c[i] * h, torch.addmv(y0, KT, co.a_rows[i], alpha=h))
+                K[i] = field(t0 + c[i] * h, torch.addmv(y0, KT, co.a_rows[i], alpha=h), side[i])
         y1 = torch.addmv(y0, K.T, co.b, alpha=h)
         return y1, K
 
