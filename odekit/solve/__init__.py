@@ -6,7 +6,8 @@ Layers: tableaus (data) → Runge–Kutta step → controllers → the integrati
 
 from . import proximal  # noqa: F401  (registers the proximal implicit methods)
 from .api import solve
-from .compat import odeint, odeint_adjoint
+from .callbacks import StepCallbacks
+from .compat import odeint, odeint_adjoint, odeint_dense, odeint_event
 from .errors import (
     InnerSolveError,
     InvalidInputError,
@@ -22,7 +23,7 @@ from .tableau import ButcherTableau
 from .tableaus import TABLEAUS
 
 __all__ = [
-    "solve", "odeint", "odeint_adjoint", "Solution", "SolveStats", "StatsRecorder", "record_stats",
+    "solve", "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "StepCallbacks", "Solution", "SolveStats", "StatsRecorder", "record_stats",
     "METHODS", "Method", "register_method", "ButcherTableau", "TABLEAUS", "SolverError",
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
     "MaxStepsExceededError", "InnerSolveError",

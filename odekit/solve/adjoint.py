@@ -12,6 +12,7 @@ time ``t_i`` moves ``y(t_i)`` along ``f``, so ``∂L/∂t_i = ⟨∂L/∂y(t_i),
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -39,7 +40,9 @@ class _AdjointDynamics:
             y = z[:n].clone().requires_grad_(True)
             fy = layout.flatten_derivative(self.f(t, layout.unflatten(y)), t)
             inputs = (y, *self.params)
-            vjps = torch.autograd.grad(fy, inputs, -z[n : 2 * n], allow_unused=True)
+            # f may depend on neither y nor a parameter (f = cos(t)): then every product is zero.
+            vjps = (torch.autograd.grad(fy, inputs, -z[n : 2 * n], allow_unused=True) if fy.requires_grad
+                    else (None,) * len(inputs))
         parts = [fy]  # called under no_grad (the backward pass), so the result holds no graph
         parts += [torch.zeros_like(x).reshape(-1) if g is None else g.reshape(-1) for x, g in zip(inputs, vjps)]
         return torch.cat(parts)
@@ -69,37 +72,107 @@ def adjoint_solve(
     backward,
     adjoint_params: Sequence[torch.Tensor] | None,
     stats: SolveStats,
-    seminorm: bool,
-) -> tuple[torch.Tensor, str, str]:
-    """Forward solve without a graph, with gradients supplied by the backward adjoint solve."""
+    adjoint_norm,
+    *,
+    state_norm=None,
+    hooks=None,
+    backward_hooks=None,
+    event=None,
+):
+    """Forward solve without a graph, with gradients supplied by the backward adjoint solve.
+
+    ``adjoint_norm`` is ``"mixed"``, ``"seminorm"`` or a callable on ``(t, y…, a…, g…)``;
+    ``state_norm`` is the user's forward norm, which then measures ``y`` and ``a`` (as in
+    torchdiffeq). With ``event``, the forward solve stops at the event and the backward solve
+    starts there. Returns the forward :class:`~odekit.solve.api.Run`.
+    """
     params = _default_params(f, adjoint_params)
-    outcome: dict[str, str] = {}
-    ys = _AdjointSolve.apply((f, layout, forward, backward, stats, seminorm, outcome), flat0, t, *params)
-    return ys, outcome["status"], outcome["message"]
+    outcome: dict = {}
+    spec = _Spec(f, layout, forward, backward, stats, adjoint_norm, state_norm, hooks, backward_hooks, event, outcome)
+    ys = _AdjointSolve.apply(spec, flat0, t, *params)
+    run = outcome["run"]
+    run.ys = ys
+    return run
+
+
+@dataclass
+class _Spec:
+    f: UserField
+    layout: StateLayout
+    forward: object
+    backward: object
+    stats: SolveStats
+    adjoint_norm: object
+    state_norm: object
+    hooks: object
+    backward_hooks: object
+    event: object
+    outcome: dict
+
+
+def _augmented_norm(spec: _Spec, param_shapes: list[torch.Size], dtype: torch.dtype):
+    """The error norm of the backward solve on the flat augmented state ``[y, a, g]``."""
+    layout, n = spec.layout, spec.layout.numel
+    param_sizes = [int(torch.Size(s).numel()) for s in param_shapes]
+    seminorm = spec.adjoint_norm == "seminorm"
+    if callable(spec.adjoint_norm):
+        user = spec.adjoint_norm
+
+        def custom(z: torch.Tensor) -> torch.Tensor:
+            y, a, g = z[:n], z[n : 2 * n], z[2 * n :]
+            ys = layout.unflatten(y) if layout.is_tuple else (layout.unflatten(y),)
+            adj = layout.unflatten(a) if layout.is_tuple else (layout.unflatten(a),)
+            grads = tuple(p.view(s) for p, s in zip(g.split(param_sizes), param_shapes))
+            return torch.as_tensor(user((z.new_zeros(()).real, *ys, *adj, *grads)))
+
+        return custom
+    if spec.state_norm is None:
+        return SegmentedRMSNorm(
+            [*layout.sizes, *layout.sizes, *param_sizes],
+            include=[True] * (2 * len(layout.sizes)) + [not seminorm] * len(param_sizes),
+        )
+    state_norm, params_norm = spec.state_norm, SegmentedRMSNorm(param_sizes or [0])
+
+    def with_state_norm(z: torch.Tensor) -> torch.Tensor:
+        parts = [torch.as_tensor(state_norm(z[:n])), torch.as_tensor(state_norm(z[n : 2 * n]))]
+        if param_sizes and not seminorm:
+            parts.append(params_norm(z[2 * n :]))
+        return torch.stack([p.to(z.real.dtype).reshape(()) for p in parts]).max()
+
+    return with_state_norm
+
+
+def _augmented_tolerance(value, n: int, n_params: int):
+    """Per-component tolerances of the state extended to ``[y, a, g]`` (``g`` gets the tightest)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return torch.cat([value, value, value.min().expand(n_params)])
 
 
 class _AdjointSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec, y0, t, *params):
-        f, layout, forward, backward, stats, seminorm, outcome = spec
+    def forward(ctx, spec: _Spec, y0, t, *params):
         with torch.no_grad():
-            ys, outcome["status"], outcome["message"] = forward.run(VectorField(f, layout, t.dtype), y0, stats)
+            run = spec.forward.run(VectorField(spec.f, spec.layout, t.dtype), y0, spec.stats, hooks=spec.hooks,
+                                   event=spec.event)
+        spec.outcome["run"] = run
         ctx.spec = spec
-        ctx.save_for_backward(t, ys, *params)
-        return ys
+        ctx.save_for_backward(t, run.ys, *params)
+        return run.ys
 
     @staticmethod
     def backward(ctx, grad_ys):
-        f, layout, _, backward, stats, seminorm, _ = ctx.spec
+        spec: _Spec = ctx.spec
+        f, layout, backward, stats = spec.f, spec.layout, spec.backward, spec.stats
         t, ys, *params = ctx.saved_tensors
         params = tuple(params)
         n = layout.numel
-        times = backward.times
+        run = spec.outcome["run"]
+        times = list(backward.times) if run.event_t is None else [backward.times[0], run.event_t]
         param_sizes = [p.numel() for p in params]
-        backward.norm = SegmentedRMSNorm(
-            [*layout.sizes, *layout.sizes, *param_sizes],
-            include=[True] * (2 * len(layout.sizes)) + [not seminorm] * len(params),
-        )
+        backward.norm = _augmented_norm(spec, [p.shape for p in params], ys.dtype)
+        backward.rtol = _augmented_tolerance(backward.rtol, n, sum(param_sizes))
+        backward.atol = _augmented_tolerance(backward.atol, n, sum(param_sizes))
         dynamics = _AdjointDynamics(f, layout, params)
         augmented = StateLayout((torch.Size([2 * n + sum(param_sizes)]),), False, ys.dtype, ys.device)
         field = VectorField(dynamics, augmented, t.dtype)
@@ -109,7 +182,8 @@ class _AdjointSolve(torch.autograd.Function):
             g = ys.new_zeros(sum(param_sizes))
             for i in range(len(times) - 1, 0, -1):
                 z0 = torch.cat([ys[i], a, g])
-                zs, _, _ = backward.run(field, z0, backward_stats, times=[times[i], times[i - 1]])
+                zs = backward.run(field, z0, backward_stats, times=[times[i], times[i - 1]],
+                                  hooks=spec.backward_hooks).ys
                 a = zs[-1, n : 2 * n] + grad_ys[i - 1]
                 g = zs[-1, 2 * n :]
             # y(t0) = y0 whatever t0 is, so only the adjoint carried back from later times moves with t0.
@@ -121,6 +195,9 @@ class _AdjointSolve(torch.autograd.Function):
                 grad_t = torch.stack(
                     [-(a_flowed * slopes[0]).sum()] + [(grad_ys[i] * slopes[i]).sum() for i in range(1, len(times))]
                 )
+                if run.event_t is not None:
+                    grad_t = grad_t * torch.tensor([1.0, 0.0], dtype=grad_t.dtype)  # t[1] only set the direction
+                grad_t = grad_t.real.to(t.dtype)
                 backward_stats.nfe += user.nfe
         stats.nfe_backward += backward_stats.nfe
         stats.steps_backward += backward_stats.steps

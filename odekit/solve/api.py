@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -17,10 +17,12 @@ from .errors import (
     StepSizeUnderflowError,
 )
 from .field import UserField, VectorField
-from .integrate import integrate
-from .methods import Method, make_controller, resolve, step_caps
+from .callbacks import StepCallbacks
+from .events import EventGradient, combine, loop_event
+from .integrate import Event, LoopHooks, integrate
+from .methods import LoopOptions, Method, loop_options, make_controller, resolve, step_caps
 from .norms import Norm, norm_for
-from .solution import Solution, SolveStats, publish
+from .solution import DenseOutput, Solution, SolveStats, publish
 from .state import State, StateLayout
 
 GRADIENTS = ("backprop", "adjoint")
@@ -34,6 +36,16 @@ _STATUS = {
 
 
 @dataclass
+class Run:
+    """What one integration returns: flat states (one row per output time), status, event time."""
+
+    ys: torch.Tensor
+    status: str
+    message: str
+    event_t: float | None = None
+
+
+@dataclass
 class Integration:
     """Everything needed to run (and re-run, for the adjoint) one integration on flat states.
 
@@ -42,19 +54,20 @@ class Integration:
 
     method: Method
     options: dict[str, Any]
-    rtol: float
-    atol: float
+    rtol: float | torch.Tensor
+    atol: float | torch.Tensor
     norm: Norm
     times: list[float]
     throw: bool
     max_steps: int
     max_nfe: int
+    loop: LoopOptions
 
     @classmethod
-    def create(cls, method: str, options: dict[str, Any], rtol: float, atol: float, norm: Norm,
-               times: list[float], throw: bool) -> "Integration":
+    def create(cls, method: str, options: dict[str, Any], rtol, atol, norm: Norm, times: list[float],
+               throw: bool) -> "Integration":
         resolved, options = resolve(method, options)
-        return cls(resolved, options, rtol, atol, norm, times, throw, *step_caps(options))
+        return cls(resolved, options, rtol, atol, norm, times, throw, *step_caps(options), loop_options(options))
 
     def run(
         self,
@@ -62,31 +75,59 @@ class Integration:
         y0: torch.Tensor,
         stats: SolveStats,
         times: list[float] | None = None,
-    ) -> tuple[torch.Tensor, str, str]:
-        """Integrate flat ``y0`` through ``times``; returns ``(T × n states, status, message)``."""
+        *,
+        hooks: LoopHooks | None = None,
+        event: Event | None = None,
+        steps: list | None = None,
+    ) -> Run:
+        """Integrate flat ``y0`` through ``times`` (or until ``event``)."""
         times = self.times if times is None else times
         solver = self.method.make_solver(self.options, self.rtol, self.atol)
+        field.perturb = self.loop.perturb or bool(self.loop.jump_t)
+        grid = self._grid(field, y0, times) if self.loop.grid_constructor is not None else None
         # A fresh controller per run: it carries the previous error ratio of the PI law.
-        controller = make_controller(self.method, self.options, self.rtol, self.atol, self.norm)
+        controller = make_controller(self.method, self.options, self.rtol, self.atol, self.norm,
+                                     grid=grid, open_ended=event is not None)
         out = [y0]
-        status, message = "success", ""
+        status, message, event_t = "success", "", None
         try:
             if getattr(solver, "whole_interval", False):
                 # A solver that runs the whole interval itself (scipy's solve_ivp): no loop, no controller.
+                if event is not None or steps is not None or (hooks and any(vars(hooks).values())):
+                    raise InvalidInputError(
+                        f"method {self.method.name!r} runs the whole interval at once: it supports neither "
+                        "events, dense output nor step callbacks; use an odekit method (e.g. 'dopri5')"
+                    )
                 nfe_start = field.nfe
                 try:
                     out.extend(solver.solve_through(field, y0, times, stats))
                 finally:
                     stats.nfe += field.nfe - nfe_start
             else:
-                integrate(solver, controller, field, y0, times, out, stats,
-                          max_steps=self.max_steps, max_nfe=self.max_nfe)
+                event_t = integrate(solver, controller, field, y0, times, out, stats,
+                                    max_steps=self.max_steps, max_nfe=self.max_nfe, cubic=self.loop.cubic,
+                                    hooks=hooks, breakpoints=self.loop.breakpoints, event=event, steps=steps)
         except SolverError as err:
             if self.throw or type(err) not in _STATUS:
                 raise
             status, message = _STATUS[type(err)], str(err)
-            out.extend(torch.full_like(y0, math.nan) for _ in range(len(times) - len(out)))
-        return torch.stack(out), status, message
+            rows = 2 if event is not None else len(times)
+            out.extend(torch.full_like(y0, math.nan) for _ in range(rows - len(out)))
+        return Run(torch.stack(out), status, message, event_t)
+
+    def _grid(self, field: VectorField, y0: torch.Tensor, times: list[float]) -> list[float]:
+        """The user's ``grid_constructor(f, y0, t)``, checked to run from the first to the last time."""
+        t = torch.tensor([times[0], times[-1]] if len(times) == 2 else times, dtype=field.t_dtype, device=y0.device)
+        grid = self.loop.grid_constructor(field.f, field.layout.unflatten(y0), t)
+        points = [float(x) for x in torch.as_tensor(grid).detach().reshape(-1).tolist()]
+        steps = [b - a for a, b in zip(points, points[1:])]
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        if len(points) < 2 or points[0] != times[0] or points[-1] != times[-1] or any(direction * d <= 0 for d in steps):
+            raise InvalidInputError(
+                f"grid_constructor returned {points[:6]}{'…' if len(points) > 6 else ''}: the grid must run "
+                f"strictly monotonically from t[0]={times[0]:.6g} to t[-1]={times[-1]:.6g}, both included"
+            )
+        return points
 
 
 def _check_times(t: torch.Tensor, layout: StateLayout) -> list[float]:
@@ -98,9 +139,10 @@ def _check_times(t: torch.Tensor, layout: StateLayout) -> list[float]:
         raise InvalidInputError(f"t has dtype {t.dtype}; it must be floating point")
     if t.device != layout.device:
         raise InvalidInputError(f"t is on {t.device} but y0 is on {layout.device}; move both to one device")
-    if t.dtype != layout.dtype:
+    if t.dtype != layout.real_dtype:
         raise InvalidInputError(
-            f"t has dtype {t.dtype} but y0 has dtype {layout.dtype}; pass t.to(y0.dtype) (or y0 in t's dtype)"
+            f"t has dtype {t.dtype} but y0 has dtype {layout.dtype}; pass t.to({layout.real_dtype}) "
+            "(or y0 in t's dtype); odekit.torchdiffeq converts t for you as torchdiffeq does"
         )
     times = t.detach().tolist()
     if not all(math.isfinite(x) for x in times):
@@ -114,15 +156,46 @@ def _check_times(t: torch.Tensor, layout: StateLayout) -> list[float]:
     return times
 
 
-def _check_tolerance(name: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise InvalidInputError(
-            f"{name} must be a positive finite number, got {value!r}; "
-            "typical values are rtol=1e-7, atol=1e-9 (torchdiffeq's defaults) or 1e-3 for training"
-        )
-    return float(value)
+def _check_tolerance(name: str, value: Any, layout: StateLayout) -> float | torch.Tensor:
+    """A positive finite number, or per-component tolerances as a flat tensor of the state's size.
+
+    Per-component values are a tensor broadcastable to ``y0`` (tensor states) or a tuple with one
+    number or tensor per component (tuple states).
+    """
+    hint = ("typical values are rtol=1e-7, atol=1e-9 (torchdiffeq's defaults) or 1e-3 for training; "
+            "per-component tolerances are a tensor shaped like y0 (a tuple of them for tuple states)")
+    if isinstance(value, (tuple, list)) and layout.is_tuple:
+        if len(value) != len(layout.shapes):
+            raise InvalidInputError(f"{name} has {len(value)} entries but the state has {len(layout.shapes)} components")
+        parts = [torch.as_tensor(v, dtype=layout.real_dtype, device=layout.device) for v in value]
+        try:
+            flat = torch.cat([p.expand(s).reshape(-1) for p, s in zip(parts, layout.shapes)])
+        except RuntimeError:
+            raise InvalidInputError(f"{name}: each entry must be a number or broadcast to its component's shape") from None
+    elif isinstance(value, torch.Tensor) and value.numel() > 1:
+        if layout.is_tuple or value.is_complex():
+            raise InvalidInputError(f"{name} as a tensor needs a tensor state; for tuple states pass a tuple. {hint}")
+        try:
+            flat = value.detach().to(layout.real_dtype).to(layout.device).expand(layout.shapes[0]).reshape(-1)
+        except RuntimeError:
+            raise InvalidInputError(
+                f"{name} has shape {tuple(value.shape)}, which does not broadcast to y0's {tuple(layout.shapes[0])}"
+            ) from None
+    else:
+        number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        if hasattr(number, "item") and not isinstance(number, (int, float)):
+            number = number.item()  # numpy scalars
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0 or not math.isfinite(number):
+            raise InvalidInputError(f"{name} must be a positive finite number, got {value!r}; {hint}")
+        return float(number)
+    if not bool(torch.isfinite(flat).all()) or not bool((flat > 0).all()):
+        raise InvalidInputError(f"{name} must be positive and finite in every component; {hint}")
+    return flat.contiguous()
+
+
+def scalar_tolerance(value: float | torch.Tensor) -> float:
+    """The tightest value of a (possibly per-component) tolerance."""
+    return float(value.min()) if isinstance(value, torch.Tensor) else value
 
 
 def _user_norm(norm: Any, layout: StateLayout) -> Norm:
@@ -139,35 +212,48 @@ def solve(
     t: torch.Tensor,
     *,
     method: str = "dopri5",
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float | torch.Tensor = 1e-7,
+    atol: float | torch.Tensor = 1e-9,
     step_size: float | None = None,
     gradient: str = "backprop",
     options: dict[str, Any] | None = None,
     adjoint_params: Sequence[torch.Tensor] | None = None,
     adjoint_method: str | None = None,
-    adjoint_rtol: float | None = None,
-    adjoint_atol: float | None = None,
+    adjoint_rtol: float | torch.Tensor | None = None,
+    adjoint_atol: float | torch.Tensor | None = None,
     adjoint_options: dict[str, Any] | None = None,
+    event_fn: Callable[[torch.Tensor, State], torch.Tensor] | None = None,
+    callbacks: StepCallbacks | None = None,
+    dense: bool = False,
     throw: bool = True,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, and return the states at every time in ``t``.
 
     Args:
         f: vector field ``f(t, y)``; ``t`` is a 0-d tensor, ``y`` has the structure of ``y0``.
-        y0: initial state, a tensor or a tuple of tensors (any shapes, one float dtype and device).
-        t: 1-D strictly increasing or decreasing tensor of output times; ``t[0]`` is the start.
-        method: a name from :data:`odekit.solve.methods.METHODS` (``odekit list-methods``).
-        rtol, atol: relative and absolute tolerances of adaptive methods.
+        y0: initial state, a tensor or a tuple of tensors (any shapes, one float or complex dtype
+            and one device).
+        t: 1-D strictly increasing or decreasing tensor of output times, in ``y0``'s (real) dtype;
+            ``t[0]`` is the start.
+        method: a name from :data:`odekit.solve.methods.METHODS` (``odekit methods``).
+        rtol, atol: relative and absolute tolerances of adaptive methods: numbers, or
+            per-component tensors shaped like ``y0`` (a tuple of them for tuple states).
         step_size: step of fixed-step methods (default: step from one output time to the next).
         gradient: ``"backprop"`` differentiates through the solver's operations;
             ``"adjoint"`` solves the continuous adjoint backwards (thesis eqs. 2.31, 2.38,
             3.2–3.3) with memory independent of the number of steps.
-        options: method options (``odekit.solve.methods``); unknown names are an error.
+        options: method options (``odekit methods``); unknown names are an error.
         adjoint_*: settings of the backward solve; they default to the forward ones.
             ``adjoint_params`` are the tensors ``f`` depends on (default: ``f.parameters()``
             for an ``nn.Module``). ``adjoint_options={"norm": "seminorm"}`` leaves the
-            parameter adjoints out of the error estimate (fewer backward steps).
+            parameter adjoints out of the error estimate (fewer backward steps); a callable norm
+            receives ``(t, y…, a…, g…)`` (torchdiffeq's convention; ``t`` is zero).
+        event_fn: a terminal event ``g(t, y)``: with it ``t`` must be ``(t0, t1)`` (only the
+            start and direction count), the solve stops where an entry of ``g`` changes sign,
+            and :attr:`Solution.event_t` holds that time, differentiable (implicit function theorem).
+        callbacks: :class:`StepCallbacks` called around every forward (and backward) step.
+        dense: keep every step's interpolant; :attr:`Solution.dense` then evaluates the solution
+            anywhere in ``[t[0], t[-1]]``.
         throw: if false, a failed solve (step cap, step underflow, non-finite values) returns a
             :class:`Solution` whose ``status`` names the failure instead of raising.
 
@@ -176,7 +262,7 @@ def solve(
     """
     layout = StateLayout.of(y0)
     times = _check_times(t, layout)
-    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    rtol, atol = _check_tolerance("rtol", rtol, layout), _check_tolerance("atol", atol, layout)
     if gradient not in GRADIENTS:
         raise InvalidInputError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     options = dict(options or {})
@@ -186,8 +272,21 @@ def solve(
     flat0 = layout.flatten(y0)
     if not bool(torch.isfinite(flat0.detach()).all()):
         raise InvalidInputError("y0 contains NaN or inf; every entry of the initial state must be finite")
+    event, combined = None, None
+    if event_fn is not None:
+        if len(times) != 2:
+            raise InvalidInputError(
+                f"with event_fn, t must be (t0, t1) (the start and the direction), got {len(times)} times"
+            )
+        combined = combine(event_fn, t[0].detach(), y0)
+        event = loop_event(combined, layout, t.dtype, scalar_tolerance(atol))
+    if dense and (gradient != "backprop" or event is not None):
+        raise InvalidInputError("dense=True works with gradient='backprop' and without event_fn")
+    callbacks = callbacks or StepCallbacks()
+    hooks = callbacks.hooks(layout, t.dtype) if callbacks else None
     stats = SolveStats(method=method)
     publish(stats)
+    steps: list | None = [] if dense else None
 
     if gradient == "adjoint":
         from .adjoint import adjoint_solve
@@ -198,52 +297,72 @@ def solve(
             adjoint_options = {k: v for k, v in options.items() if k != "norm"}
         adjoint_options = dict(adjoint_options)
         adjoint_norm = adjoint_options.pop("norm", "mixed")
-        if adjoint_norm not in ("mixed", "seminorm"):
+        if adjoint_norm not in ("mixed", "seminorm") and not callable(adjoint_norm):
             raise InvalidInputError(
-                f"adjoint_options['norm'] must be 'mixed' (default) or 'seminorm', got {adjoint_norm!r}"
+                "adjoint_options['norm'] must be 'mixed' (default), 'seminorm' or a callable taking "
+                f"(t, y…, a…, g…), got {adjoint_norm!r}"
             )
         backward = Integration.create(
             adjoint_method or method,
             adjoint_options,
-            _check_tolerance("adjoint_rtol", rtol if adjoint_rtol is None else adjoint_rtol),
-            _check_tolerance("adjoint_atol", atol if adjoint_atol is None else adjoint_atol),
+            _check_tolerance("adjoint_rtol", rtol if adjoint_rtol is None else adjoint_rtol, layout),
+            _check_tolerance("adjoint_atol", atol if adjoint_atol is None else adjoint_atol, layout),
             forward.norm,
             times,
             throw,
         )
-        ys_flat, status, message = adjoint_solve(
-            f, layout, flat0, t, forward, backward, adjoint_params, stats, adjoint_norm == "seminorm"
+        run = adjoint_solve(
+            f, layout, flat0, t, forward, backward, adjoint_params, stats, adjoint_norm,
+            state_norm=None if options.get("norm") is None else forward.norm,
+            hooks=hooks, backward_hooks=callbacks.hooks(layout, t.dtype, adjoint=True) if callbacks else None,
+            event=event,
         )
     else:
         field = VectorField(f, layout, t.dtype)
         if t.requires_grad and torch.is_grad_enabled() and len(times) > 1:
-            ys_flat, status, message = _run_with_time_gradients(forward, field, flat0, t, times, stats)
+            run = _run_with_time_gradients(forward, field, flat0, t, times, stats, hooks, event)
         else:
-            ys_flat, status, message = forward.run(field, flat0, stats)
-        if ys_flat.requires_grad:
-            ys_flat = _CountBackward.apply(ys_flat, stats)
-    return Solution(ts=t, ys=layout.unflatten_stacked(ys_flat), stats=stats, status=status, message=message)
+            run = forward.run(field, flat0, stats, hooks=hooks, event=event, steps=steps)
+        if run.ys.requires_grad:
+            run.ys = _CountBackward.apply(run.ys, stats)
+    ys_flat, ts, event_t = run.ys, t, None
+    if event is not None:
+        event_t = torch.tensor(times[0] if run.event_t is None else run.event_t, dtype=t.dtype, device=t.device)
+        if run.event_t is not None and ys_flat.requires_grad:
+            event_t, last = EventGradient.apply((VectorField(f, layout, t.dtype), combined, layout), event_t,
+                                                ys_flat[-1])
+            ys_flat = torch.cat([ys_flat[:1], last[None]])
+        ts = torch.stack([t[0], event_t.to(t.dtype)])
+    return Solution(ts=ts, ys=layout.unflatten_stacked(ys_flat), stats=stats, status=run.status, message=run.message,
+                    event_t=event_t, dense=DenseOutput(steps, layout, t.dtype) if dense and steps else None)
 
 
 def _run_with_time_gradients(
     forward: Integration, field: VectorField, flat0: torch.Tensor, t: torch.Tensor, times: list[float],
-    stats: SolveStats,
-) -> tuple[torch.Tensor, str, str]:
+    stats: SolveStats, hooks: LoopHooks | None, event: Event | None,
+) -> Run:
     """Backprop solve whose outputs also carry the exact derivatives with respect to ``t``.
 
     ``∂y(t_i)/∂t_i = f(t_i, y_i)``, and moving ``t_0`` equals moving ``y0`` by ``−f(t_0, y0)``
     per unit time; both enter as terms whose value is zero and whose gradient is that slope, so
-    the values are untouched and no gradient flows through the step-size arithmetic.
+    the values are untouched and no gradient flows through the step-size arithmetic. With an
+    event, ``t[1]`` only gives the direction and gets no gradient.
     """
     with torch.no_grad():
         slope0 = field(times[0], flat0.detach())
     start = flat0 - (t[0] - t[0].detach()) * slope0
-    ys, status, message = forward.run(field, start, stats)
+    run = forward.run(field, start, stats, hooks=hooks, event=event)
+    if event is not None:
+        stats.nfe += 1
+        run.ys = torch.cat([flat0[None], run.ys[1:]])  # y(t0) = y0 whatever t0 is
+        return run
+    ys = run.ys
     with torch.no_grad():
         slopes = torch.stack([field(times[i], ys[i].detach()) for i in range(1, len(times))])
     stats.nfe += len(times)
     moved = ys[1:] + (t[1:] - t[1:].detach())[:, None].to(ys.dtype) * slopes
-    return torch.cat([flat0[None], moved]), status, message
+    run.ys = torch.cat([flat0[None], moved])
+    return run
 
 
 class _CountBackward(torch.autograd.Function):

@@ -20,33 +20,50 @@ from .norms import Norm, rms_norm
 class FixedGrid:
     """Steps on a fixed grid: ``t0, t0 + h, …`` ending exactly at the last output time.
 
-    Without ``step_size`` the grid is the output times themselves (torchdiffeq's behaviour).
+    Without ``step_size`` the grid is ``grid`` (a user's grid, already checked to run from the
+    first to the last output time) or else the output times themselves (torchdiffeq's
+    behaviour). Grid points are produced one at a time, so a tiny step with a step cap fails at
+    the cap instead of building a huge list first. ``open_ended`` (event mode) steps on past
+    the last output time until the loop stops.
     """
 
     step_size: float | None = None
+    grid: list[float] | None = None
+    open_ended: bool = False
     adaptive = False
 
     def __post_init__(self) -> None:
         if self.step_size is not None and not (self.step_size > 0 and math.isfinite(self.step_size)):
             raise InvalidInputError(f"step_size must be a positive finite number, got {self.step_size}")
-        self._grid: list[float] = []
+        self._points: list[float] = []
         self._pos = 0
+        self._t0 = self._step = 0.0
+        self._count = 0
+
+    def _point(self, i: int) -> float:
+        if self.step_size is None:
+            return self._points[i]
+        return self._points[-1] if i >= self._count else self._t0 + i * self._step
 
     def start(self, times: list[float], **_: object) -> float:
         if self.step_size is None:
-            grid = list(times)
+            if self.open_ended:
+                raise InvalidInputError("event handling on a fixed grid needs options['step_size']")
+            self._points = list(self.grid if self.grid is not None else times)
+            self._count = len(self._points) - 1
         else:
             span = times[-1] - times[0]
-            n = max(1, math.ceil(abs(span) / self.step_size - 1e-9))
-            step = math.copysign(self.step_size, span)
-            grid = [times[0] + i * step for i in range(n)] + [times[-1]]
-        self._grid, self._pos = grid, 0
-        return grid[1] - grid[0]
+            self._t0, self._step = times[0], math.copysign(self.step_size, span if span else 1.0)
+            self._count = math.inf if self.open_ended else max(1, math.ceil(abs(span) / self.step_size - 1e-9))
+            self._points = [times[-1]]
+        self._pos = 0
+        return self._point(1) - self._point(0)
 
     def adapt(self, h: float, *_: object) -> tuple[bool, float]:
         self._pos += 1
-        nxt = self._pos + 1
-        return True, (self._grid[nxt] - self._grid[self._pos]) if nxt < len(self._grid) else h
+        if self._pos >= self._count:
+            return True, h
+        return True, self._point(self._pos + 1) - self._point(self._pos)
 
 
 @dataclass
@@ -69,6 +86,8 @@ class PIController:
     pcoeff: float = 0.0
     icoeff: float = 1.0
     first_step: float | None = None
+    min_step: float = 0.0
+    max_step: float = math.inf
     norm: Norm = rms_norm
     adaptive = True
 
@@ -82,6 +101,10 @@ class PIController:
                 )
         if not 0 < self.safety <= 1 or self.ifactor < 1 or not 0 < self.dfactor <= 1:
             raise InvalidInputError("need 0 < safety ≤ 1, ifactor ≥ 1 and 0 < dfactor ≤ 1")
+        if not 0 <= self.min_step <= self.max_step:
+            raise InvalidInputError(
+                f"need 0 ≤ min_step ≤ max_step, got min_step={self.min_step!r}, max_step={self.max_step!r}"
+            )
         if self.first_step is not None and not (self.first_step > 0 and math.isfinite(self.first_step)):
             raise InvalidInputError(f"first_step must be a positive finite number, got {self.first_step}")
         self._previous_ratio = 1.0
@@ -113,7 +136,7 @@ class PIController:
         self._previous_ratio = 1.0
         direction = 1.0 if times[-1] >= times[0] else -1.0
         if self.first_step is not None:
-            return direction * self.first_step
+            return direction * self._clamp(self.first_step)
         with torch.no_grad():
             y0d, f0d = y0.detach(), f0.detach()
             scale = y0d.abs().mul_(self.rtol).add_(self.atol)
@@ -131,7 +154,11 @@ class PIController:
         h = min(100 * h0, h1)
         if not math.isfinite(h):
             h = 1e-6
-        return direction * h
+        return direction * self._clamp(h)
+
+    def _clamp(self, h: float) -> float:
+        """``|h|`` limited to ``[min_step, max_step]``."""
+        return min(max(h, self.min_step), self.max_step)
 
     def error_ratio(self, error: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, h: float) -> float:
         """``error`` is the stage combination ``Σ e_j k_j``; the local error estimate is ``h·error``.
@@ -141,7 +168,12 @@ class PIController:
         return abs(h) * float(self.norm(error.div_(self._scale(y0, y1))))
 
     def adapt(self, h: float, ratio: float) -> tuple[bool, float]:
-        accept = ratio <= 1.0
+        """Accept or reject the step of size ``h`` with error ratio ``ratio``; returns the next step.
+
+        A step at ``min_step`` is accepted whatever its error (torchdiffeq's rule): the user
+        asked for no smaller steps.
+        """
+        accept = ratio <= 1.0 or abs(h) <= self.min_step
         if ratio == 0.0:
             factor = self.ifactor
         else:
@@ -151,5 +183,5 @@ class PIController:
                 factor *= self._previous_ratio ** (self.pcoeff / k)
             factor = min(self.ifactor, max(factor, 1.0 if accept else self.dfactor))
         if accept:
-            self._previous_ratio = max(ratio, 1e-10)
-        return accept, h * factor
+            self._previous_ratio = min(max(ratio, 1e-10), 1.0)
+        return accept, math.copysign(self._clamp(abs(h * factor)), h)

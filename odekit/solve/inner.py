@@ -358,8 +358,17 @@ class InnerSolver:
         problem: ProximalProblem,
         z0: torch.Tensor,
         callback: Callable[[int, torch.Tensor, float], None] | None = None,
+        *,
+        res_tol: float | None = None,
+        tol: float | None = None,
     ) -> InnerResult:
-        """Solve ``problem`` from ``z0``; ``callback(i, z_i, ‖z_i − z_{i−1}‖)`` sees every iterate."""
+        """Solve ``problem`` from ``z0``; ``callback(i, z_i, ‖z_i − z_{i−1}‖)`` sees every iterate.
+
+        ``res_tol`` and ``tol`` override the solver's tolerances for this call only (a caller whose
+        tolerance follows the scale of the state, like the implicit Runge–Kutta stages).
+        """
+        res_tol = self.res_tol if res_tol is None else res_tol
+        tol = self.tol if tol is None else tol
         iterations = 0
         while True:
             z, r0_norm = z0, None
@@ -368,15 +377,15 @@ class InnerSolver:
                 r_norm = float(rms_norm(r.detach()))
                 if r0_norm is None:
                     r0_norm = r_norm
-                if not math.isfinite(r_norm) or r_norm > 1e3 * max(r0_norm, self.res_tol):
+                if not math.isfinite(r_norm) or r_norm > 1e3 * max(r0_norm, res_tol):
                     break  # diverging
                 # The step's norm costs a reduction and a device sync: only when someone reads it.
-                watch_steps = self.tol > 0 or callback is not None
+                watch_steps = tol > 0 or callback is not None
                 step_norm = float(rms_norm((z_next - z).detach())) if watch_steps else math.inf
                 if callback is not None:
                     callback(iterations, z_next, step_norm)
                 z = z_next
-                if r_norm <= self.res_tol or step_norm <= self.tol:
+                if r_norm <= res_tol or step_norm <= tol:
                     return InnerResult(z, iterations, True, r_norm)
                 if iterations >= self.max_iters:
                     return InnerResult(z, iterations, False, r_norm)

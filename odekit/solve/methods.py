@@ -7,8 +7,11 @@ are then available to ``solve``, ``odeint`` and ``odeint_adjoint`` by name.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import torch
 
 from .controller import FixedGrid, PIController
 from .errors import InvalidInputError
@@ -71,15 +74,71 @@ def resolve(name: str, options: dict[str, Any] | None) -> tuple[Method, dict[str
     return method, options
 
 
-def make_controller(method: Method, options: dict[str, Any], rtol: float, atol: float, norm: Norm):
+def make_controller(method: Method, options: dict[str, Any], rtol, atol, norm: Norm, *,
+                    grid: list[float] | None = None, open_ended: bool = False):
     """The step-size controller for ``method`` configured from ``options``.
 
-    A ``step_size`` option puts any method, adaptive ones included, on a fixed grid.
+    A ``step_size`` (or a ``grid``) puts any method, adaptive ones included, on a fixed grid.
+    ``open_ended`` (event mode) lets a fixed grid run past the last output time.
     """
-    if not method.adaptive or options.get("step_size") is not None:
-        return FixedGrid(options.get("step_size"))
-    keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff")
+    if not method.adaptive or options.get("step_size") is not None or grid is not None:
+        return FixedGrid(options.get("step_size"), grid=grid, open_ended=open_ended)
+    keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "min_step", "max_step")
     return PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """The options the integration loop itself reads (validated once per solve)."""
+
+    cubic: bool = False
+    perturb: bool = False
+    step_t: tuple[float, ...] = ()
+    jump_t: tuple[float, ...] = ()
+    grid_constructor: Callable | None = None
+
+    @property
+    def breakpoints(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        return (self.step_t, self.jump_t) if self.step_t or self.jump_t else None
+
+
+def _times_option(options: dict[str, Any], key: str) -> tuple[float, ...]:
+    value = options.get(key)
+    if value is None:
+        return ()
+    try:
+        points = tuple(float(x) for x in torch.as_tensor(value).detach().reshape(-1).tolist())
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidInputError(f"option {key} must be a 1-D tensor or sequence of times, got {value!r}") from None
+    if not all(math.isfinite(x) for x in points):
+        raise InvalidInputError(f"option {key} contains non-finite times: {points}")
+    return points
+
+
+def loop_options(options: dict[str, Any]) -> LoopOptions:
+    """Check ``interp``, ``perturb``, ``step_t``, ``jump_t``, ``grid_constructor``, ``min_step``,
+    ``max_step`` and ``dtype`` and return what the loop needs."""
+    interp = options.get("interp", "linear")
+    if interp not in ("linear", "cubic"):
+        raise InvalidInputError(f"option interp must be 'linear' or 'cubic', got {interp!r}")
+    perturb = options.get("perturb", False)
+    if not isinstance(perturb, bool):
+        raise InvalidInputError(f"option perturb must be True or False, got {perturb!r}")
+    grid_constructor = options.get("grid_constructor")
+    if grid_constructor is not None:
+        if not callable(grid_constructor):
+            raise InvalidInputError("option grid_constructor must be a callable (f, y0, t) -> grid of times")
+        if options.get("step_size") is not None:
+            raise InvalidInputError("options step_size and grid_constructor exclude each other; pass one")
+    for key in ("min_step", "max_step"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and value >= 0 and not math.isnan(value)):
+            raise InvalidInputError(f"option {key} must be a non-negative number, got {value!r}")
+    dtype = options.get("dtype")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InvalidInputError(f"option dtype must be a floating torch dtype (e.g. torch.float64), got {dtype!r}")
+    return LoopOptions(interp == "cubic", perturb, _times_option(options, "step_t"), _times_option(options, "jump_t"),
+                       grid_constructor)
 
 
 def step_caps(options: dict[str, Any]) -> tuple[int, int]:

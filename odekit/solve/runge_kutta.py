@@ -25,7 +25,7 @@ class _Coefficients:
             else None
         )
         self.dense_t = dense.to(dtype=dtype, device=device).T.contiguous()  # degree × stages
-        self.powers = torch.arange(1, dense.shape[1] + 1, dtype=dtype, device=device)
+        self.powers = torch.arange(1, dense.shape[1] + 1, device=device).to(dtype)
         self.stages = s
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import threading
 from dataclasses import dataclass, field, fields
@@ -55,13 +56,52 @@ class SolveStats:
         return out
 
 
+class DenseOutput:
+    """The solution anywhere in the solved interval, from the dense output of every accepted step.
+
+    Call it with a 0-d or 1-D tensor of times inside ``[t0, t1]``; it returns the state there
+    (with a leading time axis for 1-D input), in the state's structure.
+    """
+
+    def __init__(self, steps: list, layout, t_dtype: torch.dtype) -> None:
+        self.steps, self.layout, self.t_dtype = steps, layout, t_dtype
+        self.direction = 1.0 if not steps or steps[0].h > 0 else -1.0
+        self._ends = [self.direction * s.t1 for s in steps]
+
+    @property
+    def t0(self) -> float:
+        return self.steps[0].t0
+
+    @property
+    def t1(self) -> float:
+        return self.steps[-1].t1
+
+    def __call__(self, t: torch.Tensor) -> State:
+        times = torch.as_tensor(t).detach().reshape(-1).tolist()
+        lo, hi = sorted((self.t0, self.t1))
+        outside = [x for x in times if not lo <= x <= hi]
+        if outside:
+            raise ValueError(f"dense output covers [{lo:.6g}, {hi:.6g}]; got times outside it: {outside[:5]}")
+        flat = []
+        for x in times:
+            i = min(bisect.bisect_left(self._ends, self.direction * x), len(self.steps) - 1)
+            step = self.steps[i]
+            flat.append(step([(x - step.t0) / step.h])[0] if x != step.t0 else step.y0)
+        stacked = self.layout.unflatten_stacked(torch.stack(flat))
+        if torch.as_tensor(t).ndim == 0:
+            return stacked[0] if not self.layout.is_tuple else tuple(s[0] for s in stacked)
+        return stacked
+
+
 @dataclass
 class Solution:
     """States at every requested time, stacked on a leading time axis like torchdiffeq.
 
     ``status`` is ``"success"`` or, for a solve run with ``throw=False``, the name of the
     failure (``"max_steps_exceeded"``, ``"step_size_underflow"``, ``"non_finite"``); then the
-    states after the failure are NaN and ``message`` says what happened.
+    states after the failure are NaN and ``message`` says what happened. With an event
+    function, ``ts`` is ``(t0, t*)``, ``ys`` holds the states there and ``event_t`` is ``t*``
+    (differentiable); with ``dense=True``, ``dense`` evaluates the solution anywhere in between.
     """
 
     ts: torch.Tensor
@@ -69,6 +109,8 @@ class Solution:
     stats: SolveStats
     status: str = "success"
     message: str = ""
+    event_t: torch.Tensor | None = None
+    dense: DenseOutput | None = None
 
     @property
     def ok(self) -> bool:

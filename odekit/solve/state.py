@@ -33,6 +33,11 @@ class StateLayout:
     def numel(self) -> int:
         return sum(self.sizes)
 
+    @property
+    def real_dtype(self) -> torch.dtype:
+        """The dtype of times and tolerances: the state's own, or its real part's for complex states."""
+        return torch.empty((), dtype=self.dtype).real.dtype
+
     @classmethod
     def of(cls, y0: State) -> "StateLayout":
         """Describe ``y0``; raises :class:`InvalidInputError` if it cannot be a state."""
@@ -43,9 +48,10 @@ class StateLayout:
             where = f"y0[{i}]" if isinstance(y0, (tuple, list)) else "y0"
             if not isinstance(p, torch.Tensor):
                 raise InvalidInputError(f"{where} is a {type(p).__name__}; states must be torch tensors")
-            if not p.is_floating_point():
+            if not (p.is_floating_point() or p.is_complex()):
                 raise InvalidInputError(
-                    f"{where} has dtype {p.dtype}; states must be floating point (use .float() or .double())"
+                    f"{where} has dtype {p.dtype}; states must be floating point or complex "
+                    "(use .float() or .double())"
                 )
         first = parts[0]
         for i, p in enumerate(parts[1:], start=1):

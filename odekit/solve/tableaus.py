@@ -27,6 +27,26 @@ RK4 = ButcherTableau(
     order=4,
 )
 
+# Heun's second-order method (the trapezoidal predictor–corrector) and Heun's third-order method.
+HEUN2 = ButcherTableau("heun2", c=(0, 1), a=((), (1,)), b=(F(1, 2), F(1, 2)), order=2)
+
+HEUN3 = ButcherTableau(
+    "heun3", c=(0, F(1, 3), F(2, 3)), a=((), (F(1, 3),), (0, F(2, 3))), b=(F(1, 4), 0, F(3, 4)), order=3
+)
+
+# Fehlberg's RK1(2): the second-order weights propagate the solution and the first-order ones
+# (the last stage's row, 1/256 and 255/256) are embedded. torchdiffeq reuses that last stage
+# as the next step's first although it is evaluated at the first-order point; here the end
+# stage is f(t1, y1) of the propagated solution (one more evaluation per step, a correct FSAL).
+FEHLBERG2 = ButcherTableau(
+    "fehlberg2",
+    c=(0, F(1, 2), 1),
+    a=((), (F(1, 2),), (F(1, 256), F(255, 256))),
+    b=(F(1, 512), F(255, 256), F(1, 512)),
+    b_error=(F(1, 512) - F(1, 256), 0, F(1, 512)),
+    order=2,
+)
+
 # Heun's method with Euler embedded.
 ADAPTIVE_HEUN = ButcherTableau(
     "adaptive_heun",
@@ -138,5 +158,5 @@ DOPRI8 = ButcherTableau(
 )
 
 TABLEAUS: dict[str, ButcherTableau] = {
-    t.name: t for t in (EULER, MIDPOINT, RK4, ADAPTIVE_HEUN, BOSH3, DOPRI5, TSIT5, DOPRI8)
+    t.name: t for t in (EULER, MIDPOINT, HEUN2, HEUN3, RK4, ADAPTIVE_HEUN, FEHLBERG2, BOSH3, DOPRI5, TSIT5, DOPRI8)
 }
