@@ -204,5 +204,7 @@ class _AdjointSolve(torch.autograd.Function):
         for key, value in backward_stats.extra.items():
             stats.extra["backward_" + key] = value
         grad_params = list(g.split(param_sizes)) if params else []
-        grad_params = [gp.view_as(p) for gp, p in zip(grad_params, params)]
+        # A real parameter of a complex-valued field has a real gradient (its imaginary part is zero).
+        grad_params = [(gp.real if gp.is_complex() and not p.is_complex() else gp).view_as(p)
+                       for gp, p in zip(grad_params, params)]
         return (None, a, grad_t, *grad_params)

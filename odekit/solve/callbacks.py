@@ -33,6 +33,7 @@ class StepCallbacks:
     def hooks(self, layout: StateLayout, t_dtype: torch.dtype, adjoint: bool = False) -> LoopHooks:
         """The loop's hooks on flat states and float times, for the forward or the backward solve."""
         names = ("step_adjoint", "accept_adjoint", "reject_adjoint") if adjoint else ("step", "accept", "reject")
+        structure = (lambda flat: flat) if adjoint else layout.unflatten
 
         def wrap(callback: Callback | None):
             if callback is None:
@@ -40,7 +41,7 @@ class StepCallbacks:
 
             def hook(t0: float, y0: torch.Tensor, dt: float) -> None:
                 device = y0.device
-                callback(torch.tensor(t0, dtype=t_dtype, device=device), layout.unflatten(y0),
+                callback(torch.tensor(t0, dtype=t_dtype, device=device), structure(y0),
                          torch.tensor(dt, dtype=t_dtype, device=device))
 
             return hook

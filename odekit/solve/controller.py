@@ -94,7 +94,11 @@ class PIController:
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            if isinstance(value, torch.Tensor):  # per-component tolerances
+                valid = bool(torch.isfinite(value).all()) and bool((value > 0).all())
+            else:
+                valid = isinstance(value, (int, float)) and value > 0 and math.isfinite(value)
+            if not valid:
                 raise InvalidInputError(
                     f"{name} must be a positive finite number, got {value!r}; "
                     "typical values are rtol=1e-7, atol=1e-9 (torchdiffeq's defaults) or 1e-3 for training"

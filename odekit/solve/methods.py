@@ -107,7 +107,8 @@ def _times_option(options: dict[str, Any], key: str) -> tuple[float, ...]:
     if value is None:
         return ()
     try:
-        points = tuple(float(x) for x in torch.as_tensor(value).detach().reshape(-1).tolist())
+        values = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float64)
+        points = tuple(float(x) for x in values.reshape(-1).tolist())
     except (TypeError, ValueError, RuntimeError):
         raise InvalidInputError(f"option {key} must be a 1-D tensor or sequence of times, got {value!r}") from None
     if not all(math.isfinite(x) for x in points):

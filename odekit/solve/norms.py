@@ -31,6 +31,8 @@ class SegmentedRMSNorm:
         self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_complex():
+            x = x.abs()
         key = (x.dtype, x.device)
         if key not in self._cache:
             self._cache[key] = (self.ids.to(x.device), self.weights.to(device=x.device, dtype=x.dtype))
