@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,6 +170,10 @@ class AdamsSolver:
 
     def step(self, field, t0: float, y0: torch.Tensor, h: float,
              state: tuple[tuple[float, ...], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, AdamsStep]:
+        """Advance ``y0`` by ``h``: rk4 while the history is short, else Bashforth (and Moulton).
+
+        ``state`` is the history ``(times, slopes)`` before this step, newest first.
+        """
         past_times, past_slopes = state
         f0 = field(t0, y0, 1)
         times = ((t0,) + past_times)[: self._keep]
@@ -276,9 +281,9 @@ class AdamsSolver:
 
 def _positive_int(options: dict[str, Any], key: str, default: int) -> int:
     value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise InvalidInputError(f"option {key} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def make_adams_solver(name: str, options: dict[str, Any], rtol: float | torch.Tensor = 1e-7,

@@ -21,7 +21,8 @@ depends on the shape of ``A``:
 
 Either way the same :class:`~odekit.solve.inner.InnerSolver` runs the nonlinear solve: dense
 Newton for systems of at most :data:`DENSE_NEWTON_MAX` unknowns, Jacobian-free Newton–Krylov
-above (option ``inner`` picks any inner method). Every operation is out of place, so backprop
+above (option ``inner`` picks any inner method; ``"fixed_point"`` is torchdiffeq's functional
+iteration). Complex states use dense Newton at any size: GMRES here assumes real inner products. Every operation is out of place, so backprop
 through the inner iterations differentiates the step; the solves stop near machine precision
 relative to the state's size so that this derivative is the derivative of a smooth map.
 """
@@ -30,8 +31,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,7 +137,6 @@ class _Coefficients:
     def __init__(self, tableau: ImplicitTableau, dtype: torch.dtype, device: torch.device) -> None:
         A = tableau.matrix()
         self.a = torch.as_tensor(A, dtype=dtype, device=device)
-        self.b = torch.tensor(tableau.b, dtype=dtype, device=device)
         if not tableau.diagonally_implicit:
             # W = h (A ⊗ I) K  ⇒  K = (A⁻¹ ⊗ I) W / h and y1 = y0 + (bᵀA⁻¹ ⊗ I) W, computed once in float64.
             a_inv = np.linalg.inv(A)
@@ -183,8 +184,7 @@ class ImplicitRungeKutta:
         return K.stages
 
     def error(self, K: ImplicitStep) -> None:
-        """Fixed step only: no error estimate."""
-        return None
+        """Fixed step only: no error estimate (``None``)."""
 
     def start_slope(self, K: ImplicitStep) -> torch.Tensor | None:
         """``f(t0, y0)`` when the tableau's explicit first stage computed it, else ``None``."""
@@ -222,7 +222,7 @@ class ImplicitRungeKutta:
             co = self._coefficients[key] = _Coefficients(self.tableau, y0.dtype, y0.device)
         real = y0.real.dtype
         tol = (self.inner_tol if self.inner_tol is not None else DEFAULT_INNER_TOL_ULPS * torch.finfo(real).eps) * (
-            1.0 + float(rms_norm(y0.detach().abs())))
+            1.0 + float(rms_norm(y0.detach())))
         if self.tableau.diagonally_implicit:
             return self._step_diagonal(field, t0, y0, h, state, tol)
         return self._step_coupled(field, t0, y0, h, state, co, tol)
