@@ -195,12 +195,13 @@ class AdamsSolver:
         uniform = all(abs(s + j) <= tol for j, s in enumerate(nodes))
         history = torch.stack(slopes).T  # n × k, column j is f_{n−j}
         _, beta = self._weights("ab", k, nodes, uniform, y0)
-        y1 = torch.addmv(y0, history, beta, alpha=h)
+        # The increment first, then one addition (addmv would round into y0 once per slope).
+        y1 = torch.add(y0, torch.mv(history, beta), alpha=h)
         if not self.implicit:
             return y1
         # Corrector of order k + 1 on the nodes t_{n+1}, t_n, …: its past part is fixed during the iteration.
         gamma0, gamma = self._weights("am", k + 1, [1.0] + nodes, uniform, y0)
-        base = torch.addmv(y0, history, gamma[1:], alpha=h)
+        base = torch.add(y0, torch.mv(history, gamma[1:]), alpha=h)
         implicit_weight = h * gamma0
         t1 = t0 + h
         converged = False

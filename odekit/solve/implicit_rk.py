@@ -187,7 +187,7 @@ class ImplicitRungeKutta:
         """Fixed step only: no error estimate (``None``)."""
 
     def start_slope(self, K: ImplicitStep) -> torch.Tensor | None:
-        """``f(t0, y0)`` when the tableau's explicit first stage computed it, else ``None``."""
+        """``f(t0, y0)``: the tableau's explicit first stage, or the evaluation every step starts with."""
         return K.f0
 
     def interpolate(self, y0: torch.Tensor, K: ImplicitStep, h: float, theta: torch.Tensor) -> torch.Tensor:
@@ -223,14 +223,17 @@ class ImplicitRungeKutta:
         real = y0.real.dtype
         tol = (self.inner_tol if self.inner_tol is not None else DEFAULT_INNER_TOL_ULPS * torch.finfo(real).eps) * (
             1.0 + float(rms_norm(y0.detach())))
+        # f(t0, y0) on every step (torchdiffeq's methods evaluate it too): the first step's warm start
+        # y0 + c_i h f0, and the start slope of the cubic fixed-grid output.
+        f0 = None if self._start_stage else field(t0, y0, 1)
         if self.tableau.diagonally_implicit:
-            return self._step_diagonal(field, t0, y0, h, state, tol)
-        return self._step_coupled(field, t0, y0, h, state, co, tol)
+            return self._step_diagonal(field, t0, y0, h, state, tol, f0)
+        return self._step_coupled(field, t0, y0, h, state, co, tol, f0)
 
     # --- the two kinds of step ----------------------------------------------------------------------
 
     def _step_diagonal(self, field: Field, t0: float, y0: torch.Tensor, h: float, previous: torch.Tensor | None,
-                       tol: float) -> tuple[torch.Tensor, ImplicitStep]:
+                       tol: float, f0: torch.Tensor | None) -> tuple[torch.Tensor, ImplicitStep]:
         """Stage by stage: explicit stages are one call of ``f``, implicit ones one proximal stage each."""
         ks: list[torch.Tensor] = []
         for i, row in enumerate(self._a):
@@ -243,8 +246,8 @@ class ImplicitRungeKutta:
                 ks.append(field(t, value, self._sides[i]))
                 continue
             sigma = h * row[i]
-            # Guess k_i: the previous step's k_i, else this step's latest stage derivative, else z = p.
-            k_guess = previous[i] if previous is not None else (ks[-1] if ks else None)
+            # Guess k_i: the previous step's k_i, else this step's latest stage derivative, else f0.
+            k_guess = previous[i] if previous is not None else (ks[-1] if ks else f0)
             guess = value if k_guess is None else value + sigma * k_guess
             problem = ProximalProblem(field, t, value, sigma, self.jvp, self._sides[i])
             z = self._solve(problem, guess.detach(), y0.numel(), y0.dtype, tol)
@@ -258,20 +261,25 @@ class ImplicitRungeKutta:
                 if bi != 0.0:
                     y1 = torch.add(y1, k, alpha=h * bi)
         stages = torch.stack(ks).detach()
-        return y1, ImplicitStep(y1, ks[0] if self._start_stage else None, stages)
+        return y1, ImplicitStep(y1, ks[0] if self._start_stage else f0, stages)
 
     def _step_coupled(self, field: Field, t0: float, y0: torch.Tensor, h: float, previous: torch.Tensor | None,
-                      co: _Coefficients, tol: float) -> tuple[torch.Tensor, ImplicitStep]:
+                      co: _Coefficients, tol: float, f0: torch.Tensor) -> tuple[torch.Tensor, ImplicitStep]:
         """All stages at once: Newton (or the configured inner method) on ``R(W) = 0``."""
         s, n = self.tableau.stages, y0.numel()
-        # Warm start W = h (A ⊗ I) K_prev, the previous step's increments rescaled to this step; else W = 0.
-        guess = y0.new_zeros(s * n) if previous is None else (h * (co.a @ previous)).reshape(-1)
+        # Warm start W = h (A ⊗ I) K_prev, the previous step's increments rescaled to this step; else the
+        # explicit predictor W_i = c_i h f0.
+        if previous is None:
+            guess = (h * torch.as_tensor(self._c, dtype=f0.real.dtype, device=f0.device)[:, None] * f0.detach())
+            guess = guess.to(y0.dtype).reshape(-1)
+        else:
+            guess = (h * (co.a @ previous)).reshape(-1)
         problem = CoupledStages(field, t0, y0, h, co.a, self._c, self.jvp)
         W = self._solve(problem, guess, s * n, y0.dtype, tol).view(s, n)
         y1 = y0 + W[-1] if self.tableau.stiffly_accurate else y0 + co.d @ W
         with torch.no_grad():
             stages = (co.a_inv @ W) / h
-        return y1, ImplicitStep(y1, None, stages)
+        return y1, ImplicitStep(y1, f0, stages)
 
     # --- the stage solves ---------------------------------------------------------------------------
 
