@@ -42,15 +42,18 @@ def test_image_models_run_and_report_nfe(kind):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+# scipy_solver runs outside autograd (no backprop); its adjoint is tested in test_scipy_solver.py.
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"scipy_solver"}))
 def test_hbnode_with_every_solver_and_both_gradients(method):
     torch.manual_seed(0)
     model = pointcloud_model("hbnode").double()
     x = torch.randn(6, 2, dtype=torch.float64)
     options = None if METHODS[method].adaptive else {"step_size": 0.05}
+    if method.endswith("_adams"):  # order 4; the default order 12 is unstable at this step
+        options["max_order"] = 5
     if method.startswith("prox"):  # inner solves far below the discretisation error
         options = {**(options or {}), "inner_res_tol": 1e-11}
-    order = METHODS[method].make_solver({}, 1e-6, 1e-6).order
+    order = METHODS[method].make_solver(options or {}, 1e-6, 1e-6).order
     rtol = {2: 1e-6, 3: 1e-8}.get(order, 1e-9)  # affordable tolerances for low-order pairs
     grads = {}
     for gradient in ("backprop", "adjoint"):
@@ -63,7 +66,7 @@ def test_hbnode_with_every_solver_and_both_gradients(method):
     if METHODS[method].adaptive:
         tol = {2: 1e-3, 3: 1e-5}.get(order, 1e-5)
     else:
-        tol = {1: 5e-2, 2: 5e-3, 3: 5e-4, 4: 1e-5}[order]
+        tol = {1: 5e-2, 2: 5e-3, 3: 5e-4}.get(order, 1e-5)
     for a, b in zip(grads["backprop"], grads["adjoint"]):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 

@@ -4,7 +4,7 @@
 Layers: tableaus (data) → Runge–Kutta step → controllers → the integration loop → adjoint.
 """
 
-from . import adams, implicit_rk, proximal  # noqa: F401  (register the Adams, implicit RK and proximal methods)
+from . import adams, implicit_rk, proximal, scipy_solver  # noqa: F401  (register these method families)
 from .api import solve
 from .callbacks import StepCallbacks
 from .compat import odeint, odeint_adjoint, odeint_dense, odeint_event

@@ -111,6 +111,7 @@ class Integration:
             if self.throw or type(err) not in _STATUS:
                 raise
             status, message = _STATUS[type(err)], str(err)
+            out.extend(getattr(err, "states", ()))  # what a whole-interval solver reached before failing
             rows = 2 if event is not None else len(times)
             out.extend(torch.full_like(y0, math.nan) for _ in range(rows - len(out)))
         return Run(torch.stack(out), status, message, event_t)

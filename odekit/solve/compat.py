@@ -17,6 +17,7 @@ Counters are read with :func:`odekit.record_stats` instead of instrumenting ``fu
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -30,6 +31,7 @@ from .solution import DenseOutput
 from .state import State, StateLayout
 
 _CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+_NOT_DIFFERENTIABLE = ("scipy_solver",)  # whole-interval solvers outside autograd
 
 
 def _method(method: str | None) -> str:
@@ -57,7 +59,7 @@ def _callbacks(func, method: str, options: dict[str, Any], adjoint_method: str |
     """The step callbacks ``func`` carries as attributes, minus those the method cannot call."""
 
     def allowed(name: str, method: str, options: dict[str, Any]) -> bool:
-        if getattr(METHODS[method], "whole_interval", False) or method == "scipy_solver":
+        if method in _NOT_DIFFERENTIABLE:
             return False
         return name == "callback_step" or not _on_fixed_grid(method, options)
 
@@ -67,13 +69,13 @@ def _callbacks(func, method: str, options: dict[str, Any], adjoint_method: str |
         callback = getattr(func, name, None)
         if callable(callback):
             if allowed(name, method, options):
-                found[name.removeprefix("callback_").removesuffix("_step") or "step"] = callback
+                found[name.removeprefix("callback_").removesuffix("_step")] = callback
             else:
                 invalid.add(name)
         adjoint_callback = getattr(func, name + "_adjoint", None)
         if callable(adjoint_callback) and adjoint_method is not None:
             if allowed(name, adjoint_method, adjoint_options or {}):
-                found[(name.removeprefix("callback_").removesuffix("_step") or "step") + "_adjoint"] = adjoint_callback
+                found[name.removeprefix("callback_").removesuffix("_step") + "_adjoint"] = adjoint_callback
     if invalid:
         warnings.warn(f"Solver '{method}' does not support callbacks {invalid}", stacklevel=3)
     return StepCallbacks(**found) if found else None
@@ -122,8 +124,10 @@ def odeint(
     method = _method(method)
     options = _options(method, options)
     callbacks = _callbacks(func, method, options, None, None)
-    sol = solve(func, y0, _time(t, y0), method=method, rtol=_tolerance("rtol", rtol), atol=_tolerance("atol", atol),
-                options=options, event_fn=event_fn, callbacks=callbacks)
+    # scipy cannot be differentiated through: torchdiffeq returns its result detached, and so do we.
+    with torch.no_grad() if method in _NOT_DIFFERENTIABLE else contextlib.nullcontext():
+        sol = solve(func, y0, _time(t, y0), method=method, rtol=_tolerance("rtol", rtol),
+                    atol=_tolerance("atol", atol), options=options, event_fn=event_fn, callbacks=callbacks)
     return _result(sol, t, event_fn)
 
 
