@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .callbacks import StepCallbacks
 from .errors import (
     InnerSolveError,
     InvalidInputError,
@@ -16,9 +17,8 @@ from .errors import (
     SolverError,
     StepSizeUnderflowError,
 )
-from .field import UserField, VectorField
-from .callbacks import StepCallbacks
 from .events import EventGradient, combine, loop_event
+from .field import UserField, VectorField
 from .integrate import Event, LoopHooks, integrate
 from .methods import LoopOptions, Method, loop_options, make_controller, resolve, step_caps
 from .norms import Norm, norm_for

@@ -73,9 +73,9 @@ def _callbacks(func, method: str, options: dict[str, Any], adjoint_method: str |
             else:
                 invalid.add(name)
         adjoint_callback = getattr(func, name + "_adjoint", None)
-        if callable(adjoint_callback) and adjoint_method is not None:
-            if allowed(name, adjoint_method, adjoint_options or {}):
-                found[name.removeprefix("callback_").removesuffix("_step") + "_adjoint"] = adjoint_callback
+        if callable(adjoint_callback) and adjoint_method is not None and allowed(name, adjoint_method,
+                                                                                 adjoint_options or {}):
+            found[name.removeprefix("callback_").removesuffix("_step") + "_adjoint"] = adjoint_callback
     if invalid:
         warnings.warn(f"Solver '{method}' does not support callbacks {invalid}", stacklevel=3)
     return StepCallbacks(**found) if found else None

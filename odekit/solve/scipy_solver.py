@@ -13,9 +13,11 @@ and ignored, as torchdiffeq does (scipy measures the error with its own norm).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
+import scipy
 import torch
 from scipy.integrate import BDF, DOP853, LSODA, RK23, RK45, OdeSolver, Radau, solve_ivp
 
@@ -28,6 +30,11 @@ SCIPY_SOLVERS: dict[str, type[OdeSolver]] = {
     "RK45": RK45, "RK23": RK23, "DOP853": DOP853, "Radau": Radau, "BDF": BDF, "LSODA": LSODA,
 }
 DEFAULT_SOLVER = "LSODA"
+def _scipy_version() -> tuple[int, int]:
+    major, minor = (int("".join(ch for ch in part if ch.isdigit()) or 0) for part in scipy.__version__.split(".")[:2])
+    return major, minor
+
+
 SCIPY_OPTIONS = ("solver", "min_step", "max_step", "first_step", "eps", "grid_points", "norm")
 
 # (order, error_order) of each scipy method; 0 where the order varies from step to step.
@@ -159,6 +166,10 @@ class ScipySolver:
             raise InvalidInputError(f"option min_step={self.min_step} exceeds max_step={self.max_step}")
         if self.first_step is not None and not (0 < self.first_step < math.inf):
             raise InvalidInputError(f"option first_step must be a positive finite number, got {self.first_step}")
+        if self.min_step > 0 and solver == "LSODA" and _scipy_version() >= (1, 17):
+            warnings.warn(
+                f"scipy {scipy.__version__}'s LSODA takes the same steps with and without min_step (measured with "
+                "1.17.1): the option has no effect with this scipy", UserWarning, stacklevel=4)
         if self.min_step > 0 and solver != "LSODA":
             # scipy would only warn that min_step has no effect, and then ignore it.
             raise InvalidInputError(f"option min_step is honoured only by solver 'LSODA', not {solver!r}")
