@@ -281,3 +281,11 @@ def test_warns_nothing_for_valid_calls():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         td.odeint(decay, torch.ones(1), torch.tensor([0.0, 1.0]), method="dopri5", options={"first_step": 0.1})
+
+
+@pytest.mark.parametrize("step", [1e-8, 1e-300])
+def test_a_tiny_fixed_step_fails_at_the_cap_without_building_the_grid(step):
+    """The grid is produced step by step: the cap (or the step underflow) fires at once."""
+    with pytest.raises((odekit.MaxStepsExceededError, odekit.StepSizeUnderflowError)):
+        odekit.solve(decay, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method="euler",
+                     step_size=step, options={"max_num_steps": 10})

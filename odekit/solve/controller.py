@@ -116,13 +116,14 @@ class PIController:
         self._tolerances: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _scale(self, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
-        """``atol + rtol·max(|y0|, |y1|)``; tolerances as cached 0-d tensors (scalar ops are slow)."""
+        """``atol + rtol·max(|y0|, |y1|)``; tolerances as cached tensors (scalar ops are slow), real-valued."""
         key = (y0.dtype, y0.device)
         tols = self._tolerances.get(key)
         if tols is None:
+            real = y0.real.dtype
             tols = self._tolerances[key] = (
-                torch.tensor(self.atol, dtype=y0.dtype, device=y0.device),
-                torch.tensor(self.rtol, dtype=y0.dtype, device=y0.device),
+                torch.as_tensor(self.atol).to(dtype=real, device=y0.device),
+                torch.as_tensor(self.rtol).to(dtype=real, device=y0.device),
             )
         return torch.addcmul(tols[0], torch.maximum(y0.abs(), y1.abs()), tols[1])
 
