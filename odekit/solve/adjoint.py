@@ -12,6 +12,7 @@ time ``t_i`` moves ``y(t_i)`` along ``f``, so ``∂L/∂t_i = ⟨∂L/∂y(t_i),
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -110,7 +111,7 @@ class _Spec:
     outcome: dict
 
 
-def _augmented_norm(spec: _Spec, param_shapes: list[torch.Size], dtype: torch.dtype):
+def _augmented_norm(spec: _Spec, param_shapes: list[torch.Size]):
     """The error norm of the backward solve on the flat augmented state ``[y, a, g]``."""
     layout, n = spec.layout, spec.layout.numel
     param_sizes = [int(torch.Size(s).numel()) for s in param_shapes]
@@ -170,9 +171,12 @@ class _AdjointSolve(torch.autograd.Function):
         run = spec.outcome["run"]
         times = list(backward.times) if run.event_t is None else [backward.times[0], run.event_t]
         param_sizes = [p.numel() for p in params]
-        backward.norm = _augmented_norm(spec, [p.shape for p in params], ys.dtype)
-        backward.rtol = _augmented_tolerance(backward.rtol, n, sum(param_sizes))
-        backward.atol = _augmented_tolerance(backward.atol, n, sum(param_sizes))
+        # A copy: backward() may run more than once (retain_graph), the settings must not compound.
+        backward = dataclasses.replace(
+            backward, norm=_augmented_norm(spec, [p.shape for p in params]),
+            rtol=_augmented_tolerance(backward.rtol, n, sum(param_sizes)),
+            atol=_augmented_tolerance(backward.atol, n, sum(param_sizes)),
+        )
         dynamics = _AdjointDynamics(f, layout, params)
         augmented = StateLayout((torch.Size([2 * n + sum(param_sizes)]),), False, ys.dtype, ys.device)
         field = VectorField(dynamics, augmented, t.dtype)
@@ -181,6 +185,9 @@ class _AdjointSolve(torch.autograd.Function):
             a = grad_ys[-1]
             g = ys.new_zeros(sum(param_sizes))
             for i in range(len(times) - 1, 0, -1):
+                if times[i] == times[i - 1]:  # an event at the start: nothing to integrate
+                    a = a + grad_ys[i - 1]
+                    continue
                 z0 = torch.cat([ys[i], a, g])
                 zs = backward.run(field, z0, backward_stats, times=[times[i], times[i - 1]],
                                   hooks=spec.backward_hooks).ys
@@ -192,8 +199,10 @@ class _AdjointSolve(torch.autograd.Function):
             if ctx.needs_input_grad[2]:
                 user = VectorField(f, layout, t.dtype)
                 slopes = [user(times[i], ys[i]) for i in range(len(times))]
+                # ⟨a, f⟩ with PyTorch's conjugated complex cotangents (a plain product for real states).
                 grad_t = torch.stack(
-                    [-(a_flowed * slopes[0]).sum()] + [(grad_ys[i] * slopes[i]).sum() for i in range(1, len(times))]
+                    [-(a_flowed.conj() * slopes[0]).sum()]
+                    + [(grad_ys[i].conj() * slopes[i]).sum() for i in range(1, len(times))]
                 )
                 if run.event_t is not None:
                     grad_t = grad_t * torch.tensor([1.0, 0.0], dtype=grad_t.dtype)  # t[1] only set the direction

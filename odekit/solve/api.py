@@ -118,7 +118,7 @@ class Integration:
 
     def _grid(self, field: VectorField, y0: torch.Tensor, times: list[float]) -> list[float]:
         """The user's ``grid_constructor(f, y0, t)``, checked to run from the first to the last time."""
-        t = torch.tensor([times[0], times[-1]] if len(times) == 2 else times, dtype=field.t_dtype, device=y0.device)
+        t = torch.tensor(times, dtype=field.t_dtype, device=y0.device)
         grid = self.loop.grid_constructor(field.f, field.layout.unflatten(y0), t)
         points = [float(x) for x in torch.as_tensor(grid).detach().reshape(-1).tolist()]
         steps = [b - a for a, b in zip(points, points[1:])]
@@ -306,11 +306,11 @@ def solve(
         backward = Integration.create(
             adjoint_method or method,
             adjoint_options,
-            _check_tolerance("adjoint_rtol", rtol if adjoint_rtol is None else adjoint_rtol, layout),
-            _check_tolerance("adjoint_atol", atol if adjoint_atol is None else adjoint_atol, layout),
+            rtol if adjoint_rtol is None else _check_tolerance("adjoint_rtol", adjoint_rtol, layout),
+            atol if adjoint_atol is None else _check_tolerance("adjoint_atol", adjoint_atol, layout),
             forward.norm,
             times,
-            throw,
+            True,  # a failed backward solve must raise: NaN gradients are no result
         )
         run = adjoint_solve(
             f, layout, flat0, t, forward, backward, adjoint_params, stats, adjoint_norm,
@@ -321,15 +321,17 @@ def solve(
     else:
         field = VectorField(f, layout, t.dtype)
         if t.requires_grad and torch.is_grad_enabled() and len(times) > 1:
-            run = _run_with_time_gradients(forward, field, flat0, t, times, stats, hooks, event)
+            run = _run_with_time_gradients(forward, field, flat0, t, times, stats, hooks, event, steps)
         else:
             run = forward.run(field, flat0, stats, hooks=hooks, event=event, steps=steps)
         if run.ys.requires_grad:
             run.ys = _CountBackward.apply(run.ys, stats)
     ys_flat, ts, event_t = run.ys, t, None
     if event is not None:
-        event_t = torch.tensor(times[0] if run.event_t is None else run.event_t, dtype=t.dtype, device=t.device)
-        if run.event_t is not None and ys_flat.requires_grad:
+        # A failed solve (throw=False) found no event: its time is NaN, not t0.
+        event_t = torch.tensor(math.nan if run.event_t is None else run.event_t, dtype=t.dtype, device=t.device)
+        # An event that holds at the start has the fixed time t0 (no crossing to differentiate).
+        if run.event_t is not None and run.event_t != times[0] and ys_flat.requires_grad:
             event_t, last = EventGradient.apply((VectorField(f, layout, t.dtype), combined, layout), event_t,
                                                 ys_flat[-1])
             ys_flat = torch.cat([ys_flat[:1], last[None]])
@@ -340,7 +342,7 @@ def solve(
 
 def _run_with_time_gradients(
     forward: Integration, field: VectorField, flat0: torch.Tensor, t: torch.Tensor, times: list[float],
-    stats: SolveStats, hooks: LoopHooks | None, event: Event | None,
+    stats: SolveStats, hooks: LoopHooks | None, event: Event | None, steps: list | None,
 ) -> Run:
     """Backprop solve whose outputs also carry the exact derivatives with respect to ``t``.
 
@@ -352,7 +354,7 @@ def _run_with_time_gradients(
     with torch.no_grad():
         slope0 = field(times[0], flat0.detach())
     start = flat0 - (t[0] - t[0].detach()) * slope0
-    run = forward.run(field, start, stats, hooks=hooks, event=event)
+    run = forward.run(field, start, stats, hooks=hooks, event=event, steps=steps)
     if event is not None:
         stats.nfe += 1
         run.ys = torch.cat([flat0[None], run.ys[1:]])  # y(t0) = y0 whatever t0 is

@@ -51,7 +51,8 @@ def _options(method: str, options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _on_fixed_grid(method: str, options: dict[str, Any]) -> bool:
-    return not METHODS[method].adaptive or options.get("step_size") is not None
+    return (not METHODS[method].adaptive or options.get("step_size") is not None
+            or options.get("grid_constructor") is not None)
 
 
 def _callbacks(func, method: str, options: dict[str, Any], adjoint_method: str | None,
@@ -172,6 +173,7 @@ def odeint_adjoint(
         warnings.warn("An adjoint parameter was passed without requiring gradient. For efficiency this will be "
                       "excluded from the adjoint pass, and will not appear as a tensor in the adjoint norm.",
                       stacklevel=2)
+    params = tuple(p for p in params if p.requires_grad)
     backward_options = adjoint_options if adjoint_options is not None else {k: v for k, v in options.items()
                                                                              if k != "norm"}
     callbacks = _callbacks(func, method, options, backward_method, backward_options)

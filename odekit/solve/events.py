@@ -79,8 +79,9 @@ class EventGradient(torch.autograd.Function):
         dg_dy = torch.zeros_like(y) if dg_dy is None else dg_dy
         with torch.no_grad():
             slope = field(float(event_t), state.detach())
-            total_t = grad_t + (grad_state * slope).sum().real.to(grad_t.dtype)
-            rate = dg_dt + (dg_dy * slope).sum().real.to(dg_dt.dtype)
+            # Directional derivatives along f; PyTorch's complex cotangents are conjugated.
+            total_t = grad_t + (grad_state.conj() * slope).sum().real.to(grad_t.dtype)
+            rate = dg_dt + (dg_dy.conj() * slope).sum().real.to(dg_dt.dtype)
             if float(rate.abs()) == 0.0:
                 raise InvalidInputError(
                     "the event function does not change along the solution at the event (dg/dt = 0), so the "

@@ -102,7 +102,7 @@ class Breakpoints:
             self.index += 1
         if self.index < len(self.points):
             point = self.points[self.index]
-            if self.direction * (point[0] - (t + h)) < 0:
+            if self.direction * (point[0] - (t + h)) <= 0:  # landing exactly on it counts too
                 return point[0] - t, point
         return h, None
 
@@ -271,9 +271,13 @@ def integrate(
                 interpolant = StepInterpolant(solver, field, t, h_step, y, y1, K, cubic)
                 steps.append(interpolant)
             if event is not None:
+                if not controller.adaptive:
+                    _check_finite(y1, t, t_next)
                 with torch.no_grad():
-                    crossed = event.fn(t_next, y1) <= 0
-                if crossed:
+                    value = event.fn(t_next, y1)
+                if math.isnan(value):
+                    raise NonFiniteError(f"the event function returned NaN at t={t_next:.6g}; check event_fn and f")
+                if value <= 0:
                     _check_finite(y1, t, t_next)
                     interpolant = interpolant or StepInterpolant(solver, field, t, h_step, y, y1, K, cubic)
                     t_event, y_event = _locate(event, interpolant)
