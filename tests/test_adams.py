@@ -138,7 +138,8 @@ def _one_step(name, h, field, exact, t0=1.0, max_order=12):
 @pytest.mark.parametrize("name,order", [("explicit_adams", 11), ("implicit_adams", 12)])
 def test_a_step_with_a_full_history_has_order_max_order(name, order):
     """Bashforth 11 and Moulton 12 (max_order 12): local errors O(h^12), O(h^13); rk4's is O(h^5)."""
-    exp = lambda t: torch.tensor([math.exp(t)], dtype=F64)
+    def exp(t):
+        return torch.tensor([math.exp(t)], dtype=F64)
     hs = [0.3, 0.15]
     errors = [abs(y1 / y - 1) for y1, y in (_one_step(name, h, lambda t, y, side=0: y, exp) for h in hs)]
     assert order + 1 - 1.5 <= slope(hs, errors) <= order + 1 + 1.5  # slopes still rise towards order + 1 here
@@ -146,7 +147,8 @@ def test_a_step_with_a_full_history_has_order_max_order(name, order):
     assert errors[-1] < 1e-4 * abs(rk4.ys[-1].item() / math.exp(hs[-1]) - 1)
     # Crisply: exact for the solution t^order (f of degree order − 1), not for t^(order + 1).
     for degree, exact in ((order, True), (order + 1, False)):
-        field = lambda t, y, side=0, d=degree: torch.full_like(y, d * t ** (d - 1))
+        def field(t, y, side=0, d=degree):
+            return torch.full_like(y, d * t ** (d - 1))
         y1, y = _one_step(name, 0.1, field, lambda t, d=degree: torch.tensor([t**d], dtype=F64))
         assert (abs(y1 - y) < 1e-13 * abs(y)) == exact
 
@@ -243,12 +245,14 @@ def test_gradcheck_wrt_y0_and_t():
 
 
 def test_complex_and_float32_states_and_backwards_in_time():
-    omega = lambda t, y: 1j * y
+    def omega(t, y):
+        return 1j * y
     sol = odekit.solve(omega, torch.ones(1, dtype=torch.complex128), torch.tensor([0.0, 2.0], dtype=F64),
                        method="implicit_adams", step_size=0.02, options={"max_order": 6})
     assert sol.ys.dtype == torch.complex128
     assert abs(sol.ys[-1].item() - complex(math.cos(2), math.sin(2))) < 1e-10
-    decay = lambda t, y: -y * torch.cos(t)
+    def decay(t, y):
+        return -y * torch.cos(t)
     sol = odekit.solve(decay, torch.ones(3), torch.linspace(0, 3, 4), method="explicit_adams", step_size=0.01,
                        options={"max_order": 5})
     assert sol.ys.dtype == torch.float32
@@ -282,7 +286,8 @@ def test_options():
 ])
 def test_matches_torchdiffeq_on_a_uniform_grid(name, max_order, h):
     torchdiffeq = pytest.importorskip("torchdiffeq")
-    f = lambda t, y: -y * torch.cos(t)
+    def f(t, y):
+        return -y * torch.cos(t)
     y0 = torch.tensor([1.0, 2.0], dtype=F64)
     t = torch.tensor([0.0, 2.5, 5.0], dtype=F64)
     options = {"step_size": h, "max_order": max_order}

@@ -47,17 +47,19 @@ def test_callbacks_count_steps_forward_and_backward():
         def __init__(self):
             super().__init__()
             self.w = torch.nn.Parameter(torch.tensor(-1.0, dtype=F64))
-            self.counts = {k: 0 for k in ("step", "accept", "reject", "step_adjoint", "accept_adjoint",
-                                           "reject_adjoint")}
+            self.counts = {}
 
         def forward(self, t, y):
             return self.w * y * torch.sin(5 * t)
 
     f = Field()
-    for name in f.counts:
-        setattr(f, f"callback_{name.replace('_adjoint', '')}" + ("_step" if name.split("_")[0] != "step" else "")
-                + ("_adjoint" if name.endswith("_adjoint") else ""),
-                lambda t0, y0, dt, name=name: f.counts.__setitem__(name, f.counts[name] + 1))
+    # torchdiffeq's attribute names, each counting its calls under the name used below.
+    names = {"callback_step": "step", "callback_accept_step": "accept", "callback_reject_step": "reject",
+             "callback_step_adjoint": "step_adjoint", "callback_accept_step_adjoint": "accept_adjoint",
+             "callback_reject_step_adjoint": "reject_adjoint"}
+    for attribute, name in names.items():
+        f.counts[name] = 0
+        setattr(f, attribute, lambda t0, y0, dt, name=name: f.counts.__setitem__(name, f.counts[name] + 1))
     with odekit.record_stats() as rec:
         ys = td.odeint_adjoint(f, torch.ones(2, dtype=F64, requires_grad=True), torch.tensor([0.0, 3.0], dtype=F64))
         ys.sum().backward()
@@ -77,7 +79,8 @@ def test_fixed_grid_rejects_accept_callbacks_with_a_warning():
         td.odeint(f, torch.ones(2), torch.tensor([0.0, 1.0]), method="rk4")
 
 
-@pytest.mark.parametrize("method,options", [("dopri5", {}), ("tsit5", {}), ("rk4", {"step_size": 0.01, "interp": "cubic"}),
+@pytest.mark.parametrize("method,options", [("dopri5", {}), ("tsit5", {}),
+                                            ("rk4", {"step_size": 0.01, "interp": "cubic"}),
                                             ("euler", {"step_size": 0.001, "interp": "cubic"})])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_event_time_and_state(method, options, reverse):

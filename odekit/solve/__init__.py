@@ -23,7 +23,8 @@ from .tableau import ButcherTableau
 from .tableaus import TABLEAUS
 
 __all__ = [
-    "solve", "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "StepCallbacks", "Solution", "SolveStats", "StatsRecorder", "record_stats",
+    "solve", "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "StepCallbacks", "Solution", "SolveStats",
+    "StatsRecorder", "record_stats",
     "METHODS", "Method", "register_method", "ButcherTableau", "TABLEAUS", "SolverError",
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
     "MaxStepsExceededError", "InnerSolveError",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,10 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
-from .methods import FIXED_OPTIONS, Method, register_method
+from .integrate import linear_interpolation
+from .methods import FIXED_OPTIONS, Method, positive_int_option, register_method
+from .norms import ErrorScale
+from .runge_kutta import RungeKutta
 from .solution import SolveStats
 from .tableaus import RK4
 
@@ -45,24 +47,8 @@ MAX_ORDER = 12
 DEFAULT_MAX_ITERS = 4
 ADAMS_OPTIONS = FIXED_OPTIONS + ("max_order", "max_iters")
 _MIN_ORDER = 4  # Adams steps need at least three past slopes (order-3 Bashforth); before that, rk4
-# Kutta's 3/8 rule as (c_i, side of the evaluation, [(j, a_ij)]) and b, from odekit's own rk4 tableau.
-_RK4_STAGES = [(float(c), -1 if c == 1 else 0, [(j, float(a)) for j, a in enumerate(row) if a != 0])
-               for c, row in zip(RK4.c, RK4.a)]
-_RK4_B = [float(b) for b in RK4.b]
-
-
-def _rk4_step(field, t0: float, y0: torch.Tensor, h: float, f0: torch.Tensor) -> torch.Tensor:
-    """One ``rk4`` step from the known start slope ``f0`` (out of place, so autograd and complex states work)."""
-    ks = [f0]
-    for c, side, row in _RK4_STAGES[1:]:
-        yi = y0
-        for j, a in row:
-            yi = torch.add(yi, ks[j], alpha=a * h)
-        ks.append(field(t0 + c * h, yi, side))
-    y1 = y0
-    for b, k in zip(_RK4_B, ks):
-        y1 = torch.add(y1, k, alpha=b * h)
-    return y1
+# The starter: odekit's rk4 (Kutta's 3/8 rule) from the slope the Adams step evaluated anyway.
+_RK4 = RungeKutta(RK4)
 
 
 def exact_weights(nodes: Sequence[Fraction | int], start: Fraction | int, end: Fraction | int) -> list[Fraction]:
@@ -161,7 +147,7 @@ class AdamsSolver:
         self.error_order = self.order + 1
         self._keep = max_order - 1 if adams else 0  # rk4 throughout needs no history
         self._uniform: dict[tuple[str, int, torch.dtype, torch.device], tuple[float, torch.Tensor]] = {}
-        self._tolerances: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._scale = ErrorScale(rtol, atol)
         self.steps = self.starter_steps = self.iterations = self.failures = 0
 
     def init(self, t0: float, y0: torch.Tensor, f0: torch.Tensor | None) -> tuple[tuple, tuple]:
@@ -181,7 +167,7 @@ class AdamsSolver:
         self.steps += 1
         if len(slopes) < _MIN_ORDER - 1:
             self.starter_steps += 1
-            y1 = _rk4_step(field, t0, y0, h, f0)
+            y1, _ = _RK4.step(field, t0, y0, h, f0)
         else:
             y1 = self._adams(field, t0, y0, h, times, slopes)
         return y1, AdamsStep(y1, f0, times, slopes)
@@ -236,23 +222,14 @@ class AdamsSolver:
     def _agree(self, old: torch.Tensor, new: torch.Tensor) -> bool:
         """``|new − old| ≤ atol + rtol·max(|old|, |new|)`` elementwise (a max-norm ratio ≤ 1)."""
         with torch.no_grad():
-            old_abs, new_abs = old.abs(), new.abs()
-            key = (old_abs.dtype, old_abs.device)
-            tols = self._tolerances.get(key)
-            if tols is None:
-                tols = self._tolerances[key] = tuple(
-                    torch.as_tensor(v, dtype=old_abs.dtype, device=old_abs.device).detach()
-                    for v in (self.atol, self.rtol)
-                )
-            bound = torch.addcmul(tols[0], torch.maximum(old_abs, new_abs), tols[1])
-            return bool(((new - old).abs() <= bound).all())
+            return bool(((new - old).abs() <= self._scale(old, new)).all())
 
     def error(self, K: AdamsStep) -> None:
         """No error estimate: the methods are fixed-grid only."""
 
     def interpolate(self, y0: torch.Tensor, K: AdamsStep, h: float, theta: torch.Tensor) -> torch.Tensor:
         """Linear between ``y0`` and ``y1`` at ``t0 + θh`` for each ``θ`` (shape m): an ``m × n`` tensor."""
-        return torch.lerp(y0.expand(theta.numel(), -1), K.y1.expand(theta.numel(), -1), theta.to(y0.dtype)[:, None])
+        return linear_interpolation(y0, K.y1, theta)
 
     def accepted(self, state: Any, K: AdamsStep) -> tuple[tuple[float, ...], tuple[torch.Tensor, ...]]:
         """The history after the step: its start slope is the newest entry."""
@@ -280,22 +257,15 @@ class AdamsSolver:
             )
 
 
-def _positive_int(options: dict[str, Any], key: str, default: int) -> int:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidInputError(f"option {key} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def make_adams_solver(name: str, options: dict[str, Any], rtol: float | torch.Tensor = 1e-7,
                       atol: float | torch.Tensor = 1e-9, *, implicit: bool) -> AdamsSolver:
     """The solver of ``name`` from its options (``max_order`` ≤ 12, default 12; ``max_iters``, default 4)."""
-    max_order = _positive_int(options, "max_order", MAX_ORDER)
+    max_order = positive_int_option(options, "max_order", MAX_ORDER)
     if max_order > MAX_ORDER:
         raise InvalidInputError(f"option max_order of {name} must be at most {MAX_ORDER}, got {max_order}")
     if max_order < _MIN_ORDER:
         warnings.warn(f"max_order={max_order} is below {_MIN_ORDER}: {name} reduces to rk4", stacklevel=2)
-    max_iters = _positive_int(options, "max_iters", DEFAULT_MAX_ITERS)
+    max_iters = positive_int_option(options, "max_iters", DEFAULT_MAX_ITERS)
     return AdamsSolver(name, implicit=implicit, max_order=max_order, max_iters=max_iters, rtol=rtol, atol=atol)
 
 

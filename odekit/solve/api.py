@@ -21,7 +21,7 @@ from .events import EventGradient, combine, loop_event
 from .field import UserField, VectorField
 from .integrate import Event, LoopHooks, integrate
 from .methods import LoopOptions, Method, loop_options, make_controller, resolve, step_caps
-from .norms import Norm, norm_for
+from .norms import Norm, norm_for, tightest
 from .solution import DenseOutput, Solution, SolveStats, publish
 from .state import State, StateLayout
 
@@ -123,7 +123,8 @@ class Integration:
         points = [float(x) for x in torch.as_tensor(grid).detach().reshape(-1).tolist()]
         steps = [b - a for a, b in zip(points, points[1:])]
         direction = 1.0 if times[-1] > times[0] else -1.0
-        if len(points) < 2 or points[0] != times[0] or points[-1] != times[-1] or any(direction * d <= 0 for d in steps):
+        monotone = all(direction * d > 0 for d in steps)
+        if len(points) < 2 or points[0] != times[0] or points[-1] != times[-1] or not monotone:
             raise InvalidInputError(
                 f"grid_constructor returned {points[:6]}{'…' if len(points) > 6 else ''}: the grid must run "
                 f"strictly monotonically from t[0]={times[0]:.6g} to t[-1]={times[-1]:.6g}, both included"
@@ -167,12 +168,14 @@ def _check_tolerance(name: str, value: Any, layout: StateLayout) -> float | torc
             "per-component tolerances are a tensor shaped like y0 (a tuple of them for tuple states)")
     if isinstance(value, (tuple, list)) and layout.is_tuple:
         if len(value) != len(layout.shapes):
-            raise InvalidInputError(f"{name} has {len(value)} entries but the state has {len(layout.shapes)} components")
+            raise InvalidInputError(
+                f"{name} has {len(value)} entries but the state has {len(layout.shapes)} components")
         parts = [torch.as_tensor(v, dtype=layout.real_dtype, device=layout.device) for v in value]
         try:
             flat = torch.cat([p.expand(s).reshape(-1) for p, s in zip(parts, layout.shapes)])
         except RuntimeError:
-            raise InvalidInputError(f"{name}: each entry must be a number or broadcast to its component's shape") from None
+            raise InvalidInputError(
+                f"{name}: each entry must be a number or broadcast to its component's shape") from None
     elif isinstance(value, torch.Tensor) and value.numel() > 1:
         if layout.is_tuple or value.is_complex():
             raise InvalidInputError(f"{name} as a tensor needs a tensor state; for tuple states pass a tuple. {hint}")
@@ -186,17 +189,13 @@ def _check_tolerance(name: str, value: Any, layout: StateLayout) -> float | torc
         number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
         if hasattr(number, "item") and not isinstance(number, (int, float)):
             number = number.item()  # numpy scalars
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0 or not math.isfinite(number):
+        positive = isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0
+        if not positive or not math.isfinite(number):
             raise InvalidInputError(f"{name} must be a positive finite number, got {value!r}; {hint}")
         return float(number)
     if not bool(torch.isfinite(flat).all()) or not bool((flat > 0).all()):
         raise InvalidInputError(f"{name} must be positive and finite in every component; {hint}")
     return flat.contiguous()
-
-
-def scalar_tolerance(value: float | torch.Tensor) -> float:
-    """The tightest value of a (possibly per-component) tolerance."""
-    return float(value.min()) if isinstance(value, torch.Tensor) else value
 
 
 def _user_norm(norm: Any, layout: StateLayout) -> Norm:
@@ -280,7 +279,7 @@ def solve(
                 f"with event_fn, t must be (t0, t1) (the start and the direction), got {len(times)} times"
             )
         combined = combine(event_fn, t[0].detach(), y0)
-        event = loop_event(combined, layout, t.dtype, scalar_tolerance(atol))
+        event = loop_event(combined, layout, t.dtype, tightest(atol))
     if dense and (gradient != "backprop" or event is not None):
         raise InvalidInputError("dense=True works with gradient='backprop' and without event_fn")
     callbacks = callbacks or StepCallbacks()

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from .errors import InvalidInputError
-from .norms import Norm, rms_norm
+from .norms import ErrorScale, Norm, rms_norm
 
 
 @dataclass
@@ -113,19 +113,7 @@ class PIController:
             raise InvalidInputError(f"first_step must be a positive finite number, got {self.first_step}")
         self._previous_ratio = 1.0
         self._order = 1
-        self._tolerances: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _scale(self, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
-        """``atol + rtol·max(|y0|, |y1|)``; tolerances as cached tensors (scalar ops are slow), real-valued."""
-        key = (y0.dtype, y0.device)
-        tols = self._tolerances.get(key)
-        if tols is None:
-            real = y0.real.dtype
-            tols = self._tolerances[key] = (
-                torch.as_tensor(self.atol).to(dtype=real, device=y0.device),
-                torch.as_tensor(self.rtol).to(dtype=real, device=y0.device),
-            )
-        return torch.addcmul(tols[0], torch.maximum(y0.abs(), y1.abs()), tols[1])
+        self._scale = ErrorScale(self.rtol, self.atol)
 
     def start(
         self,

@@ -12,6 +12,11 @@ from .state import State, StateLayout
 UserField = Callable[[torch.Tensor, State], State]
 
 
+def side_of(c: float) -> int:
+    """The ``side`` of an evaluation at ``t0 + c·h``: ``+1`` at a step's start, ``-1`` at its end, else 0."""
+    return 1 if c == 0.0 else (-1 if c == 1.0 else 0)
+
+
 class VectorField:
     """Calls ``f`` with a time tensor and the state in the user's own structure.
 

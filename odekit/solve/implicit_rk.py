@@ -22,7 +22,8 @@ depends on the shape of ``A``:
 Either way the same :class:`~odekit.solve.inner.InnerSolver` runs the nonlinear solve: dense
 Newton for systems of at most :data:`DENSE_NEWTON_MAX` unknowns, Jacobian-free Newton–Krylov
 above (option ``inner`` picks any inner method; ``"fixed_point"`` is torchdiffeq's functional
-iteration). Complex states use dense Newton at any size: GMRES here assumes real inner products. Every operation is out of place, so backprop
+iteration). Complex states use dense Newton at any size: GMRES here assumes real inner products.
+Every operation is out of place, so backprop
 through the inner iterations differentiates the step; the solves stop near machine precision
 relative to the state's size so that this derivative is the derivative of a smooth map.
 """
@@ -37,12 +38,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.autograd.forward_ad as fwAD
 
 from .errors import InvalidInputError
+from .field import side_of
 from .implicit_tableaus import IMPLICIT_TABLEAUS, ImplicitTableau
-from .inner import INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem
-from .methods import FIXED_OPTIONS, Method, register_method
+from .inner import (
+    INNER_METHODS,
+    JVP_MODES,
+    InnerSolver,
+    ProximalProblem,
+    difference_increment,
+    forward_tangent,
+)
+from .integrate import linear_interpolation
+from .methods import FIXED_OPTIONS, Method, positive_int_option, register_method
 from .norms import rms_norm
 from .proximal import InnerSolveWarning
 from .solution import SolveStats
@@ -61,11 +70,6 @@ DEFAULT_INNER_TOL_ULPS = 50.0
 _COMPLEX_INNER = ("newton", "fixed_point", "gd", "nesterov")
 
 
-def _side(c: float) -> int:
-    """The field's ``side`` for a stage at ``t0 + c h``: ``+1`` at the step's start, ``-1`` at its end."""
-    return 1 if c == 0.0 else (-1 if c == 1.0 else 0)
-
-
 class CoupledStages:
     """The coupled stage equations of a fully implicit step, in the stage increments ``W`` (flat, ``s·n``).
 
@@ -81,7 +85,7 @@ class CoupledStages:
         self.field, self.y0, self.jvp_mode = field, y0, jvp_mode
         self.stages, self.n = len(c), y0.numel()
         self.times = [t0 + ci * h for ci in c]
-        self.sides = [_side(ci) for ci in c]
+        self.sides = [side_of(ci) for ci in c]
         self.ha = h * a
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (w, F(y0 + w)) of the last residual
 
@@ -106,17 +110,12 @@ class CoupledStages:
         rows = []
         if self.jvp_mode == "finite_difference":
             F = self._last[1] if self._last is not None and self._last[0] is w else self.derivatives(w)
-            root_eps = math.sqrt(torch.finfo(Z.real.dtype).eps)
             for i in active:
-                # The classical increment √ε (1 + ‖z‖)/‖v‖ (as ProximalProblem.jvp), per stage block.
-                eps = root_eps * (1.0 + float(torch.linalg.vector_norm(Z[i].detach()))) / float(
-                    torch.linalg.vector_norm(V[i].detach()))
+                eps = difference_increment(Z[i], V[i])  # per stage block, as ProximalProblem.jvp
                 rows.append((self.field(self.times[i], Z[i] + eps * V[i], self.sides[i]) - F[i]) / eps)
         else:
             for i in active:
-                with fwAD.dual_level():
-                    out = self.field(self.times[i], fwAD.make_dual(Z[i], V[i]), self.sides[i])
-                    tangent = fwAD.unpack_dual(out).tangent
+                tangent = forward_tangent(self.field, self.times[i], Z[i], V[i], self.sides[i])
                 rows.append(torch.zeros_like(V[i]) if tangent is None else tangent)
         return v - (self.ha[:, active] @ torch.stack(rows)).reshape(-1)
 
@@ -165,7 +164,7 @@ class ImplicitRungeKutta:
         self._c = [float(x) for x in tableau.c]
         self._a = [[float(x) for x in row] for row in tableau.a]
         self._b = [float(x) for x in tableau.b]
-        self._sides = [_side(c) for c in self._c]
+        self._sides = [side_of(c) for c in self._c]
         # An explicit first stage with c = 0 and a zero row is f(t0, y0).
         self._start_stage = 0 in tableau.explicit_stages and not any(self._a[0]) and self._c[0] == 0.0
         self._coefficients: dict[tuple[torch.dtype, torch.device], _Coefficients] = {}
@@ -192,8 +191,7 @@ class ImplicitRungeKutta:
 
     def interpolate(self, y0: torch.Tensor, K: ImplicitStep, h: float, theta: torch.Tensor) -> torch.Tensor:
         """Linear interpolation ``y0 + θ (y1 − y0)`` for each ``θ`` in ``theta`` (shape m), as ``m × n``."""
-        return torch.lerp(y0.expand(theta.numel(), -1), K.y1.expand(theta.numel(), -1),
-                          theta.to(y0.dtype)[:, None])
+        return linear_interpolation(y0, K.y1, theta)
 
     def record(self, stats: SolveStats) -> None:
         """Add the inner-solve counters to ``stats.extra``; warn once if some stage solves did not converge."""
@@ -318,9 +316,7 @@ class ImplicitRungeKutta:
 def make_implicit_rk_solver(tableau: ImplicitTableau, options: dict[str, Any]) -> ImplicitRungeKutta:
     """A solver for ``tableau`` configured from the method options (``max_iters``, ``inner``, ``inner_tol``,
     ``jvp``), validated here."""
-    max_iters = options.get("max_iters", DEFAULT_MAX_ITERS)
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise InvalidInputError(f"option max_iters must be a positive integer, got {max_iters!r}")
+    max_iters = positive_int_option(options, "max_iters", DEFAULT_MAX_ITERS)
     inner = options.get("inner")
     if inner is not None and inner not in INNER_METHODS:
         raise InvalidInputError(f"option inner={inner!r} is not one of {', '.join(map(repr, INNER_METHODS))}")

@@ -55,7 +55,8 @@ class ImplicitTableau:
             raise ValueError(f"tableau {self.name}: a must have {s} rows of {s} entries, b {s} entries")
         for i, row in enumerate(self.a):
             if abs(math.fsum(row) - self.c[i]) > 1e-13:
-                raise ValueError(f"tableau {self.name}: row {i} of a sums to {math.fsum(row)!r}, not c[{i}]={self.c[i]!r}")
+                raise ValueError(
+                    f"tableau {self.name}: row {i} of a sums to {math.fsum(row)!r}, not c[{i}]={self.c[i]!r}")
         if abs(math.fsum(self.b) - 1.0) > 1e-13:
             raise ValueError(f"tableau {self.name}: the weights b sum to {math.fsum(self.b)!r}, not 1")
 

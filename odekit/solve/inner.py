@@ -68,14 +68,26 @@ class ProximalProblem:
         evaluation of ``f`` (docs/benchmarks.md).
         """
         if self.jvp_mode == "finite_difference":
-            v_norm = float(torch.linalg.vector_norm(v.detach()))
-            if v_norm == 0.0:
+            eps = difference_increment(z, v)
+            if eps is None:
                 return torch.zeros_like(v)
-            eps = math.sqrt(torch.finfo(z.dtype).eps) * (1.0 + float(torch.linalg.vector_norm(z.detach()))) / v_norm
             return (self.residual(z + eps * v) - r_z) / eps
-        with fwAD.dual_level():
-            tangent = fwAD.unpack_dual(self.field(self.t, fwAD.make_dual(z, v), self.side)).tangent
+        tangent = forward_tangent(self.field, self.t, z, v, self.side)
         return v if tangent is None else v - self.sigma * tangent
+
+
+def difference_increment(z: torch.Tensor, v: torch.Tensor) -> float | None:
+    """The increment ``√ε (1 + ‖z‖)/‖v‖`` of a finite-difference product along ``v`` (``None`` if ``v = 0``)."""
+    v_norm = float(torch.linalg.vector_norm(v.detach()))
+    if v_norm == 0.0:
+        return None
+    return math.sqrt(torch.finfo(z.real.dtype).eps) * (1.0 + float(torch.linalg.vector_norm(z.detach()))) / v_norm
+
+
+def forward_tangent(field: Field, t: float, z: torch.Tensor, v: torch.Tensor, side: int) -> torch.Tensor | None:
+    """``(∂f/∂z)(t, z) v`` by forward-mode autograd (``None`` when ``f`` does not depend on ``z``)."""
+    with fwAD.dual_level():
+        return fwAD.unpack_dual(field(t, fwAD.make_dual(z, v), side)).tangent
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

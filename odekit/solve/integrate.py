@@ -107,6 +107,12 @@ class Breakpoints:
         return h, None
 
 
+def linear_interpolation(y0: torch.Tensor, y1: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """``y0 + θ (y1 − y0)`` for each ``θ`` in ``theta`` (shape m), as ``m × n``: fixed-grid dense output."""
+    m = theta.numel()
+    return torch.lerp(y0.expand(m, -1), y1.expand(m, -1), theta.to(y0.dtype)[:, None])
+
+
 class StepInterpolant:
     """Dense output over one accepted step ``[t0, t0 + h]``: the solver's own, or cubic Hermite.
 
@@ -182,11 +188,10 @@ def integrate(
     marks = Breakpoints(*breakpoints, t, direction) if breakpoints else None
     if marks is not None and not controller.adaptive:
         raise InvalidInputError("step_t and jump_t apply to adaptive steps; on a fixed grid put the points in the grid")
-    g0 = None
     if event is not None:
         with torch.no_grad():
-            g0 = event.fn(t, y)
-        if g0 <= 0:  # the event holds at the start
+            at_start = event.fn(t, y)
+        if at_start <= 0:  # the event holds at the start
             out.append(y)
             return t
     f0 = None
@@ -228,37 +233,30 @@ def integrate(
             if hooks.step is not None:
                 hooks.step(t, y, h_step)
             y1, K = solver.step(field, t, y, h_step, state)
+            non_finite = False
             if controller.adaptive:
                 with torch.no_grad():
                     error = solver.error(K)
                     ratio = None if error is None else controller.error_ratio(error, y, y1, h_step)
-                if ratio is None:  # the solver could not complete the step (an inner solve failed)
-                    stats.steps_rejected += 1
-                    last_rejection_non_finite = False
-                    h = h_step * controller.dfactor
-                    if hooks.reject is not None:
-                        hooks.reject(t, y, h_step)
-                    continue
-                if not math.isfinite(ratio):
-                    non_finite_in_a_row += 1
+                if ratio is None or not math.isfinite(ratio):
+                    # The solver could not complete the step (an inner solve failed), or its stages
+                    # went non-finite: retry shorter, and blame f if shrinking does not help.
+                    non_finite = ratio is not None
+                    non_finite_in_a_row += non_finite
                     if non_finite_in_a_row > _MAX_NON_FINITE_RETRIES:
                         raise NonFiniteError(
                             f"f returned non-finite values (NaN or inf) near t={t:.6g} even with the step "
                             f"shrunk to {abs(h_step):.3g}; the vector field diverges there"
                         )
-                    stats.steps_rejected += 1
-                    last_rejection_non_finite = True
-                    h = h_step * controller.dfactor
-                    if hooks.reject is not None:
-                        hooks.reject(t, y, h_step)
-                    continue
-                non_finite_in_a_row = 0
-                accept, h_next = controller.adapt(h_step, ratio)
+                    accept, h_next = False, h_step * controller.dfactor
+                else:
+                    non_finite_in_a_row = 0
+                    accept, h_next = controller.adapt(h_step, ratio)
             else:
                 accept, h_next = controller.adapt(h_step)
             if not accept:
                 stats.steps_rejected += 1
-                last_rejection_non_finite = False
+                last_rejection_non_finite = non_finite
                 h = h_next
                 if hooks.reject is not None:
                     hooks.reject(t, y, h_step)
@@ -278,7 +276,6 @@ def integrate(
                 if math.isnan(value):
                     raise NonFiniteError(f"the event function returned NaN at t={t_next:.6g}; check event_fn and f")
                 if value <= 0:
-                    _check_finite(y1, t, t_next)
                     interpolant = interpolant or StepInterpolant(solver, field, t, h_step, y, y1, K, cubic)
                     t_event, y_event = _locate(event, interpolant)
                     out.append(y_event)

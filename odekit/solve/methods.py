@@ -8,6 +8,7 @@ are then available to ``solve``, ``odeint`` and ``odeint_adjoint`` by name.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -142,12 +143,15 @@ def loop_options(options: dict[str, Any]) -> LoopOptions:
                        grid_constructor)
 
 
+def positive_int_option(options: dict[str, Any], key: str, default: int) -> int:
+    """``options[key]`` (or ``default``), checked to be a positive integer (``True`` is not one)."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidInputError(f"option {key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def step_caps(options: dict[str, Any]) -> tuple[int, int]:
     """``(max_steps, max_nfe)`` from the options, validated."""
-    caps = []
-    for key in ("max_num_steps", "max_nfe"):
-        value = options.get(key, DEFAULT_MAX_STEPS)
-        if not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"option {key} must be a positive integer, got {value!r}")
-        caps.append(value)
-    return caps[0], caps[1]
+    return (positive_int_option(options, "max_num_steps", DEFAULT_MAX_STEPS),
+            positive_int_option(options, "max_nfe", DEFAULT_MAX_STEPS))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 
@@ -44,3 +44,32 @@ class SegmentedRMSNorm:
 def norm_for(sizes: Sequence[int]) -> Norm:
     """Plain RMS for a single-component state, the mixed norm for tuples."""
     return rms_norm if len(sizes) == 1 else SegmentedRMSNorm(sizes)
+
+
+Tolerance = Union[float, torch.Tensor]  # a number, or per-component values on the flat state
+
+
+def tightest(tolerance: Tolerance) -> float:
+    """The smallest value of a (possibly per-component) tolerance."""
+    return float(tolerance.min()) if isinstance(tolerance, torch.Tensor) else tolerance
+
+
+class ErrorScale:
+    """``atol + rtol·max(|a|, |b|)``: what an error (or a change) is measured against, elementwise.
+
+    Tolerances are kept as tensors per dtype and device (scalar arithmetic with Python floats is
+    slower per call) in the real dtype, so complex states are measured by their moduli.
+    """
+
+    def __init__(self, rtol: Tolerance, atol: Tolerance) -> None:
+        self.rtol, self.atol = rtol, atol
+        self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        key = (a.dtype, a.device)
+        tols = self._cache.get(key)
+        if tols is None:
+            real = a.real.dtype
+            tols = self._cache[key] = (torch.as_tensor(self.atol).to(dtype=real, device=a.device),
+                                       torch.as_tensor(self.rtol).to(dtype=real, device=a.device))
+        return torch.addcmul(tols[0], torch.maximum(a.abs(), b.abs()), tols[1])

@@ -24,6 +24,7 @@ from .errors import InnerSolveError, InvalidInputError
 from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, combine, lagrange_weights
 from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem
 from .methods import ADAPTIVE_OPTIONS, Method, register_method
+from .norms import tightest
 from .solution import SolveStats
 
 PROXIMAL_OPTIONS = (
@@ -187,7 +188,7 @@ def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, An
             raise InvalidInputError(f"option order={order!r} of prox_bdf must be 1, 2, 3 or 4")
         scheme = BackwardDifference(order)
         if adaptive and tolerances is not None and "res_tol" not in settings:
-            settings["res_tol"] = min(InnerSolver.res_tol, 0.01 * max(tolerances))
+            settings["res_tol"] = min(InnerSolver.res_tol, 0.01 * max(tightest(x) for x in tolerances))
     inner = InnerSolver(**settings)
     return ProximalSolver(
         name, scheme, inner, adaptive=adaptive,

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from .field import side_of
 from .tableau import ButcherTableau, dense_matrix
 
 Field = Callable[[float, torch.Tensor], torch.Tensor]
@@ -48,7 +49,7 @@ class RungeKutta:
         self.fsal = tableau.adaptive
         self._c = [float(x) for x in self.tableau.c]
         # Stages at the step's end are evaluated from inside the step (see VectorField's ``side``).
-        self._side = [-1 if c == 1.0 else 0 for c in self._c]
+        self._side = [side_of(c) for c in self._c]
         self._a = [[(j, float(x)) for j, x in enumerate(row) if x != 0] for row in self.tableau.a]
         self._dense = torch.as_tensor(dense_matrix(self.tableau))
         self._cache: dict[tuple[torch.dtype, torch.device], _Coefficients] = {}
@@ -84,7 +85,7 @@ class RungeKutta:
         """
         co = self.coefficients(y0)
         c = self._c
-        k0 = field(t0, y0, 1) if k_first is None else k_first
+        k0 = field(t0, y0, self._side[0]) if k_first is None else k_first
         side = self._side
         if torch.is_grad_enabled():
             ks = [k0]

@@ -112,21 +112,10 @@ def _watched(name: str) -> type[OdeSolver]:
     return cls
 
 
-def _tolerance(name: str, value: Any) -> float | np.ndarray:
-    """A float, or a float64 array for a per-component tolerance tensor (checked later against n)."""
+def _tolerance(value: float | torch.Tensor) -> float | np.ndarray:
+    """scipy's form of a tolerance ``solve`` already checked: a float, or a float64 array per component."""
     if isinstance(value, torch.Tensor):
-        if value.numel() == 1:
-            value = value.item()
-        elif value.ndim == 1:
-            value = value.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
-        else:
-            raise InvalidInputError(f"{name} must be a float or a 1-D tensor, got shape {tuple(value.shape)}")
-    if isinstance(value, np.ndarray):
-        if not (np.isfinite(value).all() and (value > 0).all()):
-            raise InvalidInputError(f"{name} must be positive and finite in every component")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
-        raise InvalidInputError(f"{name} must be a positive finite number, got {value!r}")
+        return value.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
     return float(value)
 
 
@@ -173,8 +162,8 @@ class ScipySolver:
         if self.min_step > 0 and solver != "LSODA":
             # scipy would only warn that min_step has no effect, and then ignore it.
             raise InvalidInputError(f"option min_step is honoured only by solver 'LSODA', not {solver!r}")
-        self.rtol = _tolerance("rtol", rtol)
-        self.atol = _tolerance("atol", atol)
+        self.rtol = _tolerance(rtol)
+        self.atol = _tolerance(atol)
         if isinstance(self.rtol, np.ndarray) and solver in _SCALAR_RTOL_ONLY:
             raise InvalidInputError(f"scipy's {solver} needs a scalar rtol; pass a float or use another solver")
 
