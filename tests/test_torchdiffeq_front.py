@@ -292,3 +292,31 @@ def test_a_tiny_fixed_step_fails_at_the_cap_without_building_the_grid(step):
     with pytest.raises((odekit.MaxStepsExceededError, odekit.StepSizeUnderflowError)):
         odekit.solve(decay, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method="euler",
                      step_size=step, options={"max_num_steps": 10})
+
+
+# bosh3's stage at the step end has weight 0, so it is exact at this jump even without perturb.
+@pytest.mark.parametrize("method,exact_without", [("rk4", False), ("dopri5", False), ("bosh3", True)])
+def test_perturb_samples_a_jump_at_a_grid_point_from_the_right_sides(method, exact_without):
+    """f = 1 before t = 1 and 0 after, a grid point: with perturb every step sees one side only, so
+    y(2) = ∫ f = 1 to round-off, also for first-same-as-last methods on a fixed grid."""
+    def f(t, y):
+        return torch.where(t < 1.0, torch.ones_like(y), torch.zeros_like(y))
+
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    on = odekit.solve(f, torch.zeros(1, dtype=F64), t, method=method, step_size=0.1, options={"perturb": True})
+    assert on.ys[-1].item() == pytest.approx(1.0, abs=1e-12)
+    off = odekit.solve(f, torch.zeros(1, dtype=F64), t, method=method, step_size=0.1)
+    # Without it the stages at t = 1 see f's value after the jump in the step before it.
+    assert (abs(off.ys[-1].item() - 1.0) < 1e-12) == exact_without
+
+
+def test_fixed_grid_lands_on_its_points_exactly():
+    ends = []
+
+    def f(t, y):
+        return -y
+
+    f.callback_step = lambda t0, y0, dt: ends.append(float(t0))
+    td.odeint(f, torch.ones(1, dtype=F64), torch.tensor([0.0, 3.0], dtype=F64), method="rk4",
+              options={"step_size": 0.1})
+    assert ends == [i * 0.1 for i in range(30)]

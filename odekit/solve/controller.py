@@ -48,7 +48,9 @@ class FixedGrid:
     def start(self, times: list[float], **_: object) -> float:
         if self.step_size is None:
             if self.open_ended:
-                raise InvalidInputError("event handling on a fixed grid needs options['step_size']")
+                raise InvalidInputError(
+                    "event handling on a fixed grid needs options['step_size'] (a grid of output times or from "
+                    "grid_constructor ends at t[1], but an event solve runs until the event)")
             self._points = list(self.grid if self.grid is not None else times)
             self._count = len(self._points) - 1
         else:
@@ -58,6 +60,10 @@ class FixedGrid:
             self._points = [times[-1]]
         self._pos = 0
         return self._point(1) - self._point(0)
+
+    def end(self, t: float, h: float) -> float:
+        """Where the step from ``t`` ends: the grid point itself (``t + h`` would accumulate rounding)."""
+        return self._point(self._pos + 1)
 
     def adapt(self, h: float, *_: object) -> tuple[bool, float]:
         self._pos += 1
@@ -148,6 +154,10 @@ class PIController:
         if not math.isfinite(h):
             h = 1e-6
         return direction * self._clamp(h)
+
+    def end(self, t: float, h: float) -> float:
+        """Where the step of size ``h`` from ``t`` ends."""
+        return t + h
 
     def _clamp(self, h: float) -> float:
         """``|h|`` limited to ``[min_step, max_step]``."""

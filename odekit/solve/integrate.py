@@ -229,7 +229,7 @@ def integrate(
                     "the problem is stiff there; check f, loosen rtol/atol, or use a proximal implicit method"
                 )
             h_step, mark = marks.clip(t, h) if marks is not None else (h, None)
-            t_next = t + h_step if mark is None else mark[0]
+            t_next = controller.end(t, h_step) if mark is None else mark[0]
             if hooks.step is not None:
                 hooks.step(t, y, h_step)
             y1, K = solver.step(field, t, y, h_step, state)
@@ -293,8 +293,9 @@ def integrate(
             t, y = t_next, y1
             state = solver.accepted(state, K)
             h = h_next
-            if mark is not None and mark[1]:
-                # Past a discontinuity of f: restart the solver from the slope on the far side.
+            # Past a discontinuity of f (a jump_t point, or with perturb any grid point): restart the
+            # solver from the slope on the far side instead of reusing an end stage taken before it.
+            if (mark is not None and mark[1]) or (field.perturb and solver.fsal and not controller.adaptive):
                 f0 = field(t, y, 1) if solver.fsal or controller.adaptive else None
                 state = solver.init(t, y, f0)
         return None
