@@ -30,7 +30,8 @@ from .methods import METHODS
 from .solution import DenseOutput
 from .state import State, StateLayout
 
-_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+# torchdiffeq's callback attributes on func → StepCallbacks fields (the _adjoint forms add "_adjoint").
+_CALLBACKS = {"callback_step": "step", "callback_accept_step": "accept", "callback_reject_step": "reject"}
 _NOT_DIFFERENTIABLE = ("scipy_solver",)  # whole-interval solvers outside autograd
 
 
@@ -66,17 +67,17 @@ def _callbacks(func, method: str, options: dict[str, Any], adjoint_method: str |
 
     found: dict[str, Any] = {}
     invalid = set()
-    for name in _CALLBACKS:
+    for name, field in _CALLBACKS.items():
         callback = getattr(func, name, None)
         if callable(callback):
             if allowed(name, method, options):
-                found[name.removeprefix("callback_").removesuffix("_step")] = callback
+                found[field] = callback
             else:
                 invalid.add(name)
         adjoint_callback = getattr(func, name + "_adjoint", None)
         if callable(adjoint_callback) and adjoint_method is not None and allowed(name, adjoint_method,
                                                                                  adjoint_options or {}):
-            found[name.removeprefix("callback_").removesuffix("_step") + "_adjoint"] = adjoint_callback
+            found[field + "_adjoint"] = adjoint_callback
     if invalid:
         warnings.warn(f"Solver '{method}' does not support callbacks {invalid}", stacklevel=3)
     return StepCallbacks(**found) if found else None
