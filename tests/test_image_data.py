@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from odekit.data import DataUnavailableError
+from odekit.data import DataCorruptError, DataUnavailableError
 from odekit.data.images import cifar10_missing, load_cifar10, load_mnist, mnist_missing, read_idx
 
 
@@ -43,11 +43,11 @@ def test_corrupt_idx_files_are_rejected(tmp_path):
     bad = tmp_path / "bad.gz"
     with gzip.open(bad, "wb") as fh:
         fh.write(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 100)
-    with pytest.raises(DataUnavailableError, match="truncated or corrupt"):
+    with pytest.raises(DataCorruptError, match="truncated or corrupt"):
         read_idx(bad)
     with gzip.open(bad, "wb") as fh:
         fh.write(b"PK\x03\x04")
-    with pytest.raises(DataUnavailableError, match="magic"):
+    with pytest.raises(DataCorruptError, match="magic"):
         read_idx(bad)
 
 

@@ -1,5 +1,5 @@
 """Datasets: one data root, real loaders, synthetic generators."""
 
-from .root import DataUnavailableError, data_root
+from .root import DataCorruptError, DataError, DataPermissionError, DataUnavailableError, data_root
 
-__all__ = ["data_root", "DataUnavailableError"]
+__all__ = ["DataCorruptError", "DataError", "DataPermissionError", "DataUnavailableError", "data_root"]

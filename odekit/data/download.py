@@ -11,8 +11,9 @@ from .root import DataUnavailableError
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of the bytes of ``path``."""
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
+    with Path(path).open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -25,9 +26,9 @@ def fetch(url: str, target: Path, expected: str | None, algorithm: str = "sha256
     validated by its loader).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # a read-only data root fails here
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
             shutil.copyfileobj(response, out)
     except OSError as err:

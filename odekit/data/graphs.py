@@ -5,7 +5,11 @@ CS (``Coauthor``), and ogbn-arxiv through the ``ogb`` package (download only; it
 split, no LCC). Raw files are taken from the data root (``planetoid/``, ``amazon_computers/``,
 ``amazon_photo/``, ``coauthor_cs/``; the offline copies' layout) and copied into the folder layout
 PyG expects under a writable cache, where PyG writes its processed files; where they are absent
-PyG downloads them (machines with internet). The data root itself is never written to.
+PyG downloads them (machines with internet). The data root itself is never written to. A record
+beside the cache's ``raw/`` folder (``odekit_raw.json``) holds the size and sha256 of the copies and
+of the files of the last successful build: when the data root's files differ from the copies, the
+copies are replaced and PyG's ``processed/`` folder deleted, so that an updated, corrupted or
+restored file in the data root is always the one loaded, and a failure names the file that changed.
 
 The split protocol of GRAND / GRAND++ (REFERENCE.md §2 and §2b): keep the largest connected
 component; draw a development set of 1500 random nodes (5000 for Coauthor CS); take ``k``
@@ -15,6 +19,7 @@ is a test node. Seeded and reproducible.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,7 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .root import DataUnavailableError
+from .download import file_digest
+from .root import (
+    DataCorruptError,
+    DataError,
+    DataPermissionError,
+    DataUnavailableError,
+    describe_error,
+    is_data_file,
+    reading,
+)
+
+RECORD = "odekit_raw.json"
+Fingerprints = dict[str, dict[str, int | str]]  # raw file name → {"size": bytes, "sha256": hex digest}
 
 
 @dataclass(frozen=True)
@@ -66,7 +83,7 @@ def missing(name: str, root: Path) -> list[str]:
         return [] if found else [f"{Path(root) / OGB_ARXIV} (ogbn-arxiv is downloaded by the ogb package)"]
     source = _source(name)
     folder = Path(root) / source.folder
-    return [str(folder / f) for f in source.raw_files if not (folder / f).is_file()]
+    return [str(folder / f) for f in source.raw_files if not is_data_file(folder / f)]
 
 
 def cache_dir() -> Path:
@@ -74,16 +91,99 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ODEKIT_CACHE", Path.home() / ".cache" / "odekit")) / "pyg"
 
 
-def _raw_dir(source: GraphSource, pyg_root: Path) -> Path:
-    folder = source.pyg_name.capitalize() if source.pyg_class == "Amazon" else source.pyg_name
-    return pyg_root / folder / "raw"
+def _dataset_dir(source: GraphSource, pyg_root: Path) -> Path:
+    """PyG's folder of one dataset, holding ``raw/`` and ``processed/``."""
+    return pyg_root / (source.pyg_name.capitalize() if source.pyg_class == "Amazon" else source.pyg_name)
+
+
+def _fingerprints(source: GraphSource, folder: Path) -> Fingerprints:
+    """Size and sha256 of each raw file of ``source`` that the data root's ``folder`` has."""
+    prints = {}
+    for file in source.raw_files:
+        path = folder / file
+        if is_data_file(path):
+            with reading(path):
+                prints[file] = {"size": path.stat().st_size, "sha256": file_digest(path)}
+    return prints
+
+
+def _read_record(dataset_dir: Path) -> dict[str, Fingerprints]:
+    """The cache's record: ``{"copied": …, "built": …}``; empty where absent or unreadable (then rebuilt)."""
+    try:
+        record = json.loads((dataset_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    parts_ok = isinstance(record, dict) and all(isinstance(record.get(k, {}), dict) for k in ("copied", "built"))
+    return record if parts_ok else {}
+
+
+def _write_record(dataset_dir: Path, record: dict[str, Fingerprints]) -> None:
+    tmp = dataset_dir / (RECORD + ".part")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(dataset_dir / RECORD)
+
+
+def _refresh_cache(folder: Path, dataset_dir: Path, current: Fingerprints, record: dict[str, Fingerprints]) -> None:
+    """Replace the cache's raw copies by the data root's files where they differ, and drop PyG's processed files.
+
+    A copy counts as current when the record lists the data root file's size and digest for it and
+    it still has that size. Copies of files the data root no longer has are deleted, so that PyG
+    downloads them afresh.
+    """
+    raw = dataset_dir / "raw"
+    copied = record.get("copied")
+    fresh = copied == current and all(
+        (raw / f).is_file() and (raw / f).stat().st_size == p["size"] for f, p in current.items()
+    )
+    if fresh:
+        return
+    raw.mkdir(parents=True, exist_ok=True)
+    for file in copied or {}:
+        if file not in current:
+            (raw / file).unlink(missing_ok=True)
+    for file in current:
+        shutil.copyfile(folder / file, raw / file)
+    # processed files of other raw files would be loaded as they are, and a failed build must not leave them
+    shutil.rmtree(dataset_dir / "processed", ignore_errors=True)
+    _write_record(dataset_dir, {"copied": current, "built": record.get("built", {})})
+
+
+def _cache_error(dataset_dir: Path, err: OSError) -> DataError:
+    kind = DataPermissionError if isinstance(err, PermissionError) else DataError
+    return kind(f"cannot write PyG's cache {dataset_dir} ({describe_error(err)}); make it writable, or set "
+                "ODEKIT_CACHE to a writable folder")
+
+
+def _load_error(source: GraphSource, name: str, root: Path, dataset_dir: Path, current: Fingerprints,
+                built: Fingerprints, err: Exception) -> DataError:
+    """Why ``source`` did not load: raw files missing, data-root files that changed or may be corrupt, or the cache."""
+    failure = f"could not load {source.pyg_name} ({describe_error(err)})"
+    absent = missing(name, root)
+    if absent:
+        return DataUnavailableError(f"{failure}; missing raw files: {', '.join(absent)} (PyG downloads them where "
+                                    f"there is internet; its cache is {dataset_dir})")
+    folder = Path(root) / source.folder
+    if built:
+        suspects = [str(folder / f) for f in current if built.get(f) != current[f]]
+        blame = f"{', '.join(suspects)} changed since the last good build of the cache and may be corrupt"
+    else:
+        suspects = [str(folder / f) for f in current]
+        blame = f"one of {', '.join(suspects)} may be corrupt"
+    if not suspects:
+        return DataCorruptError(f"{failure}; the data root's raw files are unchanged since the last good build, so "
+                                f"PyG's cache {dataset_dir} is broken: delete that folder to rebuild it")
+    return DataCorruptError(f"{failure}; {blame}: restore a good copy, delete it so that PyG downloads it (where "
+                            "there is internet), or point --data-dir / ODEKIT_DATA at a folder with good copies "
+                            f"(PyG's cache {dataset_dir} is rebuilt from them on the next load)")
 
 
 def load_graph(name: str, root: Path, pyg_root: Path | None = None):
     """The PyG ``Data`` of graph ``name``, its largest connected component only.
 
     Raw files found under ``root`` are copied into PyG's layout under ``pyg_root`` (default
-    :func:`cache_dir`); PyG downloads what is still missing and raises where it cannot.
+    :func:`cache_dir`), again whenever they change there; PyG downloads what is still missing.
+    Failures raise :class:`DataUnavailableError` (files missing), :class:`DataCorruptError` (naming
+    the data-root files that may be corrupt, or the cache folder) or :class:`DataPermissionError`.
     ogbn-arxiv is the whole graph, made undirected, with its official split as masks.
     """
     from torch_geometric import datasets
@@ -93,21 +193,23 @@ def load_graph(name: str, root: Path, pyg_root: Path | None = None):
     if name == OGB_ARXIV:
         return _load_arxiv(Path(root), pyg_root)
     source = _source(name)
-    raw_dir = _raw_dir(source, pyg_root)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    for file in source.raw_files:
-        found = Path(root) / source.folder / file
-        if found.is_file() and not (raw_dir / file).is_file():
-            shutil.copyfile(found, raw_dir / file)
+    folder, dataset_dir = Path(root) / source.folder, _dataset_dir(source, pyg_root)
+    current = _fingerprints(source, folder)
+    record = _read_record(dataset_dir)
+    try:
+        _refresh_cache(folder, dataset_dir, current, record)
+    except OSError as err:
+        raise _cache_error(dataset_dir, err) from err
     cls = getattr(datasets, source.pyg_class)
     try:
         dataset = cls(str(pyg_root), source.pyg_name)
-    except Exception as err:  # PyG raises URLError/OSError/… when it cannot download
-        absent = missing(name, root)
-        raise DataUnavailableError(
-            f"could not load {source.pyg_name} ({type(err).__name__}: {err}); "
-            + (f"missing raw files: {', '.join(absent)}" if absent else "the raw files may be corrupt")
-        ) from None
+    except Exception as err:  # PyG raises URLError/OSError/… when it cannot download, pickle errors on bad files
+        raise _load_error(source, name, root, dataset_dir, current, record.get("built", {}), err) from err
+    if record.get("built") != current:
+        try:
+            _write_record(dataset_dir, {"copied": current, "built": current})
+        except OSError as err:
+            raise _cache_error(dataset_dir, err) from err
     return LargestConnectedComponents()(dataset[0])
 
 

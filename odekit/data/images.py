@@ -2,7 +2,8 @@
 
 No torchvision: the IDX reader and the CIFAR10 batch reader are ours. Files are looked up under
 ``<data root>/mnist/`` and ``<data root>/cifar10/cifar-10-batches-py/``; where missing they are
-downloaded from the usual mirrors and checked against the published MD5 sums.
+downloaded from the usual mirrors and checked against the published MD5 sums. A file that is
+there but truncated or corrupt raises :class:`~odekit.data.root.DataCorruptError` naming it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import gzip
 import pickle
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from .download import fetch
-from .root import DataUnavailableError
+from .root import DataUnavailableError, corrupt, is_data_file, read_data_file, reading
 
 MNIST_FILES = {
     # name: (md5 of the official .gz, expected leading dimension)
@@ -36,24 +38,25 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a numpy array of its declared shape."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    if str(path).endswith(".gz"):
+        data = read_data_file(path, lambda fh: gzip.GzipFile(fileobj=fh).read())
+    else:
+        data = read_data_file(path, lambda fh: fh.read())
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise DataUnavailableError(f"{path} is not an IDX file (bad magic number)")
+        raise corrupt(path, "is not an IDX file (bad magic number)")
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_TYPES[data[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise DataUnavailableError(f"{path} is truncated or corrupt: {len(data)} bytes, expected {expected}")
+        raise corrupt(path, f"is truncated or corrupt: {len(data)} bytes, expected {expected}")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
 def mnist_missing(root: Path) -> list[str]:
     folder = Path(root) / "mnist"
-    return [str(folder / name) for name in MNIST_FILES if not (folder / name).is_file()]
+    return [str(folder / name) for name in MNIST_FILES if not is_data_file(folder / name)]
 
 
 def download_mnist(root: Path) -> None:
@@ -71,10 +74,12 @@ def load_mnist(root: Path, train: bool = True, download: bool = True) -> TensorD
         download_mnist(root)
     split = "train" if train else "t10k"
     folder = Path(root) / "mnist"
-    images = read_idx(folder / f"{split}-images-idx3-ubyte.gz")
-    labels = read_idx(folder / f"{split}-labels-idx1-ubyte.gz")
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
-        raise DataUnavailableError(f"MNIST {split} files have unexpected shapes {images.shape}, {labels.shape}")
+    images_path, labels_path = folder / f"{split}-images-idx3-ubyte.gz", folder / f"{split}-labels-idx1-ubyte.gz"
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise corrupt(images_path, f"holds an array of shape {images.shape}; MNIST images are N × 28 × 28")
+    if labels.shape != images.shape[:1]:
+        raise corrupt(labels_path, f"holds labels of shape {labels.shape} for {len(images)} images")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     return TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))
 
@@ -82,23 +87,25 @@ def load_mnist(root: Path, train: bool = True, download: bool = True) -> TensorD
 def cifar10_missing(root: Path) -> list[str]:
     folder = Path(root) / CIFAR10_DIR
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    return [str(folder / n) for n in names if not (folder / n).is_file()]
+    return [str(folder / n) for n in names if not is_data_file(folder / n)]
 
 
 def download_cifar10(root: Path) -> None:
     archive = Path(root) / "cifar10" / "cifar-10-python.tar.gz"
-    if not archive.is_file():
+    if not is_data_file(archive):
         fetch(CIFAR10_URL, archive, CIFAR10_MD5, "md5")
-    with tarfile.open(archive) as tar:
+    with reading(archive), tarfile.open(archive) as tar:
         tar.extractall(Path(root) / "cifar10", filter="data")
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as fh:
+    def parse(fh: BinaryIO) -> tuple[np.ndarray, np.ndarray]:
         batch = pickle.load(fh, encoding="bytes")
-    data, labels = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
+        return np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
+
+    data, labels = read_data_file(path, parse)
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DataUnavailableError(f"{path} is not a CIFAR10 python batch (data {data.shape}, labels {labels.shape})")
+        raise corrupt(path, f"is not a CIFAR10 python batch (data {data.shape}, labels {labels.shape})")
     return data.reshape(-1, 3, 32, 32), labels
 
 

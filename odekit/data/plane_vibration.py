@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .download import fetch
-from .root import DataUnavailableError
+from .root import DataUnavailableError, corrupt, is_data_file, read_data_file
 
 FILE = "f16_gvt/pv.csv"
 SHA256 = "b72a9d063e392570bb20c26f4763232e30262e5914d946e475e67df40880db6d"
@@ -36,7 +37,7 @@ FORECAST = 8
 
 def missing(root: Path) -> list[str]:
     """What is missing under ``root`` (empty when the file is there)."""
-    return [] if (Path(root) / FILE).is_file() else [f"{Path(root) / FILE} (downloads from {URL})"]
+    return [] if is_data_file(Path(root) / FILE) else [f"{Path(root) / FILE} (downloads from {URL})"]
 
 
 def download(root: Path) -> Path:
@@ -46,12 +47,12 @@ def download(root: Path) -> Path:
 
 def read_table(path: Path) -> np.ndarray:
     """The five signal columns of ``pv.csv`` as a float64 array (rows × 5)."""
-    table = np.genfromtxt(path, delimiter=",", skip_header=1)
+    table = read_data_file(path, partial(np.genfromtxt, delimiter=",", skip_header=1))
     if table.ndim != 2 or table.shape[1] < 5:
-        raise DataUnavailableError(f"{path} is not the plane-vibration CSV (expected at least 5 numeric columns)")
+        raise corrupt(path, "is not the plane-vibration CSV (expected at least 5 numeric columns)")
     signals = table[:, :5]
     if not np.isfinite(signals).all():
-        raise DataUnavailableError(f"{path} has missing values in the five signal columns")
+        raise corrupt(path, "has missing values in the five signal columns")
     return signals
 
 
@@ -100,7 +101,7 @@ def make_windows(series: np.ndarray, keep: float = 0.9, seed: int = 1, drop_last
 def load_plane_vibration(root: Path, download_if_missing: bool = True, seed: int = 1) -> dict[str, WindowSet]:
     """The train / val / test windows of ``<root>/f16_gvt/pv.csv`` (downloaded if missing)."""
     path = Path(root) / FILE
-    if not path.is_file():
+    if not is_data_file(path):
         if not download_if_missing:
             raise DataUnavailableError(f"plane-vibration file missing: {path} (download it from {URL})")
         download(root)

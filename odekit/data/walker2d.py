@@ -23,7 +23,7 @@ import torch
 
 from .download import fetch
 from .plane_vibration import WindowSet
-from .root import DataUnavailableError
+from .root import DataUnavailableError, read_data_file, reading
 
 FOLDER = "walker"
 URL = "https://pub.ist.ac.at/~mlechner/datasets/walker.zip"
@@ -34,8 +34,17 @@ TIME_SCALE = 64.0
 
 
 def trajectory_files(root: Path) -> list[Path]:
+    """The trajectory files under ``<root>/walker``, sorted (none where the folder is absent)."""
     folder = Path(root) / FOLDER
-    return sorted(folder.glob("*.npy")) if folder.is_dir() else []
+    # listed, not globbed: glob skips a folder it may not read, which would pass for an empty one
+    with reading(folder):
+        return sorted(p for p in folder.iterdir() if p.suffix == ".npy") if folder.is_dir() else []
+
+
+def _advice(root: Path) -> str:
+    # one trajectory less would change the split: the folder is replaced as a whole
+    return (f"delete the folder {Path(root) / FOLDER} so that walker.zip is downloaded and unpacked again (where "
+            f"there is internet; else unzip {URL} there by hand), or point --data-dir / ODEKIT_DATA at a good copy")
 
 
 def missing(root: Path) -> list[str]:
@@ -49,7 +58,7 @@ def extract(archive: Path, root: Path) -> Path:
     """Unpack ``walker.zip`` so that the trajectories end up in ``<root>/walker/``."""
     target = Path(root) / FOLDER
     target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
+    with reading(archive, f"delete it and download {URL} again"), zipfile.ZipFile(archive) as zf:
         for member in zf.namelist():
             if member.endswith(".npy"):
                 (target / Path(member).name).write_bytes(zf.read(member))
@@ -104,9 +113,10 @@ def load_walker2d(root: Path, download_if_missing: bool = True) -> dict[str, Win
     for name in ("train", "val", "test"):  # the draw order of the keep mask is part of the protocol
         arrays = []
         for path in parts[name]:
-            arr = np.load(path)
+            arr = read_data_file(path, np.load, _advice(root))
             if arr.ndim != 2 or arr.shape[1] != FEATURES:
-                raise DataUnavailableError(f"{path} has shape {arr.shape}; Walker2d trajectories are steps × 17")
+                raise DataUnavailableError(f"{path} has shape {arr.shape}; Walker2d trajectories are steps × 17: "
+                                           + _advice(root))
             arrays.append(arr.astype(np.float32))
         out[name] = _windows(arrays, keep)
     return out
