@@ -13,7 +13,7 @@ from rich.table import Table
 from . import __version__
 
 console = Console(stderr=True)
-out_console = Console()
+out_console = Console(soft_wrap=True)  # paths stay whole, for scripts that read them
 
 
 def _runs_dir(out: str | None) -> Path:
@@ -53,7 +53,7 @@ def list_experiments(data_dir: str | None) -> None:
     for col in ("name", "thesis", "profiles", "data", "what"):
         table.add_column(col, overflow="fold", no_wrap=col == "name")  # names stay whole: they are typed
     for exp in EXPERIMENTS.values():
-        missing = exp.missing_data(root)
+        missing = _missing_data(exp, root)
         table.add_row(exp.name, exp.thesis_items, ", ".join(exp.profiles),
                       "[green]available[/]" if not missing else f"[red]missing:[/] {'; '.join(missing)}", exp.summary)
     out_console.print(table)
@@ -85,8 +85,8 @@ def methods() -> None:
 def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, out: str | None, seed: int | None,
         fresh: bool) -> None:
     """Run experiment NAME; results go to runs/NAME/<timestamp>/."""
-    from .data import DataUnavailableError, data_root
-    from .experiments import ConfigError, execute, get
+    from .data import DataError, data_root
+    from .experiments import ConfigError, get
 
     try:
         experiment = get(name)
@@ -95,21 +95,58 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
     root = data_root(data_dir)
-    missing = experiment.missing_data(root)
+    missing = _missing_data(experiment, root)
     if missing and experiment.download is not None:
         console.print(f"{name}: downloading its data into {root} …")
         try:
             experiment.download(root)
-        except DataUnavailableError as err:
+        except DataError as err:
             raise click.ClickException(str(err)) from None
-        missing = experiment.missing_data(root)
+        missing = _missing_data(experiment, root)
     if missing:
         raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
-    try:
-        run_dir = execute(experiment, config, _runs_dir(out), root, resume=not fresh, console=console)
-    except (ValueError, DataUnavailableError) as err:  # settings it rejected, or data it could not get
-        raise click.ClickException(f"{name} failed: {err}") from None
+    run_dir = _execute(experiment, config, _runs_dir(out), root, resume=not fresh)
     out_console.print(f"results in {run_dir}")
+
+
+def _missing_data(experiment, root: Path) -> list[str]:
+    """What data ``experiment`` lacks under ``root``; an unreadable root is one clear error."""
+    from .data import DataError
+
+    try:
+        return experiment.missing_data(root)
+    except DataError as err:  # its message names the file and the fix
+        raise click.ClickException(str(err)) from None
+    except OSError as err:
+        raise click.ClickException(
+            f"cannot read the data root {root}: {err.strerror or err} ({err.filename or root}); fix its "
+            "permissions or point --data-dir / ODEKIT_DATA at a readable folder"
+        ) from None
+
+
+def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True) -> Path:
+    """Run one experiment; any failure becomes one line naming the cause and the run's traceback log.
+
+    Ctrl-C and SIGTERM leave a resumable run and exit with status 130.
+    """
+    from .experiments import open_run
+
+    try:
+        handle = open_run(experiment, config, runs, root, resume=resume, console=console)
+    except OSError as err:
+        raise click.ClickException(
+            f"cannot create a run folder under {runs}: {err.strerror or err} ({err.filename or runs}); "
+            "pass a writable folder with --out"
+        ) from None
+    try:
+        return handle.execute()
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted:[/] {experiment.name} stopped; the same command resumes {handle.out}")
+        sys.exit(130)
+    except Exception as err:  # every failure, data or code, ends as one line; the traceback is in the log
+        raise click.ClickException(
+            f"{experiment.name} failed: {type(err).__name__}: {err} (traceback in {handle.log_path})"
+        ) from None
 
 
 @main.command()
@@ -122,15 +159,18 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
 def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...]) -> None:
     """Run every experiment whose data is available, then write the report."""
     from .data import data_root
-    from .experiments import EXPERIMENTS, execute, get
+    from .experiments import EXPERIMENTS, ConfigError, get
     from .report.markdown import build_report
 
     root, runs = data_root(data_dir), _runs_dir(out)
-    chosen = [get(n) for n in only] if only else list(EXPERIMENTS.values())
+    try:
+        chosen = [get(n) for n in only] if only else list(EXPERIMENTS.values())
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
     failures, skipped = [], []
     start = time.time()
     for i, experiment in enumerate(chosen, 1):
-        missing = experiment.missing_data(root)
+        missing = _missing_data(experiment, root)
         if missing:
             skipped.append(experiment.name)
             console.print(f"[yellow]skip[/] {experiment.name}: data not available ({'; '.join(missing)}); "
@@ -138,12 +178,10 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
             continue
         console.rule(f"[{i}/{len(chosen)}] {experiment.name} ({profile})")
         try:
-            execute(experiment, experiment.config(profile), runs, root, console=console)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one failed experiment must not stop the others
+            _execute(experiment, experiment.config(profile), runs, root)
+        except click.ClickException as err:  # one failed experiment must not stop the others
             failures.append(experiment.name)
-            console.print(f"[red]{experiment.name} failed:[/] {type(err).__name__}: {err}")
+            console.print(f"[red]{err.format_message()}[/]")
     report = build_report(runs)
     console.print(f"{len(chosen) - len(failures) - len(skipped)} ran, {len(skipped)} skipped, "
                   f"{len(failures)} failed in {time.time() - start:.0f} s")

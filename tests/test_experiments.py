@@ -192,6 +192,11 @@ def test_diffusion1d_smoke(tmp_path):
     assert int(lbfgs[3]) < int(dopri5[3]) / 2  # a stiff problem: far fewer evaluations than dopri5 ...
     assert float(lbfgs[2]) < 0.1 and float(dopri5[2]) < 0.1  # ... at a comparable (coarse) error
     assert isinstance(metrics["inner iterations to 1e-8 of the exact step, lbfgs"], int)
+    header = rows[0].split(",")
+    for row in table.values():  # a fixed step whose inner solves failed is never reported as a success
+        fields = dict(zip(header, row))
+        if fields["setting"].startswith("h=") and int(fields["inner failures"]) > 0:
+            assert fields["status"] != "success", row
     for figure in ("fig5_3_error_vs_nfe", "fig5_4_inner_convergence", "fig5_5_time_vs_grid"):
         assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 10_000
 

@@ -191,7 +191,7 @@ def test_walker2d_absent_says_where_the_files_go(tmp_path):
     bad = tmp_path / "walker"
     bad.mkdir()
     np.save(bad / "x.npy", np.zeros((70, 5)))
-    with pytest.raises(odekit.data.root.DataUnavailableError, match="steps × 17"):
+    with pytest.raises(odekit.data.root.DataCorruptError, match="steps × 17"):
         walker2d.load_walker2d(tmp_path, download_if_missing=False)
 
 

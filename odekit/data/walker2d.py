@@ -23,7 +23,7 @@ import torch
 
 from .download import fetch
 from .plane_vibration import WindowSet
-from .root import DataUnavailableError, read_data_file, reading
+from .root import DataCorruptError, DataUnavailableError, read_data_file, reading
 
 FOLDER = "walker"
 URL = "https://pub.ist.ac.at/~mlechner/datasets/walker.zip"
@@ -115,8 +115,8 @@ def load_walker2d(root: Path, download_if_missing: bool = True) -> dict[str, Win
         for path in parts[name]:
             arr = read_data_file(path, np.load, _advice(root))
             if arr.ndim != 2 or arr.shape[1] != FEATURES:
-                raise DataUnavailableError(f"{path} has shape {arr.shape}; Walker2d trajectories are steps × 17: "
-                                           + _advice(root))
+                raise DataCorruptError(f"{path} has shape {arr.shape}; Walker2d trajectories are steps × 17: "
+                                       + _advice(root))
             arrays.append(arr.astype(np.float32))
         out[name] = _windows(arrays, keep)
     return out

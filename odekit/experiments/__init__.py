@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import PROFILES, ConfigError, Experiment, ExperimentConfig, RunContext, ThesisNumber, execute
+from ..solve.errors import did_you_mean
+from .base import PROFILES, ConfigError, Experiment, ExperimentConfig, RunContext, ThesisNumber, execute, open_run
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
@@ -16,7 +17,8 @@ def register(experiment: Experiment) -> Experiment:
 
 def get(name: str) -> Experiment:
     if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {name!r}; registered: {', '.join(EXPERIMENTS) or 'none'}")
+        raise ConfigError(f"unknown experiment {name!r}{did_you_mean(name, EXPERIMENTS)}; "
+                          f"registered: {', '.join(EXPERIMENTS) or 'none'}")
     return EXPERIMENTS[name]
 
 
@@ -39,4 +41,4 @@ from . import (  # noqa: E402,F401
 )
 
 __all__ = ["EXPERIMENTS", "register", "get", "Experiment", "ExperimentConfig", "RunContext", "ThesisNumber",
-           "ConfigError", "execute", "PROFILES"]
+           "ConfigError", "execute", "open_run", "PROFILES"]

@@ -11,18 +11,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import time
+import signal
+import threading
+import traceback
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..report import atomic
 from ..report.plots import pyplot
+from ..solve.errors import did_you_mean
+from .rundir import (
+    RunClock,
+    RunLock,
+    RunStatus,
+    claim_resumable,
+    new_run_dir,
+    now_iso,
+    owner,
+    read_json,
+    remove_partial_writes,
+)
 
 PROFILES = ("smoke", "quick", "full")
 
@@ -50,7 +64,7 @@ class Experiment:
     thesis_items: str
     config_class: type
     profiles: dict[str, dict[str, Any]]
-    run: Callable[[Any, "RunContext"], None]
+    run: Callable[[Any, RunContext], None]
     summary: str = ""
     thesis: dict[str, ThesisNumber] = field(default_factory=dict)
     # Returns human-readable descriptions of missing data (empty list: everything is there).
@@ -68,7 +82,8 @@ class Experiment:
         names = [f.name for f in fields(self.config_class) if f.name != "profile"]
         for key, raw in (overrides or {}).items():
             if key not in names:
-                raise ConfigError(f"{self.name} has no setting {key!r}; settings: {', '.join(names)}")
+                raise ConfigError(f"{self.name} has no setting {key!r}{did_you_mean(key, names)}; "
+                                  f"settings: {', '.join(names)}")
             values[key] = _parse_value(key, raw, hints[key])
         return self.config_class(profile=profile, **values)
 
@@ -84,17 +99,29 @@ def _parse_value(key: str, raw: str, hint: Any) -> Any:
                 return False
             raise ValueError("expected true or false")
         if hint in (int, float, str):
-            return hint(raw)
+            return _scalar(hint, raw)
         if origin in (tuple, list):
             items = json.loads(raw) if raw.strip().startswith("[") else [x for x in raw.split(",") if x.strip()]
+            if not isinstance(items, list) or not items:
+                raise ValueError("expected one or more values, e.g. 1,2,3 or [1, 2, 3]")
             args = typing.get_args(hint)
             item_type = args[0] if args else str
             if item_type in (int, float, str):
-                items = [item_type(x) for x in items]
+                items = [_scalar(item_type, x) for x in items]
             return tuple(items) if origin is tuple else list(items)
         return json.loads(raw)
     except (ValueError, TypeError, json.JSONDecodeError) as err:
         raise ConfigError(f"cannot read --set {key}={raw!r} as {getattr(hint, '__name__', hint)}: {err}") from None
+
+
+def _scalar(kind: type, value: Any) -> Any:
+    """``value`` (text or a JSON number) as ``kind``; a fractional number is never truncated to an int."""
+    if kind is int:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, bool) or not float(number).is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(number)
+    return kind(value)
 
 
 @dataclass
@@ -113,15 +140,16 @@ class RunContext:
     """The run directory of one experiment run, and the ways an experiment writes to it."""
 
     def __init__(self, experiment: Experiment, config: Any, out: Path, data_root: Path,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, clock: RunClock | None = None) -> None:
         self.experiment = experiment
+        self._clock = clock
         self.config = config
         self.out = out
         self.data_root = data_root
         self.console = console or Console(stderr=True)
-        self.metrics: dict[str, Any] = _read_json(out / "metrics.json", {})
-        self.checkpoint: dict[str, Any] = _read_json(out / "checkpoint.json", {})
-        self.manifest: dict[str, Any] = _read_json(out / "manifest.json", {"tables": {}, "figures": {}})
+        self.metrics: dict[str, Any] = read_json(out / "metrics.json", {})
+        self.checkpoint: dict[str, Any] = read_json(out / "checkpoint.json", {})
+        self.manifest: dict[str, Any] = read_json(out / "manifest.json", {"tables": {}, "figures": {}})
         self.resumed = bool(self.checkpoint)  # whether this run continues an interrupted one
 
     def log(self, message: str) -> None:
@@ -138,6 +166,8 @@ class RunContext:
 
     def save_checkpoint(self) -> None:
         atomic.write_json(self.out / "checkpoint.json", self.checkpoint)
+        if self._clock is not None:
+            self._clock.update()  # the time so far survives a kill
 
     def table(self, name: str, header: list[str], rows: list[list[Any]], caption: str = "") -> Path:
         path = self.out / "tables" / f"{name}.csv"
@@ -159,60 +189,86 @@ class RunContext:
         atomic.write_json(self.out / "metrics.json", self.metrics)
 
 
-def new_run_dir(runs: Path, name: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path, n = runs / name / stamp, 1
-    while path.exists():
-        n += 1
-        path = runs / name / f"{stamp}-{n}"
-    return path
+class ExperimentRun:
+    """One attempt at running an experiment: its folder, held by this process, and how to run it.
+
+    :func:`open_run` makes one (a new folder, or an unfinished one with the same config and data
+    root whose owner is gone); :meth:`execute` runs it. A failure is re-raised as itself after the
+    status and the traceback (``error.log`` in the run folder) are written; SIGTERM is handled
+    like Ctrl-C (status ``interrupted``, resumable).
+    """
+
+    def __init__(self, experiment: Experiment, config: Any, out: Path, lock: RunLock, status: RunStatus,
+                 data_root: Path, console: Console) -> None:
+        self.experiment, self.config, self.out, self.data_root, self.console = (
+            experiment, config, out, data_root, console)
+        self._lock, self._status = lock, status
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "error.log"
+
+    def execute(self) -> Path:
+        clock = RunClock(self.out, self._status)
+        try:
+            clock.update(state="running", owner=owner(), error=None, log=None, finished=None)
+            ctx = RunContext(self.experiment, self.config, self.out, self.data_root, self.console, clock)
+            with _sigterm_as_interrupt():
+                self.experiment.run(self.config, ctx)
+        except KeyboardInterrupt:
+            clock.update(state="interrupted")
+            raise
+        except BaseException as err:
+            atomic.write_text(self.log_path, "".join(traceback.format_exception(err)))
+            clock.update(state="failed", error=f"{type(err).__name__}: {err}", log=self.log_path.name)
+            raise
+        else:
+            clock.update(state="complete", finished=now_iso())
+        finally:
+            self._lock.release()
+        return self.out
 
 
-def find_resumable(runs: Path, name: str, config: dict[str, Any]) -> Path | None:
-    """The newest unfinished run of ``name`` with exactly this config, if any."""
-    folder = runs / name
-    if not folder.is_dir():
-        return None
-    for run in sorted(folder.iterdir(), reverse=True):
-        status = _read_json(run / "status.json", {})
-        unfinished = status.get("state") in ("running", "failed", "interrupted")
-        if unfinished and _read_json(run / "config.json", None) == config:
-            return run
-    return None
+def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,
+             console: Console | None = None) -> ExperimentRun:
+    """Claim the folder ``config`` runs in: an unfinished one to resume, or a new one."""
+    console = console or Console(stderr=True)
+    config_dict = json.loads(json.dumps(config_to_dict(config)))
+    claimed = claim_resumable(runs, experiment.name, config_dict, data_root,
+                              lambda text: console.print(f"[yellow]note:[/] {text}")) if resume else None
+    if claimed is not None:
+        out, lock, status = claimed
+        status.attempts += 1
+        console.print(f"[yellow]resuming[/] unfinished run {out}")
+        for leftover in remove_partial_writes(out):
+            console.print(f"[dim]removed the partial write {leftover.name} of the killed attempt[/]")
+    else:
+        out = new_run_dir(runs, experiment.name)
+        lock = RunLock(out)
+        lock.acquire()  # nobody else can hold it: mkdir gave this process the folder
+        status = RunStatus(experiment.name, config.profile, str(data_root))
+        atomic.write_json(out / "config.json", config_dict)
+    return ExperimentRun(experiment, config, out, lock, status, data_root, console)
 
 
 def execute(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,
             console: Console | None = None) -> Path:
     """Run ``experiment`` with ``config`` in a new (or resumed) run directory; returns it."""
-    console = console or Console(stderr=True)
-    config_dict = json.loads(json.dumps(config_to_dict(config)))
-    out = find_resumable(runs, experiment.name, config_dict) if resume else None
-    if out is not None:
-        console.print(f"[yellow]resuming[/] unfinished run {out}")
-    else:
-        out = new_run_dir(runs, experiment.name)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(out / "config.json", config_dict)
-    started = time.time()
-    status = {"state": "running", "experiment": experiment.name, "profile": config.profile,
-              "started": datetime.now(timezone.utc).isoformat()}
-    atomic.write_json(out / "status.json", status)
-    ctx = RunContext(experiment, config, out, data_root, console)
-    try:
-        experiment.run(config, ctx)
-    except KeyboardInterrupt:
-        atomic.write_json(out / "status.json", {**status, "state": "interrupted"})
-        raise
-    except BaseException as err:
-        atomic.write_json(out / "status.json", {**status, "state": "failed", "error": f"{type(err).__name__}: {err}"})
-        raise
-    atomic.write_json(out / "status.json", {**status, "state": "complete", "seconds": round(time.time() - started, 1),
-                                            "finished": datetime.now(timezone.utc).isoformat()})
-    return out
+    return open_run(experiment, config, runs, data_root, resume=resume, console=console).execute()
 
 
-def _read_json(path: Path, default: Any) -> Any:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a job scheduler's stop) like Ctrl-C while an experiment runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,10 +350,8 @@ def run_cells(config: NodeClassificationConfig, ctx: RunContext, cells: list[Cel
                 source_mask = None
                 if spec.source and (spec.source_nodes or config.source_nodes) == "reference" and cell.dataset in RESPLIT:
                     source_mask = split_for(cell.dataset, data, cell.per_class, FIXED_SPLIT_SEED).train
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)  # PyG's sparse-format notices
-                    result = train_cell(config, cell.dataset, data, split, cell.model, cell.seed, cell.t_end,
-                                        cell.depth, source_mask)
+                result = train_cell(config, cell.dataset, data, split, cell.model, cell.seed, cell.t_end,
+                                    cell.depth, source_mask)
                 done[cell.key] = {**result.as_dict(), "dataset": cell.dataset, "model": cell.model,
                                   "per_class": cell.per_class, "run": cell.run, "seed": cell.seed,
                                   "t_end": cell.t_end, "depth": cell.depth}

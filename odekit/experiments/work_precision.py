@@ -55,7 +55,8 @@ def _settings(config: WorkPrecisionConfig, method: str) -> list[tuple[str, dict]
 
 
 def _odekit_point(problem, t, reference, method, kwargs, config) -> dict | None:
-    options = {**kwargs.get("options", {}), "max_nfe": config.max_nfe}
+    # Capped by evaluations only: a low-order method may need more steps than the default step cap.
+    options = {**kwargs.get("options", {}), "max_nfe": config.max_nfe, "max_num_steps": config.max_nfe}
     call = dict(kwargs, options=options)
     with torch.no_grad():
         sol = solve(problem.f, problem.y0, t, method=method, throw=False, **call)

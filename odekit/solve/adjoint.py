@@ -181,10 +181,15 @@ class _AdjointSolve(torch.autograd.Function):
         augmented = StateLayout((torch.Size([2 * n + sum(param_sizes)]),), False, ys.dtype, ys.device)
         field = VectorField(dynamics, augmented, t.dtype)
         backward_stats = SolveStats()
+        # After a failure (throw=False) the rows past the last state reached are NaN constants; as
+        # with backprop they take no gradient, and the backward solve starts at the last one reached.
+        last = len(times) - 1
+        if run.status != "success":
+            last = int(torch.isfinite(ys).all(dim=1).nonzero().max())
         with torch.no_grad():
-            a = grad_ys[-1]
+            a = grad_ys[last]
             g = ys.new_zeros(sum(param_sizes))
-            for i in range(len(times) - 1, 0, -1):
+            for i in range(last, 0, -1):
                 if times[i] == times[i - 1]:  # an event at the start: nothing to integrate
                     a = a + grad_ys[i - 1]
                     continue
@@ -198,11 +203,12 @@ class _AdjointSolve(torch.autograd.Function):
             grad_t = None
             if ctx.needs_input_grad[2]:
                 user = VectorField(f, layout, t.dtype)
-                slopes = [user(times[i], ys[i]) for i in range(len(times))]
+                slopes = [user(times[i], ys[i]) for i in range(last + 1)]
                 # ⟨a, f⟩ with PyTorch's conjugated complex cotangents (a plain product for real states).
                 grad_t = torch.stack(
                     [-(a_flowed.conj() * slopes[0]).sum()]
-                    + [(grad_ys[i].conj() * slopes[i]).sum() for i in range(1, len(times))]
+                    + [(grad_ys[i].conj() * slopes[i]).sum() for i in range(1, last + 1)]
+                    + [slopes[0].new_zeros(()) for _ in range(last + 1, len(times))]
                 )
                 if run.event_t is not None:
                     grad_t = grad_t * torch.tensor([1.0, 0.0], dtype=grad_t.dtype)  # t[1] only set the direction

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -11,6 +12,7 @@ import torch
 from .callbacks import StepCallbacks
 from .errors import (
     InnerSolveError,
+    InnerSolveWarning,
     InvalidInputError,
     MaxStepsExceededError,
     NonFiniteError,
@@ -91,22 +93,10 @@ class Integration:
         out = [y0]
         status, message, event_t = "success", "", None
         try:
-            if getattr(solver, "whole_interval", False):
-                # A solver that runs the whole interval itself (scipy's solve_ivp): no loop, no controller.
-                if event is not None or steps is not None or (hooks and any(vars(hooks).values())):
-                    raise InvalidInputError(
-                        f"method {self.method.name!r} runs the whole interval at once: it supports neither "
-                        "events, dense output nor step callbacks; use an odekit method (e.g. 'dopri5')"
-                    )
-                nfe_start = field.nfe
-                try:
-                    out.extend(solver.solve_through(field, y0, times, stats))
-                finally:
-                    stats.nfe += field.nfe - nfe_start
-            else:
-                event_t = integrate(solver, controller, field, y0, times, out, stats,
-                                    max_steps=self.max_steps, max_nfe=self.max_nfe, cubic=self.loop.cubic,
-                                    hooks=hooks, breakpoints=self.loop.breakpoints, event=event, steps=steps)
+            try:
+                event_t = self._integrate(solver, controller, field, y0, times, out, stats, hooks, event, steps)
+            finally:
+                unconverged = solver.record(stats)
         except SolverError as err:
             if self.throw or type(err) not in _STATUS:
                 raise
@@ -114,7 +104,33 @@ class Integration:
             out.extend(getattr(err, "states", ()))  # what a whole-interval solver reached before failing
             rows = 2 if event is not None else len(times)
             out.extend(torch.full_like(y0, math.nan) for _ in range(rows - len(out)))
+        if unconverged and status == "success":
+            # A fixed step whose implicit stages stopped unconverged: the states are the inner
+            # solver's last iterates, kept, but the solve did not succeed.
+            warnings.warn(unconverged, InnerSolveWarning, stacklevel=3)
+            status, message = "inner_not_converged", unconverged
         return Run(torch.stack(out), status, message, event_t)
+
+    def _integrate(self, solver, controller, field: VectorField, y0: torch.Tensor, times: list[float],
+                   out: list[torch.Tensor], stats: SolveStats, hooks: LoopHooks | None, event: Event | None,
+                   steps: list | None) -> float | None:
+        """The loop (or a whole-interval solver's own solve), appending the output states to ``out``."""
+        if getattr(solver, "whole_interval", False):
+            # A solver that runs the whole interval itself (scipy's solve_ivp): no loop, no controller.
+            if event is not None or steps is not None or (hooks and any(vars(hooks).values())):
+                raise InvalidInputError(
+                    f"method {self.method.name!r} runs the whole interval at once: it supports neither "
+                    "events, dense output nor step callbacks; use an odekit method (e.g. 'dopri5')"
+                )
+            nfe_start = field.nfe
+            try:
+                out.extend(solver.solve_through(field, y0, times, stats))
+            finally:
+                stats.nfe += field.nfe - nfe_start
+            return None
+        return integrate(solver, controller, field, y0, times, out, stats, max_steps=self.max_steps,
+                         max_nfe=self.max_nfe, cubic=self.loop.cubic, hooks=hooks,
+                         breakpoints=self.loop.breakpoints, event=event, steps=steps)
 
     def _grid(self, field: VectorField, y0: torch.Tensor, times: list[float]) -> list[float]:
         """The user's ``grid_constructor(f, y0, t)``, checked to run from the first to the last time."""
@@ -186,12 +202,14 @@ def _check_tolerance(name: str, value: Any, layout: StateLayout) -> float | torc
                 f"{name} has shape {tuple(value.shape)}, which does not broadcast to y0's {tuple(layout.shapes[0])}"
             ) from None
     else:
-        number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        if hasattr(number, "item") and not isinstance(number, (int, float)):
-            number = number.item()  # numpy scalars
+        try:
+            number = value.item() if hasattr(value, "item") else value  # one-element tensors, numpy numbers
+        except (RuntimeError, ValueError):  # a tensor or array of no or several elements
+            number = value
         positive = isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0
         if not positive or not math.isfinite(number):
-            raise InvalidInputError(f"{name} must be a positive finite number, got {value!r}; {hint}")
+            raise InvalidInputError(
+                f"{name} must be a positive finite number, got {value!r} of type {type(value).__name__}; {hint}")
         return float(number)
     if not bool(torch.isfinite(flat).all()) or not bool((flat > 0).all()):
         raise InvalidInputError(f"{name} must be positive and finite in every component; {hint}")
@@ -199,13 +217,35 @@ def _check_tolerance(name: str, value: Any, layout: StateLayout) -> float | torc
 
 
 def _user_norm(norm: Any, layout: StateLayout) -> Norm:
+    """The error norm on flat vectors: ``options['norm']`` applied in the state's structure, or the default.
+
+    The user's norm must return one real number (a one-element tensor or a float); anything else
+    is an :class:`InvalidInputError` at its first call instead of a failure deep in the controller.
+    """
     if norm is None:
         return norm_for(layout.sizes)
     if not callable(norm):
         raise InvalidInputError(f"option norm must be a callable taking the state, got {norm!r}")
-    return lambda flat: torch.as_tensor(norm(layout.unflatten(flat)))
+
+    def measured(flat: torch.Tensor) -> torch.Tensor:
+        value = norm(layout.unflatten(flat))
+        if isinstance(value, torch.Tensor):
+            if value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+                return value if value.ndim == 0 else value.reshape(())
+            returned = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return torch.as_tensor(value)
+        else:
+            returned = f"a {type(value).__name__}" + (f" of length {len(value)}" if isinstance(value, tuple) else "")
+        raise InvalidInputError(
+            f"option norm must return one real number (a 0-d tensor or a float), but it returned {returned}; "
+            "e.g. norm=lambda y: y.abs().max() (for a tuple state: max(c.abs().max() for c in y))"
+        )
+
+    return measured
 
 
+@torch.compiler.disable  # compiled callers run the solve eagerly: one graph break, no recompiles (see docs)
 def solve(
     f: UserField,
     y0: State,
@@ -262,6 +302,12 @@ def solve(
     """
     layout = StateLayout.of(y0)
     times = _check_times(t, layout)
+    if layout.real_dtype in LOW_PRECISION:
+        return _solve_in_float32(
+            f, y0, t, layout, method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient,
+            options=options, adjoint_params=adjoint_params, adjoint_method=adjoint_method,
+            adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_options=adjoint_options,
+            event_fn=event_fn, callbacks=callbacks, dense=dense, throw=throw)
     rtol, atol = _check_tolerance("rtol", rtol, layout), _check_tolerance("atol", atol, layout)
     if gradient not in GRADIENTS:
         raise InvalidInputError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
@@ -339,6 +385,49 @@ def solve(
                     event_t=event_t, dense=DenseOutput(steps, layout, t.dtype) if dense and steps else None)
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _solve_in_float32(f: UserField, y0: State, t: torch.Tensor, layout: StateLayout, **settings: Any) -> Solution:
+    """A float16/bfloat16 solve with the state carried in float32 and ``f`` evaluated in the low dtype.
+
+    Summing small steps in bfloat16 loses them (``1 - 1e-3`` rounds to ``1``: Euler stands
+    still), so the engine keeps its state, steps and error estimates in float32; ``f`` and
+    ``event_fn`` still see (and return) the low dtype, and the results come back in it.
+    Callbacks and dense output see the float32 state. An adaptive tolerance below the low
+    dtype's resolution is refused: ``f``'s own rounding would dominate every error estimate.
+    """
+    low, work = layout.real_dtype, torch.float32
+    resolved, _ = resolve(settings["method"], dict(settings["options"] or {}))
+    fixed = settings["step_size"] is not None or (settings["options"] or {}).get("step_size") is not None
+    eps = torch.finfo(low).eps
+    if resolved.adaptive and not fixed:
+        for name in ("rtol", "adjoint_rtol"):
+            value = settings[name]
+            if value is not None and float(torch.as_tensor(value, dtype=torch.float64).min()) < eps:
+                raise InvalidInputError(
+                    f"{name}={value!r} is below the resolution of {low} ({eps:.3g}): f's own rounding "
+                    f"dominates any error estimate there, so the solve would stall; pass {name} >= {eps:.3g} "
+                    "or solve in float32 (y0.float(), t.float())"
+                )
+
+    def cast(x: State, dtype: torch.dtype) -> State:
+        return tuple(v.to(dtype) for v in x) if isinstance(x, tuple) else x.to(dtype)
+
+    def f_work(s: torch.Tensor, y: State) -> State:
+        return cast(f(s.to(low), cast(y, low)), work)
+
+    if settings["gradient"] == "adjoint" and settings["adjoint_params"] is None and isinstance(f, torch.nn.Module):
+        settings["adjoint_params"] = tuple(f.parameters())  # the wrapper has none of its own
+    event_fn = settings["event_fn"]
+    if event_fn is not None:
+        settings["event_fn"] = lambda s, y: event_fn(s.to(low), cast(y, low))
+    sol = solve(f_work, cast(y0, work), t.to(work), **settings)
+    sol.ys, sol.ts = cast(sol.ys, low), sol.ts.to(low)
+    sol.event_t = None if sol.event_t is None else sol.event_t.to(low)
+    return sol
+
+
 def _run_with_time_gradients(
     forward: Integration, field: VectorField, flat0: torch.Tensor, t: torch.Tensor, times: list[float],
     stats: SolveStats, hooks: LoopHooks | None, event: Event | None, steps: list | None,
@@ -360,7 +449,9 @@ def _run_with_time_gradients(
         return run
     ys = run.ys
     with torch.no_grad():
-        slopes = torch.stack([field(times[i], ys[i].detach()) for i in range(1, len(times))])
+        # Rows a failed solve (throw=False) never reached are NaN constants: they move with no t.
+        slopes = torch.stack([field(times[i], ys[i].detach()) if bool(torch.isfinite(ys[i]).all())
+                              else torch.zeros_like(ys[i]) for i in range(1, len(times))])
     stats.nfe += len(times)
     moved = ys[1:] + (t[1:] - t[1:].detach())[:, None].to(ys.dtype) * slopes
     run.ys = torch.cat([flat0[None], moved])

@@ -25,8 +25,8 @@ import torch
 
 from .api import solve
 from .callbacks import StepCallbacks
-from .errors import InvalidInputError
-from .methods import METHODS
+from .errors import InvalidInputError, did_you_mean
+from .methods import METHODS, on_fixed_grid
 from .solution import DenseOutput
 from .state import State, StateLayout
 
@@ -38,7 +38,8 @@ _NOT_DIFFERENTIABLE = ("scipy_solver",)  # whole-interval solvers outside autogr
 def _method(method: str | None) -> str:
     method = "dopri5" if method is None else method
     if method not in METHODS:
-        raise InvalidInputError(f'Invalid method "{method}". Must be one of {{"' + '", "'.join(METHODS) + '"}.')
+        raise InvalidInputError(f'Invalid method "{method}"{did_you_mean(str(method), METHODS)}. '
+                                'Must be one of {"' + '", "'.join(METHODS) + '"}.')
     return method
 
 
@@ -47,13 +48,10 @@ def _options(method: str, options: dict[str, Any] | None) -> dict[str, Any]:
     options = dict(options or {})
     unknown = {k: options.pop(k) for k in list(options) if k not in METHODS[method].options}
     if unknown:
-        warnings.warn(f"{method}: Unexpected arguments {unknown}", stacklevel=3)
+        suggestions = {k: did_you_mean(k, METHODS[method].options) for k in unknown}
+        hints = "".join(f"; {k!r}{hint}" for k, hint in suggestions.items() if hint)
+        warnings.warn(f"{method}: Unexpected arguments {unknown}{hints}", stacklevel=3)
     return options
-
-
-def _on_fixed_grid(method: str, options: dict[str, Any]) -> bool:
-    return (not METHODS[method].adaptive or options.get("step_size") is not None
-            or options.get("grid_constructor") is not None)
 
 
 def _callbacks(func, method: str, options: dict[str, Any], adjoint_method: str | None,
@@ -63,7 +61,7 @@ def _callbacks(func, method: str, options: dict[str, Any], adjoint_method: str |
     def allowed(name: str, method: str, options: dict[str, Any]) -> bool:
         if method in _NOT_DIFFERENTIABLE:
             return False
-        return name == "callback_step" or not _on_fixed_grid(method, options)
+        return name == "callback_step" or not on_fixed_grid(METHODS[method], options)
 
     found: dict[str, Any] = {}
     invalid = set()

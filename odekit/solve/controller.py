@@ -12,8 +12,13 @@ from typing import Callable
 
 import torch
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, MaxStepsExceededError
 from .norms import ErrorScale, Norm, rms_norm
+
+# A rejected step is retried at most this fraction as long (or dfactor, if larger): the step-size law
+# alone can return a factor that rounds to 1 (safety = 1, error ratio just above 1), and retrying the
+# same failing step would loop until the step cap.
+_MAX_REJECT_FACTOR = 0.9
 
 
 @dataclass
@@ -24,17 +29,18 @@ class FixedGrid:
     first to the last output time) or else the output times themselves (torchdiffeq's
     behaviour). Grid points are produced one at a time, so a tiny step with a step cap fails at
     the cap instead of building a huge list first. ``open_ended`` (event mode) steps on past
-    the last output time until the loop stops.
+    the last output time until the loop stops. A grid of more than ``max_steps`` steps fails at
+    :meth:`start`, before the first step. ``step_size`` comes checked from
+    :func:`~odekit.solve.methods.resolve`.
     """
 
     step_size: float | None = None
     grid: list[float] | None = None
     open_ended: bool = False
+    max_steps: float = math.inf
     adaptive = False
 
     def __post_init__(self) -> None:
-        if self.step_size is not None and not (self.step_size > 0 and math.isfinite(self.step_size)):
-            raise InvalidInputError(f"step_size must be a positive finite number, got {self.step_size}")
         self._points: list[float] = []
         self._pos = 0
         self._t0 = self._step = 0.0
@@ -53,13 +59,34 @@ class FixedGrid:
                     "grid_constructor ends at t[1], but an event solve runs until the event)")
             self._points = list(self.grid if self.grid is not None else times)
             self._count = len(self._points) - 1
+            self._check_count(self._count, times, "grid_constructor's grid" if self.grid is not None
+                              else "the grid of output times t (no step_size)", "pass a coarser grid")
         else:
             span = times[-1] - times[0]
             self._t0, self._step = times[0], math.copysign(self.step_size, span if span else 1.0)
-            self._count = math.inf if self.open_ended else max(1, math.ceil(abs(span) / self.step_size - 1e-9))
+            if self.open_ended:
+                self._count = math.inf
+            else:
+                steps = abs(span) / self.step_size
+                self._check_count(steps, times, f"the grid of step_size={self.step_size:.6g}",
+                                  "take a larger step_size")
+                self._count = max(1, math.ceil(steps - 1e-9))
             self._points = [times[-1]]
         self._pos = 0
         return self._point(1) - self._point(0)
+
+    def _check_count(self, steps: float, times: list[float], grid: str, fix: str) -> None:
+        """Fail at once if the grid takes more than ``max_steps`` steps."""
+        if steps <= self.max_steps and math.isfinite(steps):
+            return
+        where = f"{grid} from t={times[0]:.6g} to t={times[-1]:.6g}"
+        if not math.isfinite(steps):
+            raise MaxStepsExceededError(f"{where} takes more steps than a float can count; {fix}")
+        count = math.ceil(steps - 1e-9)
+        raise MaxStepsExceededError(
+            f"{where} takes {count} steps, more than max_num_steps={self.max_steps}; {fix}, "
+            f"or allow it with options={{'max_num_steps': {count}}}"
+        )
 
     def end(self, t: float, h: float) -> float:
         """Where the step from ``t`` ends: the grid point itself (``t + h`` would accumulate rounding)."""
@@ -81,7 +108,11 @@ class PIController:
     r_{n-1}^{pcoeff/k}`` with ``k`` the method's order, clipped to ``[dfactor, ifactor]``
     (and never shrunk after an accepted step). ``pcoeff=0, icoeff=1`` — the default — is the
     integral controller torchdiffeq uses, so step sequences and NFE match it; PI settings such as
-    ``pcoeff=0.3, icoeff=0.4`` damp step-size oscillation on stiff-ish neural fields.
+    ``pcoeff=0.3, icoeff=0.4`` damp step-size oscillation on stiff-ish neural fields. A rejected
+    step is retried at most ``max(dfactor, 0.9)`` times as long, so a rejection always shrinks it.
+
+    The options come checked from :func:`~odekit.solve.methods.resolve` (ranges in
+    :data:`~odekit.solve.methods.NUMBER_OPTIONS`, ``min_step ≤ max_step``).
     """
 
     rtol: float
@@ -109,14 +140,6 @@ class PIController:
                     f"{name} must be a positive finite number, got {value!r}; "
                     "typical values are rtol=1e-7, atol=1e-9 (torchdiffeq's defaults) or 1e-3 for training"
                 )
-        if not 0 < self.safety <= 1 or self.ifactor < 1 or not 0 < self.dfactor <= 1:
-            raise InvalidInputError("need 0 < safety ≤ 1, ifactor ≥ 1 and 0 < dfactor ≤ 1")
-        if not 0 <= self.min_step <= self.max_step:
-            raise InvalidInputError(
-                f"need 0 ≤ min_step ≤ max_step, got min_step={self.min_step!r}, max_step={self.max_step!r}"
-            )
-        if self.first_step is not None and not (self.first_step > 0 and math.isfinite(self.first_step)):
-            raise InvalidInputError(f"first_step must be a positive finite number, got {self.first_step}")
         self._previous_ratio = 1.0
         self._order = 1
         self._scale = ErrorScale(self.rtol, self.atol)
@@ -139,13 +162,13 @@ class PIController:
         with torch.no_grad():
             y0d, f0d = y0.detach(), f0.detach()
             scale = y0d.abs().mul_(self.rtol).add_(self.atol)
-            d0 = float(self.norm(y0d / scale))
-            d1 = float(self.norm(f0d / scale))
+            d0 = self._measure(y0d / scale)
+            d1 = self._measure(f0d / scale)
             h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
             if not h0 > 0:  # d1 overflowed: f0 is huge against the tolerances
                 h0 = 1e-12
             f1 = field(times[0] + direction * h0, y0d + (direction * h0) * f0d)
-            d2 = float(self.norm((f1 - f0d) / scale)) / h0
+            d2 = self._measure((f1 - f0d) / scale) / h0
         if d1 <= 1e-15 and d2 <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
@@ -168,7 +191,18 @@ class PIController:
 
         Call without autograd recording (the step decision is not differentiated).
         """
-        return abs(h) * float(self.norm(error.div_(self._scale(y0, y1))))
+        return abs(h) * self._measure(error.div_(self._scale(y0, y1)))
+
+    def _measure(self, x: torch.Tensor) -> float:
+        """``‖x‖``; a NaN norm of a finite ``x`` is the norm's fault, not ``f``'s: say so at once."""
+        value = float(self.norm(x))
+        if math.isnan(value) and bool(torch.isfinite(x).all()):
+            raise InvalidInputError(
+                "the error norm (options['norm'], or adjoint_options['norm'] in an adjoint solve) returned NaN "
+                "for a finite input: the state and f's values are finite. A norm must return a finite, "
+                "non-negative number for finite input"
+            )
+        return value
 
     def adapt(self, h: float, ratio: float) -> tuple[bool, float]:
         """Accept or reject the step of size ``h`` with error ratio ``ratio``; returns the next step.
@@ -185,6 +219,8 @@ class PIController:
             if self.pcoeff:
                 factor *= self._previous_ratio ** (self.pcoeff / k)
             factor = min(self.ifactor, max(factor, 1.0 if accept else self.dfactor))
+            if not accept:
+                factor = min(factor, max(self.dfactor, _MAX_REJECT_FACTOR))
         if accept:
             self._previous_ratio = min(max(ratio, 1e-10), 1.0)
         return accept, math.copysign(self._clamp(abs(h * factor)), h)

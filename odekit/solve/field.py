@@ -50,8 +50,11 @@ class VectorField:
         if layout.is_tuple:
             return layout.flatten_derivative(self.f(tt, layout.unflatten(y)), t)
         # The single-tensor case inlined: this runs once per stage, so every call saved counts.
+        # Anything but a plain tensor of the state's shape, dtype and device takes the full check
+        # (which accepts tensor subclasses and raises for the rest).
         shape = layout.shapes[0]
         out = self.f(tt, y.view(shape))
-        if type(out) is not torch.Tensor or out.shape != shape or out.dtype != layout.dtype:
-            raise layout.mismatch(out, t)
+        if (type(out) is not torch.Tensor or out.shape != shape or out.dtype != layout.dtype
+                or out.device != layout.device):
+            return layout.flatten_derivative(out, t)
         return out.reshape(-1)

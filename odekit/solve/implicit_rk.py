@@ -31,7 +31,6 @@ relative to the state's size so that this derivative is the derivative of a smoo
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, choice_option
 from .field import side_of
 from .implicit_tableaus import IMPLICIT_TABLEAUS, ImplicitTableau
 from .inner import (
@@ -53,7 +52,6 @@ from .inner import (
 from .integrate import linear_interpolation
 from .methods import FIXED_OPTIONS, Method, positive_int_option, register_method
 from .norms import rms_norm
-from .proximal import InnerSolveWarning
 from .solution import SolveStats
 
 Field = Callable[..., torch.Tensor]
@@ -193,23 +191,22 @@ class ImplicitRungeKutta:
         """Linear interpolation ``y0 + θ (y1 − y0)`` for each ``θ`` in ``theta`` (shape m), as ``m × n``."""
         return linear_interpolation(y0, K.y1, theta)
 
-    def record(self, stats: SolveStats) -> None:
-        """Add the inner-solve counters to ``stats.extra``; warn once if some stage solves did not converge."""
+    def record(self, stats: SolveStats) -> str | None:
+        """Add the inner-solve counters to ``stats.extra``; if some stage solves did not converge, return why."""
         extra = stats.extra
         for key, value in (("inner_solves", self.solves), ("inner_iterations", self.iterations),
                            ("inner_failures", self.failures)):
             extra[key] = extra.get(key, 0) + value
         extra["inner_iterations_max"] = max(extra.get("inner_iterations_max", 0), self.iterations_max)
+        message = None
         if self.failures:
-            warnings.warn(
-                f"{self.name}: {self.failures} of {self.solves} stage solves did not converge within "
-                f"max_iters={self.max_iters} iterations (worst residual RMS {self.worst_residual:.3g}); the solution "
-                "may be inaccurate: take smaller steps, raise options['max_iters'], or set options['inner']",
-                InnerSolveWarning,
-                stacklevel=2,
-            )
+            message = (f"{self.name}: {self.failures} of {self.solves} stage solves did not converge within "
+                       f"max_iters={self.max_iters} iterations (worst residual RMS {self.worst_residual:.3g}); the "
+                       "solution may be inaccurate: take smaller steps, raise options['max_iters'], or set "
+                       "options['inner']")
         self.solves = self.iterations = self.iterations_max = self.failures = 0
         self.worst_residual = 0.0
+        return message
 
     def step(self, field: Field, t0: float, y0: torch.Tensor, h: float,
              state: torch.Tensor | None) -> tuple[torch.Tensor, ImplicitStep]:
@@ -318,15 +315,13 @@ def make_implicit_rk_solver(tableau: ImplicitTableau, options: dict[str, Any]) -
     ``jvp``), validated here."""
     max_iters = positive_int_option(options, "max_iters", DEFAULT_MAX_ITERS)
     inner = options.get("inner")
-    if inner is not None and inner not in INNER_METHODS:
-        raise InvalidInputError(f"option inner={inner!r} is not one of {', '.join(map(repr, INNER_METHODS))}")
+    if inner is not None:
+        choice_option("inner", inner, INNER_METHODS)
     inner_tol = options.get("inner_tol")
     if inner_tol is not None and not (isinstance(inner_tol, (int, float)) and 0 < inner_tol < 1):
         raise InvalidInputError(f"option inner_tol must be a number in (0, 1) (relative to 1 + RMS|y|), got "
                                 f"{inner_tol!r}")
-    jvp = options.get("jvp", JVP_MODES[0])
-    if jvp not in JVP_MODES:
-        raise InvalidInputError(f"option jvp={jvp!r} is not one of {', '.join(map(repr, JVP_MODES))}")
+    jvp = choice_option("jvp", options.get("jvp", JVP_MODES[0]), JVP_MODES)
     return ImplicitRungeKutta(tableau, max_iters=max_iters, inner=inner,
                               inner_tol=None if inner_tol is None else float(inner_tol), jvp=jvp)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, did_you_mean, number_option
 from .norms import rms_norm
 
 Field = Callable[[float, torch.Tensor], torch.Tensor]
@@ -338,26 +338,21 @@ class InnerSolver:
     step_reductions: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if self.method not in INNER_METHODS:
+        if not isinstance(self.method, str) or self.method not in INNER_METHODS:
             raise InvalidInputError(
-                f"unknown inner solver {self.method!r}; choose one of {', '.join(INNER_METHODS)}"
+                f"unknown inner solver {self.method!r}{did_you_mean(str(self.method), INNER_METHODS)}; "
+                f"choose one of {', '.join(INNER_METHODS)}"
             )
         spec = INNER_METHODS[self.method]
-        if self.step is None:
-            self.step = spec.default_step
-        checks = {
-            "inner_tol": (self.tol, self.tol >= 0),
-            "inner_res_tol": (self.res_tol, self.res_tol >= 0),
-            "inner_max_iters": (self.max_iters, isinstance(self.max_iters, int) and self.max_iters >= 1),
-            "inner_memory": (self.memory, isinstance(self.memory, int) and self.memory >= 1),
-            "krylov_rtol": (self.krylov_rtol, 0 < self.krylov_rtol < 1),
-            "krylov_dim": (self.krylov_dim, isinstance(self.krylov_dim, int) and self.krylov_dim >= 1),
-        }
+        # Checked under the names of the options that set them (proximal methods' inner_* options).
+        self.tol = number_option("inner_tol", self.tol, ge=0)
+        self.res_tol = number_option("inner_res_tol", self.res_tol, ge=0)
+        self.max_iters = number_option("inner_max_iters", self.max_iters, ge=1, integer=True)
+        self.memory = number_option("inner_memory", self.memory, ge=1, integer=True)
+        self.krylov_rtol = number_option("krylov_rtol", self.krylov_rtol, gt=0, lt=1)
+        self.krylov_dim = number_option("krylov_dim", self.krylov_dim, ge=1, integer=True)
         if spec.default_step is not None:
-            checks["inner_step"] = (self.step, self.step is not None and self.step > 0)
-        for name, (value, ok) in checks.items():
-            if not ok:
-                raise InvalidInputError(f"option {name}={value!r} is out of range")
+            self.step = number_option("inner_step", spec.default_step if self.step is None else self.step, gt=0)
         self._spec = spec
 
     def _iterates(self, problem: ProximalProblem, z0: torch.Tensor) -> Iterates:

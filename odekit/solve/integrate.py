@@ -52,8 +52,12 @@ class Solver(Protocol):
     def accepted(self, state: Any, K: Any) -> Any:
         """The state after the step that produced ``K`` was accepted."""
 
-    def record(self, stats: SolveStats) -> None:
-        """Add the solver's own counters to ``stats`` (called once, when the loop ends)."""
+    def record(self, stats: SolveStats) -> str | None:
+        """Add the solver's own counters to ``stats`` (called once, when the loop ends).
+
+        Returns a message if the result is degraded (implicit stages of a fixed step that stopped
+        unconverged), which makes the solve's status ``inner_not_converged``; else ``None``.
+        """
 
     def start_slope(self, K: Any) -> torch.Tensor | None:
         """``f(t0, y0)`` of the step that produced ``K`` if the step computed it, else ``None``."""
@@ -210,13 +214,15 @@ def integrate(
         while idx < n_out:
             if stats.steps - steps_start >= max_steps:
                 raise MaxStepsExceededError(
-                    f"reached max_steps={max_steps} at t={t:.6g} (target {target}); raise "
-                    "options['max_num_steps'], loosen rtol/atol, or use a stiff (proximal) method"
+                    f"reached max_num_steps={max_steps} at t={t:.6g} (target {target}); raise the cap with "
+                    f"options={{'max_num_steps': {10 * max_steps}}}, loosen rtol/atol, or use a stiff "
+                    "(proximal) method"
                 )
             if field.nfe - nfe_start > max_nfe:
                 raise MaxStepsExceededError(
                     f"used {field.nfe - nfe_start} evaluations of f, more than max_nfe={max_nfe}, at "
-                    f"t={t:.6g} (target {target}); raise options['max_nfe'] or loosen rtol/atol"
+                    f"t={t:.6g} (target {target}); raise the cap with options={{'max_nfe': {10 * max_nfe}}} "
+                    "or loosen rtol/atol"
                 )
             if abs(h) <= 8 * math.ulp(max(abs(t), abs(t + h))):
                 if last_rejection_non_finite:
@@ -301,7 +307,6 @@ def integrate(
         return None
     finally:
         stats.nfe += field.nfe - nfe_start
-        solver.record(stats)
 
 
 def _check_finite(y1: torch.Tensor, t0: float, t1: float) -> None:

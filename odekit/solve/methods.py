@@ -8,14 +8,13 @@ are then available to ``solve``, ``odeint`` and ``odeint_adjoint`` by name.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from .controller import FixedGrid, PIController
-from .errors import InvalidInputError
+from .errors import InvalidInputError, did_you_mean, number_option
 from .norms import Norm
 from .runge_kutta import RungeKutta
 from .tableaus import TABLEAUS
@@ -24,7 +23,30 @@ from .tableaus import TABLEAUS
 FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp", "max_num_steps", "max_nfe")
 ADAPTIVE_OPTIONS = FIXED_OPTIONS + ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "norm",
                                     "min_step", "max_step", "step_t", "jump_t", "dtype")
-DEFAULT_MAX_STEPS = 2**31 - 1
+# Default caps. Adaptive steps have no count known in advance: the cap is what ends a runaway solve
+# (a controller fighting a problem it cannot integrate), after 100_000 steps as in DifferentialEquations.jl.
+# A fixed grid's count is known before its first step and checked then; its cap only has to catch a
+# grid nobody meant (a step_size typo) and stays far above any grid in use.
+DEFAULT_MAX_STEPS = 100_000
+DEFAULT_MAX_FIXED_STEPS = 10**7
+DEFAULT_MAX_NFE = 2**31 - 1  # evaluations are capped only on request
+
+# The range of every numeric option of the loop and the step-size controllers. The controller's must
+# keep it sane: a rejected step shrinks (dfactor < 1, safety ≤ 1, gains that lower the step as the
+# error grows), an accepted one may grow (ifactor ≥ 1).
+NUMBER_OPTIONS: dict[str, dict[str, Any]] = {
+    "step_size": {"gt": 0},
+    "first_step": {"gt": 0},
+    "safety": {"gt": 0, "le": 1},
+    "ifactor": {"ge": 1},
+    "dfactor": {"gt": 0, "lt": 1},
+    "pcoeff": {"ge": 0},
+    "icoeff": {"gt": 0},
+    "min_step": {"ge": 0},
+    "max_step": {"gt": 0, "finite": False},
+    "max_num_steps": {"ge": 1, "integer": True},
+    "max_nfe": {"ge": 1, "integer": True},
+}
 
 
 @dataclass(frozen=True)
@@ -60,18 +82,43 @@ for _tableau in TABLEAUS.values():
     )
 
 
+def on_fixed_grid(method: Method, options: dict[str, Any]) -> bool:
+    """Whether ``method`` steps on a fixed grid with these options (``step_size`` or ``grid_constructor``
+    put adaptive methods on one too)."""
+    return (not method.adaptive or options.get("step_size") is not None
+            or options.get("grid_constructor") is not None)
+
+
 def resolve(name: str, options: dict[str, Any] | None) -> tuple[Method, dict[str, Any]]:
-    """Look ``name`` up and check ``options`` against what it accepts."""
+    """Look ``name`` up and check ``options`` against what it accepts.
+
+    Returns a copy of the options with the numbers of :data:`NUMBER_OPTIONS` checked and made
+    Python numbers (those set to ``None`` removed), and ``max_num_steps`` filled in with its
+    default where the method takes it.
+    """
     if not isinstance(name, str) or name not in METHODS:
-        raise InvalidInputError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+        hint = did_you_mean(name, METHODS) if isinstance(name, str) else ""
+        raise InvalidInputError(f"unknown method {name!r}{hint}; valid methods: {', '.join(sorted(METHODS))}")
     method = METHODS[name]
     options = dict(options or {})
     unknown = sorted(set(options) - set(method.options))
     if unknown:
         raise InvalidInputError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for method {name!r}; "
-            f"valid options: {', '.join(method.options)}"
+            f"unknown option(s) {', '.join(repr(k) + did_you_mean(k, method.options) for k in unknown)} "
+            f"for method {name!r}; valid options: {', '.join(method.options)}"
         )
+    for key, bounds in NUMBER_OPTIONS.items():
+        if key in options:
+            if options[key] is None:  # None stands for the default, as torchdiffeq's step_size=None does
+                del options[key]
+            else:
+                options[key] = number_option(key, options[key], **bounds)
+    if options.get("min_step", 0.0) > options.get("max_step", math.inf):
+        raise InvalidInputError(
+            f"need min_step ≤ max_step, got min_step={options['min_step']!r}, max_step={options['max_step']!r}")
+    if "max_num_steps" in method.options:
+        options.setdefault("max_num_steps",
+                           DEFAULT_MAX_FIXED_STEPS if on_fixed_grid(method, options) else DEFAULT_MAX_STEPS)
     return method, options
 
 
@@ -80,10 +127,12 @@ def make_controller(method: Method, options: dict[str, Any], rtol, atol, norm: N
     """The step-size controller for ``method`` configured from ``options``.
 
     A ``step_size`` (or a ``grid``) puts any method, adaptive ones included, on a fixed grid.
-    ``open_ended`` (event mode) lets a fixed grid run past the last output time.
+    ``open_ended`` (event mode) lets a fixed grid run past the last output time. ``options`` are
+    the ones :func:`resolve` returned.
     """
-    if not method.adaptive or options.get("step_size") is not None or grid is not None:
-        return FixedGrid(options.get("step_size"), grid=grid, open_ended=open_ended)
+    if on_fixed_grid(method, options):
+        return FixedGrid(options.get("step_size"), grid=grid, open_ended=open_ended,
+                         max_steps=options.get("max_num_steps", math.inf))
     keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "min_step", "max_step")
     return PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
 
@@ -118,8 +167,8 @@ def _times_option(options: dict[str, Any], key: str) -> tuple[float, ...]:
 
 
 def loop_options(options: dict[str, Any]) -> LoopOptions:
-    """Check ``interp``, ``perturb``, ``step_t``, ``jump_t``, ``grid_constructor``, ``min_step``,
-    ``max_step`` and ``dtype`` and return what the loop needs."""
+    """Check ``interp``, ``perturb``, ``step_t``, ``jump_t``, ``grid_constructor`` and ``dtype`` and
+    return what the loop needs."""
     interp = options.get("interp", "linear")
     if interp not in ("linear", "cubic"):
         raise InvalidInputError(f"option interp must be 'linear' or 'cubic', got {interp!r}")
@@ -132,10 +181,6 @@ def loop_options(options: dict[str, Any]) -> LoopOptions:
             raise InvalidInputError("option grid_constructor must be a callable (f, y0, t) -> grid of times")
         if options.get("step_size") is not None:
             raise InvalidInputError("options step_size and grid_constructor exclude each other; pass one")
-    for key in ("min_step", "max_step"):
-        value = options.get(key)
-        if value is not None and not (isinstance(value, (int, float)) and value >= 0 and not math.isnan(value)):
-            raise InvalidInputError(f"option {key} must be a non-negative number, got {value!r}")
     dtype = options.get("dtype")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InvalidInputError(f"option dtype must be a floating torch dtype (e.g. torch.float64), got {dtype!r}")
@@ -145,13 +190,9 @@ def loop_options(options: dict[str, Any]) -> LoopOptions:
 
 def positive_int_option(options: dict[str, Any], key: str, default: int) -> int:
     """``options[key]`` (or ``default``), checked to be a positive integer (``True`` is not one)."""
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidInputError(f"option {key} must be a positive integer, got {value!r}")
-    return int(value)
+    return number_option(key, options.get(key, default), ge=1, integer=True)
 
 
 def step_caps(options: dict[str, Any]) -> tuple[int, int]:
-    """``(max_steps, max_nfe)`` from the options, validated."""
-    return (positive_int_option(options, "max_num_steps", DEFAULT_MAX_STEPS),
-            positive_int_option(options, "max_nfe", DEFAULT_MAX_STEPS))
+    """``(max_steps, max_nfe)`` from the options :func:`resolve` returned (checked and defaulted there)."""
+    return options.get("max_num_steps", DEFAULT_MAX_STEPS), options.get("max_nfe", DEFAULT_MAX_NFE)

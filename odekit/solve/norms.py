@@ -20,14 +20,15 @@ class SegmentedRMSNorm:
     torchdiffeq's ``_mixed_norm``: each component of a tuple state (and, in the adjoint, the
     state, its adjoint and each parameter's adjoint) is measured on its own, so a small
     component is not drowned by a large one. Segments whose ``include`` flag is false are
-    ignored, which gives the seminorm of Kidger et al. (2021) for the adjoint pass.
+    ignored, which gives the seminorm of Kidger et al. (2021) for the adjoint pass. Segments without
+    entries (a component of shape ``(0,)``, say) contribute nothing.
     """
 
     def __init__(self, sizes: Sequence[int], include: Sequence[bool] | None = None) -> None:
         include = [True] * len(sizes) if include is None else list(include)
         self.sizes = list(sizes)
         self.ids = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(self.sizes))
-        self.weights = torch.tensor([1.0 / s if keep else 0.0 for s, keep in zip(sizes, include)])
+        self.weights = torch.tensor([1.0 / s if keep and s else 0.0 for s, keep in zip(sizes, include)])
         self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

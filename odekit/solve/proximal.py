@@ -14,13 +14,13 @@ predictor (Milne's device) and controlled by the same PI controller as the expli
 
 from __future__ import annotations
 
-import warnings
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .errors import InnerSolveError, InvalidInputError
+from .errors import InnerSolveError, InnerSolveWarning, InvalidInputError, NonFiniteError, choice_option
 from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, combine, lagrange_weights
 from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem
 from .methods import ADAPTIVE_OPTIONS, Method, register_method
@@ -112,7 +112,15 @@ class ProximalSolver:
             if not result.converged:
                 failed = True
                 self.failures += 1
-                self.worst_residual = max(self.worst_residual, result.residual_norm)
+                finite = math.isfinite(result.residual_norm)
+                self.worst_residual = max(self.worst_residual, result.residual_norm if finite else math.inf)
+                if not finite and not self.adaptive:
+                    # No smaller step can follow on a fixed grid: f (or the iteration) gave NaN/inf.
+                    raise NonFiniteError(
+                        f"the {self.inner.method} inner solve of {scheme.name} met a non-finite residual at "
+                        f"t={t:.6g}: f returned NaN/inf near the state, or the iteration diverged; check f, "
+                        "take smaller steps or lower 'inner_step'"
+                    )
                 if self.on_inner_failure == "raise" and not self.adaptive:
                     raise InnerSolveError(
                         f"the {self.inner.method} inner solve of {scheme.name} did not converge at t={t:.6g} "
@@ -141,35 +149,26 @@ class ProximalSolver:
     def accepted(self, state, K: ProximalStep):
         return K.times[-self._keep :], K.states[-self._keep :]
 
-    def record(self, stats: SolveStats) -> None:
+    def record(self, stats: SolveStats) -> str | None:
+        """Add the inner-solve counters; on a fixed grid with failed stages, return why."""
         extra = stats.extra
         for key, value in (("inner_solves", self.solves), ("inner_iterations", self.iterations),
                            ("inner_failures", self.failures), ("inner_step_reductions", self.inner.step_reductions)):
             extra[key] = extra.get(key, 0) + value
         extra["inner_iterations_max"] = max(extra.get("inner_iterations_max", 0), self.iterations_max)
-        if self.failures and not self.adaptive and self.on_inner_failure == "warn":
-            warnings.warn(
-                f"{self.failures} of {self.solves} inner solves ({self.inner.method}, {self.scheme.name}) did not "
+        if not self.failures or self.adaptive:
+            return None  # the adaptive solver rejected those steps and retried smaller ones
+        return (f"{self.failures} of {self.solves} inner solves ({self.inner.method}, {self.scheme.name}) did not "
                 f"converge within {self.inner.max_iters} iterations (worst residual RMS {self.worst_residual:.3g}); "
-                + _FIXES,
-                InnerSolveWarning,
-                stacklevel=2,
-            )
+                + _FIXES)
 
 
 _FIXES = ("raise options['inner_max_iters'], loosen 'inner_tol'/'inner_res_tol', lower 'inner_step', take smaller "
           "steps, or use inner='newton_krylov' (options['on_inner_failure']='raise' makes this an error)")
 
 
-class InnerSolveWarning(UserWarning):
-    """Some inner solves of a fixed-step proximal solve stopped at their iteration cap."""
-
-
 def _choice(options: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = options.get(key, default)
-    if value not in allowed:
-        raise InvalidInputError(f"option {key}={value!r} is not one of {', '.join(map(repr, allowed))}")
-    return value
+    return choice_option(key, options.get(key, default), allowed)
 
 
 def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, Any],

@@ -21,7 +21,14 @@ import scipy
 import torch
 from scipy.integrate import BDF, DOP853, LSODA, RK23, RK45, OdeSolver, Radau, solve_ivp
 
-from .errors import InvalidInputError, MaxStepsExceededError, NonFiniteError, SolverError, StepSizeUnderflowError
+from .errors import (
+    InvalidInputError,
+    MaxStepsExceededError,
+    NonFiniteError,
+    SolverError,
+    StepSizeUnderflowError,
+    choice_option,
+)
 from .field import VectorField
 from .methods import Method, register_method
 from .solution import SolveStats
@@ -135,11 +142,7 @@ class ScipySolver:
     fsal = False
 
     def __init__(self, options: dict[str, Any], rtol: Any, atol: Any) -> None:
-        solver = options.get("solver", DEFAULT_SOLVER)
-        if not isinstance(solver, str) or solver not in SCIPY_SOLVERS:
-            raise InvalidInputError(
-                f"unknown scipy solver {solver!r} for method 'scipy_solver'; valid solvers: {', '.join(SCIPY_SOLVERS)}"
-            )
+        solver = choice_option("solver", options.get("solver", DEFAULT_SOLVER), SCIPY_SOLVERS)
         self.solver = solver
         self.name = f"scipy_solver[{solver}]"
         self.order, self.error_order = _ORDERS[solver]

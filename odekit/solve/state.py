@@ -60,6 +60,13 @@ class StateLayout:
                     f"y0[{i}] is {p.dtype} on {p.device} but y0[0] is {first.dtype} on {first.device}; "
                     "all components of a tuple state must share dtype and device"
                 )
+        if all(p.numel() == 0 for p in parts):
+            # Nothing to integrate, and no step size to control (an error norm of nothing is NaN).
+            shapes = ", ".join(str(tuple(p.shape)) for p in parts)
+            raise InvalidInputError(
+                f"y0 has no entries (shape{'s' if len(parts) > 1 else ''} {shapes}); skip the solve for an empty "
+                "batch (its solution has no entries either)"
+            )
         return cls(tuple(p.shape for p in parts), isinstance(y0, (tuple, list)), first.dtype, first.device)
 
     def flatten(self, y: State) -> torch.Tensor:
@@ -80,34 +87,54 @@ class StateLayout:
         return tuple(p.reshape(lead, *s) for p, s in zip(flat.split(self.sizes, dim=1), self.shapes))
 
     def flatten_derivative(self, out: State, t: float) -> torch.Tensor:
-        """Check what ``f`` returned against the state's structure, then flatten it."""
+        """Check what ``f`` returned against the state's structure, then flatten it.
+
+        Tensor subclasses (``nn.Parameter``, a user's own) count as tensors; the flat vector is a
+        plain tensor, so the solver's arithmetic does not go through their ``__torch_function__``.
+        """
         if not self.is_tuple:
-            if not isinstance(out, torch.Tensor) or out.shape != self.shapes[0] or out.dtype != self.dtype:
+            if not self._fits(out, self.shapes[0]):
                 raise self.mismatch(out, t)
-            return out.reshape(-1)
+            return _plain(out).reshape(-1)
         if (
             not isinstance(out, (tuple, list))
             or len(out) != len(self.shapes)
-            or any(not isinstance(o, torch.Tensor) or o.shape != s or o.dtype != self.dtype
-                   for o, s in zip(out, self.shapes))
+            or not all(self._fits(o, s) for o, s in zip(out, self.shapes))
         ):
             raise self.mismatch(out, t)
-        return torch.cat([o.reshape(-1) for o in out])
+        return torch.cat([_plain(o).reshape(-1) for o in out])
+
+    def _fits(self, out: object, shape: torch.Size) -> bool:
+        return (isinstance(out, torch.Tensor) and out.shape == shape and out.dtype == self.dtype
+                and out.device == self.device)
 
     def mismatch(self, out: object, t: float) -> VectorFieldError:
+        parts = out if isinstance(out, (tuple, list)) else (out,)
+        # Devices are named only when they differ: the usual mistakes are shapes and dtypes.
+        show_device = any(isinstance(o, torch.Tensor) and o.device != self.device for o in parts)
+
+        def tensor(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> str:
+            return f"tensor of shape {tuple(shape)} and dtype {dtype}" + (f" on {device}" if show_device else "")
+
         def describe(x: object) -> str:
             if isinstance(x, torch.Tensor):
-                return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+                return tensor(x.shape, x.dtype, x.device)
             if isinstance(x, (tuple, list)):
                 return "(" + ", ".join(describe(o) for o in x) + ")"
             return type(x).__name__
 
         want = (
-            "(" + ", ".join(f"tensor of shape {tuple(s)} and dtype {self.dtype}" for s in self.shapes) + ")"
+            "(" + ", ".join(tensor(s, self.dtype, self.device) for s in self.shapes) + ")"
             if self.is_tuple
-            else f"tensor of shape {tuple(self.shapes[0])} and dtype {self.dtype}"
+            else tensor(self.shapes[0], self.dtype, self.device)
         )
+        fix = " (create tensors in f with device=y.device, or move them with .to(y.device))" if show_device else ""
         return VectorFieldError(
             f"f(t, y) at t={t:.6g} returned {describe(out)}, but the state is a {want}; "
-            "f must return a derivative with exactly the structure, shapes and dtype of y"
+            f"f must return a derivative with exactly the structure, shapes, dtype and device of y{fix}"
         )
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain ``torch.Tensor`` (a view of a subclass instance, still on autograd's graph)."""
+    return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
