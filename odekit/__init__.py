@@ -11,6 +11,7 @@ from .solve import (
     Solution,
     SolverError,
     SolveStats,
+    Status,
     StepSizeUnderflowError,
     VectorFieldError,
     odeint,
@@ -22,7 +23,7 @@ from .solve import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "solve", "odeint", "odeint_adjoint", "record_stats", "Solution", "SolveStats", "SolverError",
+    "solve", "odeint", "odeint_adjoint", "record_stats", "Solution", "SolveStats", "Status", "SolverError",
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
     "MaxStepsExceededError", "__version__",
 ]

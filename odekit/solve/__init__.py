@@ -18,13 +18,13 @@ from .errors import (
     VectorFieldError,
 )
 from .methods import METHODS, Method, register_method
-from .solution import Solution, SolveStats, StatsRecorder, record_stats
+from .solution import Solution, SolveStats, StatsRecorder, Status, record_stats
 from .tableau import ButcherTableau
 from .tableaus import TABLEAUS
 
 __all__ = [
     "solve", "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "StepCallbacks", "Solution", "SolveStats",
-    "StatsRecorder", "record_stats",
+    "StatsRecorder", "Status", "record_stats",
     "METHODS", "Method", "register_method", "ButcherTableau", "TABLEAUS", "SolverError",
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
     "MaxStepsExceededError", "InnerSolveError",

@@ -13,16 +13,18 @@ time ``t_i`` moves ``y(t_i)`` along ``f``, so ``∂L/∂t_i = ⟨∂L/∂y(t_i),
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from .checkpoint import time_gradients
 from .errors import InvalidInputError
 from .field import UserField, VectorField
 from .norms import SegmentedRMSNorm
-from .solution import SolveStats
+from .solution import SolveStats, Status
 from .state import StateLayout
 
 
@@ -49,7 +51,12 @@ class _AdjointDynamics:
         return torch.cat(parts)
 
 
-def _default_params(f: UserField, adjoint_params: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+def default_params(f: UserField, adjoint_params: Sequence[torch.Tensor] | None, gradient: str = "adjoint",
+                   *, args_given: bool = False) -> tuple[torch.Tensor, ...]:
+    """The tensors gradients go to: ``adjoint_params``, else ``f.parameters()`` of an ``nn.Module``.
+
+    With ``args_given`` a plain function may have none (its tensors come through ``args``).
+    """
     if adjoint_params is not None:
         params = tuple(adjoint_params)
         bad = [i for i, p in enumerate(params) if not isinstance(p, torch.Tensor)]
@@ -58,8 +65,10 @@ def _default_params(f: UserField, adjoint_params: Sequence[torch.Tensor] | None)
         return tuple(p for p in params if p.requires_grad)
     if isinstance(f, nn.Module):
         return tuple(p for p in f.parameters() if p.requires_grad)
+    if args_given:
+        return ()
     raise InvalidInputError(
-        "gradient='adjoint' needs to know which tensors f depends on: make f an nn.Module or pass "
+        f"gradient={gradient!r} needs to know which tensors f depends on: make f an nn.Module or pass "
         "adjoint_params=(...) (an empty tuple if f has no parameters)"
     )
 
@@ -87,12 +96,13 @@ def adjoint_solve(
     torchdiffeq). With ``event``, the forward solve stops at the event and the backward solve
     starts there. Returns the forward :class:`~odekit.solve.api.Run`.
     """
-    params = _default_params(f, adjoint_params)
+    params = default_params(f, adjoint_params)
     outcome: dict = {}
     spec = _Spec(f, layout, forward, backward, stats, adjoint_norm, state_norm, hooks, backward_hooks, event, outcome)
     ys = _AdjointSolve.apply(spec, flat0, t, *params)
     run = outcome["run"]
     run.ys = ys
+    run.report = outcome.setdefault("solutions", [])
     return run
 
 
@@ -150,6 +160,15 @@ def _augmented_tolerance(value, n: int, n_params: int):
     return torch.cat([value, value, value.min().expand(n_params)])
 
 
+def _report_backward_failure(spec: _Spec, result, t_from: float, t_to: float) -> None:
+    """Mark the forward solve's :class:`Solution` with the backward solve's failure."""
+    for solution in spec.outcome.get("solutions", ()):
+        if solution.status == Status.SUCCESS:
+            solution.status = result.status
+            solution.message = (f"backward (adjoint) solve from t={t_from:.6g} to t={t_to:.6g} failed, so the "
+                                f"gradients are NaN: {result.message}")
+
+
 class _AdjointSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _Spec, y0, t, *params):
@@ -194,8 +213,13 @@ class _AdjointSolve(torch.autograd.Function):
                     a = a + grad_ys[i - 1]
                     continue
                 z0 = torch.cat([ys[i], a, g])
-                zs = backward.run(field, z0, backward_stats, times=[times[i], times[i - 1]],
-                                  hooks=spec.backward_hooks).ys
+                result = backward.run(field, z0, backward_stats, times=[times[i], times[i - 1]],
+                                      hooks=spec.backward_hooks)
+                if result.status != Status.SUCCESS:  # throw=False: say so on the solution, NaN gradients
+                    _report_backward_failure(spec, result, times[i], times[i - 1])
+                    a, g = torch.full_like(a, math.nan), torch.full_like(g, math.nan)
+                    break
+                zs = result.ys
                 a = zs[-1, n : 2 * n] + grad_ys[i - 1]
                 g = zs[-1, 2 * n :]
             # y(t0) = y0 whatever t0 is, so only the adjoint carried back from later times moves with t0.
@@ -203,16 +227,9 @@ class _AdjointSolve(torch.autograd.Function):
             grad_t = None
             if ctx.needs_input_grad[2]:
                 user = VectorField(f, layout, t.dtype)
-                slopes = [user(times[i], ys[i]) for i in range(last + 1)]
-                # ⟨a, f⟩ with PyTorch's conjugated complex cotangents (a plain product for real states).
-                grad_t = torch.stack(
-                    [-(a_flowed.conj() * slopes[0]).sum()]
-                    + [(grad_ys[i].conj() * slopes[i]).sum() for i in range(1, last + 1)]
-                    + [slopes[0].new_zeros(()) for _ in range(last + 1, len(times))]
-                )
+                grad_t = time_gradients(user, times, ys, grad_ys, a_flowed, last, t.dtype)
                 if run.event_t is not None:
                     grad_t = grad_t * torch.tensor([1.0, 0.0], dtype=grad_t.dtype)  # t[1] only set the direction
-                grad_t = grad_t.real.to(t.dtype)
                 backward_stats.nfe += user.nfe
         stats.nfe_backward += backward_stats.nfe
         stats.steps_backward += backward_stats.steps

@@ -24,16 +24,16 @@ from .field import UserField, VectorField
 from .integrate import Event, LoopHooks, integrate
 from .methods import LoopOptions, Method, loop_options, make_controller, resolve, step_caps
 from .norms import Norm, norm_for, tightest
-from .solution import DenseOutput, Solution, SolveStats, publish
+from .solution import DenseOutput, Solution, SolveStats, Status, publish
 from .state import State, StateLayout
 
-GRADIENTS = ("backprop", "adjoint")
+GRADIENTS = ("backprop", "adjoint", "checkpoint")
 
 _STATUS = {
-    MaxStepsExceededError: "max_steps_exceeded",
-    StepSizeUnderflowError: "step_size_underflow",
-    NonFiniteError: "non_finite",
-    InnerSolveError: "inner_not_converged",
+    MaxStepsExceededError: Status.MAX_STEPS_EXCEEDED,
+    StepSizeUnderflowError: Status.STEP_SIZE_UNDERFLOW,
+    NonFiniteError: Status.NON_FINITE,
+    InnerSolveError: Status.INNER_NOT_CONVERGED,
 }
 
 
@@ -42,9 +42,10 @@ class Run:
     """What one integration returns: flat states (one row per output time), status, event time."""
 
     ys: torch.Tensor
-    status: str
+    status: Status
     message: str
     event_t: float | None = None
+    report: list | None = None  # where a backward pass finds the Solution to mark a failure on
 
 
 @dataclass
@@ -81,8 +82,10 @@ class Integration:
         hooks: LoopHooks | None = None,
         event: Event | None = None,
         steps: list | None = None,
+        trace: list | None = None,
     ) -> Run:
-        """Integrate flat ``y0`` through ``times`` (or until ``event``)."""
+        """Integrate flat ``y0`` through ``times`` (or until ``event``); ``trace`` receives the
+        accepted steps' :class:`~odekit.solve.integrate.StepRecord`."""
         times = self.times if times is None else times
         solver = self.method.make_solver(self.options, self.rtol, self.atol)
         field.perturb = self.loop.perturb or bool(self.loop.jump_t)
@@ -91,10 +94,11 @@ class Integration:
         controller = make_controller(self.method, self.options, self.rtol, self.atol, self.norm,
                                      grid=grid, open_ended=event is not None)
         out = [y0]
-        status, message, event_t = "success", "", None
+        status, message, event_t = Status.SUCCESS, "", None
         try:
             try:
-                event_t = self._integrate(solver, controller, field, y0, times, out, stats, hooks, event, steps)
+                event_t = self._integrate(solver, controller, field, y0, times, out, stats, hooks, event, steps,
+                                          trace)
             finally:
                 unconverged = solver.record(stats)
         except SolverError as err:
@@ -104,16 +108,16 @@ class Integration:
             out.extend(getattr(err, "states", ()))  # what a whole-interval solver reached before failing
             rows = 2 if event is not None else len(times)
             out.extend(torch.full_like(y0, math.nan) for _ in range(rows - len(out)))
-        if unconverged and status == "success":
+        if unconverged and status == Status.SUCCESS:
             # A fixed step whose implicit stages stopped unconverged: the states are the inner
             # solver's last iterates, kept, but the solve did not succeed.
             warnings.warn(unconverged, InnerSolveWarning, stacklevel=3)
-            status, message = "inner_not_converged", unconverged
+            status, message = Status.INNER_NOT_CONVERGED, unconverged
         return Run(torch.stack(out), status, message, event_t)
 
     def _integrate(self, solver, controller, field: VectorField, y0: torch.Tensor, times: list[float],
                    out: list[torch.Tensor], stats: SolveStats, hooks: LoopHooks | None, event: Event | None,
-                   steps: list | None) -> float | None:
+                   steps: list | None, trace: list | None) -> float | None:
         """The loop (or a whole-interval solver's own solve), appending the output states to ``out``."""
         if getattr(solver, "whole_interval", False):
             # A solver that runs the whole interval itself (scipy's solve_ivp): no loop, no controller.
@@ -130,7 +134,7 @@ class Integration:
             return None
         return integrate(solver, controller, field, y0, times, out, stats, max_steps=self.max_steps,
                          max_nfe=self.max_nfe, cubic=self.loop.cubic, hooks=hooks,
-                         breakpoints=self.loop.breakpoints, event=event, steps=steps)
+                         breakpoints=self.loop.breakpoints, event=event, steps=steps, trace=trace)
 
     def _grid(self, field: VectorField, y0: torch.Tensor, times: list[float]) -> list[float]:
         """The user's ``grid_constructor(f, y0, t)``, checked to run from the first to the last time."""
@@ -266,6 +270,7 @@ def solve(
     callbacks: StepCallbacks | None = None,
     dense: bool = False,
     throw: bool = True,
+    args: Any = None,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, and return the states at every time in ``t``.
 
@@ -281,7 +286,9 @@ def solve(
         step_size: step of fixed-step methods (default: step from one output time to the next).
         gradient: ``"backprop"`` differentiates through the solver's operations;
             ``"adjoint"`` solves the continuous adjoint backwards (thesis eqs. 2.31, 2.38,
-            3.2–3.3) with memory independent of the number of steps.
+            3.2–3.3) with memory independent of the number of steps; ``"checkpoint"`` gives
+            backprop's gradient (of the discretisation) in O(√steps) memory by re-taking the
+            steps from saved states (explicit Runge–Kutta methods; parameters as for the adjoint).
         options: method options (``odekit methods``); unknown names are an error.
         adjoint_*: settings of the backward solve; they default to the forward ones.
             ``adjoint_params`` are the tensors ``f`` depends on (default: ``f.parameters()``
@@ -296,10 +303,19 @@ def solve(
             anywhere in ``[t[0], t[-1]]``.
         throw: if false, a failed solve (step cap, step underflow, non-finite values) returns a
             :class:`Solution` whose ``status`` names the failure instead of raising.
+        args: data for ``f``: with it ``f`` is called as ``f(t, y, args)``. Any tensor, or tuple,
+            list or dict of them (and other values); gradients reach its tensors under every
+            gradient method (the adjoint and checkpoint methods take them as parameters).
 
     Returns:
         A :class:`Solution`; ``ys`` has shape ``(len(t), *y0.shape)`` (or a tuple of such).
     """
+    if args is not None:
+        if gradient in ("adjoint", "checkpoint"):
+            from .adjoint import default_params
+
+            adjoint_params = default_params(f, adjoint_params, gradient, args_given=True) + _tensors_in(args)
+        f = _WithArgs(f, args)
     layout = StateLayout.of(y0)
     times = _check_times(t, layout)
     if layout.real_dtype in LOW_PRECISION:
@@ -326,6 +342,8 @@ def solve(
             )
         combined = combine(event_fn, t[0].detach(), y0)
         event = loop_event(combined, layout, t.dtype, tightest(atol))
+    if gradient == "checkpoint" and event is not None:
+        raise InvalidInputError("gradient='checkpoint' does not take event_fn; use 'backprop' or 'adjoint'")
     if dense and (gradient != "backprop" or event is not None):
         raise InvalidInputError("dense=True works with gradient='backprop' and without event_fn")
     callbacks = callbacks or StepCallbacks()
@@ -355,7 +373,7 @@ def solve(
             atol if adjoint_atol is None else _check_tolerance("adjoint_atol", adjoint_atol, layout),
             forward.norm,
             times,
-            True,  # a failed backward solve must raise: NaN gradients are no result
+            throw,  # with throw=False a failed backward solve sets the solution's status instead
         )
         run = adjoint_solve(
             f, layout, flat0, t, forward, backward, adjoint_params, stats, adjoint_norm,
@@ -363,6 +381,12 @@ def solve(
             hooks=hooks, backward_hooks=callbacks.hooks(layout, t.dtype, adjoint=True) if callbacks else None,
             event=event,
         )
+    elif gradient == "checkpoint":
+        from .adjoint import default_params
+        from .checkpoint import checkpoint_solve
+
+        run = checkpoint_solve(f, layout, flat0, t, forward, default_params(f, adjoint_params, gradient), stats,
+                               hooks)
     else:
         field = VectorField(f, layout, t.dtype)
         if t.requires_grad and torch.is_grad_enabled() and len(times) > 1:
@@ -381,8 +405,29 @@ def solve(
                                                 ys_flat[-1])
             ys_flat = torch.cat([ys_flat[:1], last[None]])
         ts = torch.stack([t[0], event_t.to(t.dtype)])
-    return Solution(ts=ts, ys=layout.unflatten_stacked(ys_flat), stats=stats, status=run.status, message=run.message,
-                    event_t=event_t, dense=DenseOutput(steps, layout, t.dtype) if dense and steps else None)
+    solution = Solution(ts=ts, ys=layout.unflatten_stacked(ys_flat), stats=stats, status=run.status,
+                        message=run.message, event_t=event_t,
+                        dense=DenseOutput(steps, layout, t.dtype) if dense and steps else None)
+    if run.report is not None:
+        run.report.append(solution)  # the backward pass reports its own failure there
+    return solution
+
+
+class _WithArgs:
+    """``f(t, y, args)`` as the engine's ``f(t, y)``."""
+
+    def __init__(self, f: Callable, args: Any) -> None:
+        self.f, self.args = f, args
+
+    def __call__(self, t: torch.Tensor, y: State) -> State:
+        return self.f(t, y, self.args)
+
+
+def _tensors_in(args: Any) -> tuple[torch.Tensor, ...]:
+    """The tensors of ``args`` (nested tuples, lists and dicts) that take gradients."""
+    from torch.utils._pytree import tree_leaves
+
+    return tuple(x for x in tree_leaves(args) if isinstance(x, torch.Tensor) and x.requires_grad)
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)

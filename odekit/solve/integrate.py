@@ -85,6 +85,21 @@ class Event:
     tol: float
 
 
+@dataclass
+class StepRecord:
+    """One accepted step as the loop took it, enough to take it again (checkpointed gradients).
+
+    ``outputs`` are the ``(row, θ)`` of the output times inside the step; ``restart`` says the
+    loop restarted the solver from ``f`` at the step's end (a ``jump_t`` point).
+    """
+
+    t: float
+    h: float
+    t_next: float
+    outputs: list[tuple[int, float]]
+    restart: bool = False
+
+
 class Breakpoints:
     """Times the steps must end on: ``step_t`` (just land there) and ``jump_t`` (``f`` jumps there).
 
@@ -174,12 +189,14 @@ def integrate(
     breakpoints: tuple[Sequence[float], Sequence[float]] | None = None,
     event: Event | None = None,
     steps: list[StepInterpolant] | None = None,
+    trace: list[StepRecord] | None = None,
 ) -> float | None:
     """Append the state at each of ``times[1:]`` to ``out`` (``out`` already holds ``y0``).
 
     With ``event``, ``times`` only gives the start and the direction: the loop steps until the
     event and appends the state there; it returns the event time (else ``None``). ``steps``,
-    when given, receives the interpolant of every accepted step. Raises the engine's errors;
+    when given, receives the interpolant of every accepted step, ``trace`` its
+    :class:`StepRecord`. Raises the engine's errors;
     whatever was appended to ``out`` before a failure stays there.
     """
     n_out = len(times)
@@ -290,11 +307,14 @@ def integrate(
                 stop = idx
                 while stop < n_out and direction * (times[stop] - t_next) <= 0:
                     stop += 1
+                thetas = [(times[i] - t) / h_step for i in range(idx, stop)]
+                if trace is not None:
+                    trace.append(StepRecord(t, h_step, t_next, list(zip(range(idx, stop), thetas))))
                 if stop > idx:
                     if not controller.adaptive:
                         _check_finite(y1, t, t_next)
                     interpolant = interpolant or StepInterpolant(solver, field, t, h_step, y, y1, K, cubic)
-                    out.extend(interpolant([(times[i] - t) / h_step for i in range(idx, stop)]))
+                    out.extend(interpolant(thetas))
                     idx = stop
             t, y = t_next, y1
             state = solver.accepted(state, K)
@@ -304,6 +324,8 @@ def integrate(
             if (mark is not None and mark[1]) or (field.perturb and solver.fsal and not controller.adaptive):
                 f0 = field(t, y, 1) if solver.fsal or controller.adaptive else None
                 state = solver.init(t, y, f0)
+                if trace:
+                    trace[-1].restart = True
         return None
     finally:
         stats.nfe += field.nfe - nfe_start

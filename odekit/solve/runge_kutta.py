@@ -40,6 +40,10 @@ class RungeKutta:
     both the next step's first stage and the end slope of the dense output.
     """
 
+    # The solver state between steps is f at the step's start, rebuilt exactly from (t, y): a saved
+    # state is a complete checkpoint (gradient="checkpoint").
+    restartable = True
+
     def __init__(self, tableau: ButcherTableau) -> None:
         self.name = tableau.name
         self.tableau = tableau.with_end_stage() if tableau.adaptive else tableau

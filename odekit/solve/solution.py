@@ -6,6 +6,7 @@ import bisect
 import contextlib
 import threading
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Iterator
 
 import torch
@@ -93,13 +94,47 @@ class DenseOutput:
         return stacked
 
 
+class Status(str, Enum):
+    """The result code of a solve, forward and backward: ``SUCCESS`` or what failed.
+
+    A ``str`` enum, so ``sol.status == "success"`` and JSON keep working; ``.message`` explains
+    the code in general (``Solution.message`` has the particulars of one failure).
+    """
+
+    SUCCESS = "success"
+    MAX_STEPS_EXCEEDED = "max_steps_exceeded"
+    STEP_SIZE_UNDERFLOW = "step_size_underflow"
+    NON_FINITE = "non_finite"
+    INNER_NOT_CONVERGED = "inner_not_converged"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def message(self) -> str:
+        return _STATUS_MESSAGES[self]
+
+
+_STATUS_MESSAGES = {
+    Status.SUCCESS: "the solve reached every requested time",
+    Status.MAX_STEPS_EXCEEDED: "the solve needed more steps (or evaluations of f) than its cap",
+    Status.STEP_SIZE_UNDERFLOW: "the step size fell below what the time's floating point can resolve",
+    Status.NON_FINITE: "f or the state became NaN or infinite",
+    Status.INNER_NOT_CONVERGED: "implicit stages stopped at their iteration cap unconverged",
+}
+
+
 @dataclass
 class Solution:
     """States at every requested time, stacked on a leading time axis like torchdiffeq.
 
-    ``status`` is ``"success"`` or, for a solve run with ``throw=False``, the name of the
-    failure (``"max_steps_exceeded"``, ``"step_size_underflow"``, ``"non_finite"``); then the
-    states after the failure are NaN and ``message`` says what happened. With an event
+    ``status`` is a :class:`Status`: ``SUCCESS`` or, for a solve run with ``throw=False``, the
+    failure; then the states after the failure are NaN and ``message`` says what happened. A
+    backward (adjoint) solve that fails with ``throw=False`` sets them too, when ``backward()``
+    runs (the gradients are then NaN): ``message`` starts with "backward". With an event
     function, ``ts`` is ``(t0, t*)``, ``ys`` holds the states there and ``event_t`` is ``t*``
     (differentiable); with ``dense=True``, ``dense`` evaluates the solution anywhere in between.
     """
@@ -107,14 +142,14 @@ class Solution:
     ts: torch.Tensor
     ys: State
     stats: SolveStats
-    status: str = "success"
+    status: Status = Status.SUCCESS
     message: str = ""
     event_t: torch.Tensor | None = None
     dense: DenseOutput | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "success"
+        return self.status == Status.SUCCESS
 
 
 class StatsRecorder:
