@@ -4,7 +4,22 @@
 >>> ys = odekit.odeint(lambda t, y: -y, torch.ones(1), torch.linspace(0, 1, 3))
 """
 
-from .solve import (
+from .solve import (  # noqa: I001
+    LBFGS,
+    RK4,
+    Backprop,
+    BacksolveAdjoint,
+    Dopri5,
+    Dopri8,
+    FixedGrid,
+    FletcherReeves,
+    NewtonKrylov,
+    PIController,
+    Proximal,
+    ProxBDF,
+    RecursiveCheckpoint,
+    Solver,
+    Tsit5,
     InvalidInputError,
     MaxStepsExceededError,
     NonFiniteError,
@@ -26,4 +41,7 @@ __all__ = [
     "solve", "odeint", "odeint_adjoint", "record_stats", "Solution", "SolveStats", "Status", "SolverError",
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
     "MaxStepsExceededError", "__version__",
+    # the solve as objects; every one is in odekit.solve
+    "Solver", "Proximal", "RK4", "Dopri5", "Tsit5", "Dopri8", "ProxBDF", "LBFGS", "FletcherReeves", "NewtonKrylov",
+    "PIController", "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint",
 ]

@@ -61,9 +61,12 @@ def test_controller_options_outside_their_range_are_refused(options, match):
 @pytest.mark.parametrize("ratio", [1.0 + 1e-15, 1.5, 1e6])
 def test_a_rejected_step_always_shrinks(safety, pcoeff, icoeff, dfactor, ratio):
     controller = PIController(rtol=1e-6, atol=1e-9, safety=safety, pcoeff=pcoeff, icoeff=icoeff, dfactor=dfactor)
-    controller.adapt(0.1, 1e-3)  # a previous accepted step with a small error (it raises the PI factor)
+    from odekit.solve.controller import PIState
+
+    # a previous accepted step with a small error (it raises the PI factor)
+    _, _, state = controller.adapt(PIState(order=1), 0.1, 1e-3)
     for h in (0.1, -0.1):
-        accept, h_next = controller.adapt(h, ratio)
+        accept, h_next, _ = controller.adapt(state, h, ratio)
         assert not accept
         assert math.copysign(1.0, h_next) == math.copysign(1.0, h)
         assert abs(h_next) <= max(dfactor, 0.9) * abs(h)

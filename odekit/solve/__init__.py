@@ -19,6 +19,38 @@ from .errors import (
 )
 from .methods import METHODS, Method, register_method
 from .solution import Solution, SolveStats, StatsRecorder, Status, record_stats
+from .spec import (
+    LBFGS,
+    RK4,
+    AdaptiveHeun,
+    Anderson,
+    Backprop,
+    BacksolveAdjoint,
+    Bosh3,
+    Dopri5,
+    Dopri8,
+    Euler,
+    ExplicitAdams,
+    Fehlberg2,
+    FixedGrid,
+    FixedPoint,
+    FletcherReeves,
+    GradientDescent,
+    Heun2,
+    Heun3,
+    ImplicitAdams,
+    InnerSolver,
+    Midpoint,
+    Nesterov,
+    Newton,
+    NewtonKrylov,
+    PIController,
+    ProxBDF,
+    Proximal,
+    RecursiveCheckpoint,
+    Solver,
+    Tsit5,
+)
 from .tableau import ButcherTableau
 from .tableaus import TABLEAUS
 
@@ -28,4 +60,9 @@ __all__ = [
     "METHODS", "Method", "register_method", "ButcherTableau", "TABLEAUS", "SolverError",
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
     "MaxStepsExceededError", "InnerSolveError",
+    # the solve as objects (odekit.solve.spec)
+    "Solver", "Proximal", "Euler", "Midpoint", "RK4", "Heun2", "Heun3", "Bosh3", "AdaptiveHeun", "Fehlberg2",
+    "Dopri5", "Tsit5", "Dopri8", "ExplicitAdams", "ImplicitAdams", "ProxBDF", "GradientDescent", "FixedPoint",
+    "Nesterov", "FletcherReeves", "LBFGS", "Anderson", "Newton", "NewtonKrylov", "InnerSolver", "PIController",
+    "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint",
 ]

@@ -90,7 +90,7 @@ class Integration:
         solver = self.method.make_solver(self.options, self.rtol, self.atol)
         field.perturb = self.loop.perturb or bool(self.loop.jump_t)
         grid = self._grid(field, y0, times) if self.loop.grid_constructor is not None else None
-        # A fresh controller per run: it carries the previous error ratio of the PI law.
+        # Built per run (the grid and event mode may differ); its state passes through the loop.
         controller = make_controller(self.method, self.options, self.rtol, self.atol, self.norm,
                                      grid=grid, open_ended=event is not None)
         out = [y0]
@@ -271,6 +271,8 @@ def solve(
     dense: bool = False,
     throw: bool = True,
     args: Any = None,
+    solver: Any = None,
+    controller: Any = None,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, and return the states at every time in ``t``.
 
@@ -303,6 +305,11 @@ def solve(
             anywhere in ``[t[0], t[-1]]``.
         throw: if false, a failed solve (step cap, step underflow, non-finite values) returns a
             :class:`Solution` whose ``status`` names the failure instead of raising.
+        solver, controller: the method and the step-size controller as objects
+            (:mod:`odekit.solve.spec`: ``Dopri5()``, ``ProxBDF(order=2, inner=LBFGS(memory=10))``,
+            ``PIController(rtol=…, atol=…)``, ``FixedGrid(step_size=…)``), in place of ``method``,
+            ``rtol``/``atol``, ``step_size`` and ``options``; ``gradient`` may be an object too
+            (``Backprop()``, ``BacksolveAdjoint(…)``, ``RecursiveCheckpoint()``).
         args: data for ``f``: with it ``f`` is called as ``f(t, y, args)``. Any tensor, or tuple,
             list or dict of them (and other values); gradients reach its tensors under every
             gradient method (the adjoint and checkpoint methods take them as parameters).
@@ -310,6 +317,14 @@ def solve(
     Returns:
         A :class:`Solution`; ``ys`` has shape ``(len(t), *y0.shape)`` (or a tuple of such).
     """
+    if solver is not None or controller is not None or not isinstance(gradient, str):
+        from .spec import expand
+
+        return solve(f, y0, t, **expand(dict(
+            method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient, options=options,
+            adjoint_params=adjoint_params, adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
+            adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, event_fn=event_fn, callbacks=callbacks,
+            dense=dense, throw=throw, args=args, solver=solver, controller=controller)))
     if args is not None:
         if gradient in ("adjoint", "checkpoint"):
             from .adjoint import default_params

@@ -6,6 +6,7 @@ only knows how to take one step. The two combine freely (diffrax's design).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -21,59 +22,66 @@ from .norms import ErrorScale, Norm, rms_norm
 _MAX_REJECT_FACTOR = 0.9
 
 
-@dataclass
+@dataclass(frozen=True)
+class GridState:
+    """Where a fixed-grid solve is: the grid (explicit points, or ``t0 + i·step`` for ``count`` steps)
+    and the index of the step's start."""
+
+    points: tuple[float, ...]
+    t0: float = 0.0
+    step: float = 0.0
+    count: float = 0
+    pos: int = 0
+
+    def point(self, i: int) -> float:
+        if self.step == 0.0:
+            return self.points[i]
+        return self.points[-1] if i >= self.count else self.t0 + i * self.step
+
+
+@dataclass(frozen=True)
 class FixedGrid:
     """Steps on a fixed grid: ``t0, t0 + h, …`` ending exactly at the last output time.
 
     Without ``step_size`` the grid is ``grid`` (a user's grid, already checked to run from the
     first to the last output time) or else the output times themselves (torchdiffeq's
-    behaviour). Grid points are produced one at a time, so a tiny step with a step cap fails at
-    the cap instead of building a huge list first. ``open_ended`` (event mode) steps on past
-    the last output time until the loop stops. A grid of more than ``max_steps`` steps fails at
-    :meth:`start`, before the first step. ``step_size`` comes checked from
-    :func:`~odekit.solve.methods.resolve`.
+    behaviour). Grid points are produced one at a time from the :class:`GridState`, so a tiny
+    step with a step cap fails at the cap instead of building a huge list first. ``open_ended``
+    (event mode) steps on past the last output time until the loop stops. A grid of more than
+    ``max_steps`` steps fails at :meth:`init`, before the first step. ``step_size`` comes checked
+    from :func:`~odekit.solve.methods.resolve`. The controller holds only its settings: the
+    position on the grid is the state passed in and out.
     """
 
     step_size: float | None = None
-    grid: list[float] | None = None
+    grid: tuple[float, ...] | None = None
     open_ended: bool = False
     max_steps: float = math.inf
     adaptive = False
 
-    def __post_init__(self) -> None:
-        self._points: list[float] = []
-        self._pos = 0
-        self._t0 = self._step = 0.0
-        self._count = 0
-
-    def _point(self, i: int) -> float:
-        if self.step_size is None:
-            return self._points[i]
-        return self._points[-1] if i >= self._count else self._t0 + i * self._step
-
-    def start(self, times: list[float], **_: object) -> float:
+    def init(self, times: list[float], **_: object) -> tuple[float, GridState]:
+        """The first step and the state at the start of the grid."""
         if self.step_size is None:
             if self.open_ended:
                 raise InvalidInputError(
                     "event handling on a fixed grid needs options['step_size'] (a grid of output times or from "
                     "grid_constructor ends at t[1], but an event solve runs until the event)")
-            self._points = list(self.grid if self.grid is not None else times)
-            self._count = len(self._points) - 1
-            self._check_count(self._count, times, "grid_constructor's grid" if self.grid is not None
+            points = tuple(self.grid if self.grid is not None else times)
+            self._check_count(len(points) - 1, times, "grid_constructor's grid" if self.grid is not None
                               else "the grid of output times t (no step_size)", "pass a coarser grid")
+            state = GridState(points, count=len(points) - 1)
         else:
             span = times[-1] - times[0]
-            self._t0, self._step = times[0], math.copysign(self.step_size, span if span else 1.0)
+            step = math.copysign(self.step_size, span if span else 1.0)
             if self.open_ended:
-                self._count = math.inf
+                count = math.inf
             else:
                 steps = abs(span) / self.step_size
                 self._check_count(steps, times, f"the grid of step_size={self.step_size:.6g}",
                                   "take a larger step_size")
-                self._count = max(1, math.ceil(steps - 1e-9))
-            self._points = [times[-1]]
-        self._pos = 0
-        return self._point(1) - self._point(0)
+                count = max(1, math.ceil(steps - 1e-9))
+            state = GridState((times[-1],), times[0], step, count)
+        return state.point(1) - state.point(0), state
 
     def _check_count(self, steps: float, times: list[float], grid: str, fix: str) -> None:
         """Fail at once if the grid takes more than ``max_steps`` steps."""
@@ -88,15 +96,25 @@ class FixedGrid:
             f"or allow it with options={{'max_num_steps': {count}}}"
         )
 
-    def end(self, t: float, h: float) -> float:
+    def end(self, state: GridState, t: float, h: float) -> float:
         """Where the step from ``t`` ends: the grid point itself (``t + h`` would accumulate rounding)."""
-        return self._point(self._pos + 1)
+        return state.point(state.pos + 1)
 
-    def adapt(self, h: float, *_: object) -> tuple[bool, float]:
-        self._pos += 1
-        if self._pos >= self._count:
-            return True, h
-        return True, self._point(self._pos + 1) - self._point(self._pos)
+    def adapt(self, state: GridState, h: float, ratio: float | None = None) -> tuple[bool, float, GridState]:
+        """Every step is accepted; the next one runs to the next grid point."""
+        pos = state.pos + 1
+        state = dataclasses.replace(state, pos=pos)
+        if pos >= state.count:
+            return True, h, state
+        return True, state.point(pos + 1) - state.point(pos), state
+
+
+@dataclass(frozen=True)
+class PIState:
+    """The PI controller's memory: the last accepted error ratio and the method's error order."""
+
+    previous_ratio: float = 1.0
+    order: int = 1
 
 
 @dataclass
@@ -140,11 +158,9 @@ class PIController:
                     f"{name} must be a positive finite number, got {value!r}; "
                     "typical values are rtol=1e-7, atol=1e-9 (torchdiffeq's defaults) or 1e-3 for training"
                 )
-        self._previous_ratio = 1.0
-        self._order = 1
-        self._scale = ErrorScale(self.rtol, self.atol)
+        self._scale = ErrorScale(self.rtol, self.atol)  # derived from the settings once; no solve state
 
-    def start(
+    def init(
         self,
         times: list[float],
         *,
@@ -152,13 +168,12 @@ class PIController:
         y0: torch.Tensor,
         f0: torch.Tensor,
         order: int,
-    ) -> float:
-        """Initial step (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4); costs one evaluation."""
-        self._order = order
-        self._previous_ratio = 1.0
+    ) -> tuple[float, PIState]:
+        """Initial step (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4; costs one evaluation) and state."""
+        state = PIState(1.0, order)
         direction = 1.0 if times[-1] >= times[0] else -1.0
         if self.first_step is not None:
-            return direction * self._clamp(self.first_step)
+            return direction * self._clamp(self.first_step), state
         with torch.no_grad():
             y0d, f0d = y0.detach(), f0.detach()
             scale = y0d.abs().mul_(self.rtol).add_(self.atol)
@@ -176,9 +191,9 @@ class PIController:
         h = min(100 * h0, h1)
         if not math.isfinite(h):
             h = 1e-6
-        return direction * self._clamp(h)
+        return direction * self._clamp(h), state
 
-    def end(self, t: float, h: float) -> float:
+    def end(self, state: PIState, t: float, h: float) -> float:
         """Where the step of size ``h`` from ``t`` ends."""
         return t + h
 
@@ -204,8 +219,8 @@ class PIController:
             )
         return value
 
-    def adapt(self, h: float, ratio: float) -> tuple[bool, float]:
-        """Accept or reject the step of size ``h`` with error ratio ``ratio``; returns the next step.
+    def adapt(self, state: PIState, h: float, ratio: float) -> tuple[bool, float, PIState]:
+        """Accept or reject the step of size ``h`` with error ratio ``ratio``; returns the next step and state.
 
         A step at ``min_step`` is accepted whatever its error (torchdiffeq's rule): the user
         asked for no smaller steps.
@@ -214,13 +229,17 @@ class PIController:
         if ratio == 0.0:
             factor = self.ifactor
         else:
-            k = self._order
+            k = state.order
             factor = self.safety * ratio ** (-(self.pcoeff + self.icoeff) / k)
             if self.pcoeff:
-                factor *= self._previous_ratio ** (self.pcoeff / k)
+                factor *= state.previous_ratio ** (self.pcoeff / k)
             factor = min(self.ifactor, max(factor, 1.0 if accept else self.dfactor))
             if not accept:
                 factor = min(factor, max(self.dfactor, _MAX_REJECT_FACTOR))
         if accept:
-            self._previous_ratio = min(max(ratio, 1e-10), 1.0)
-        return accept, math.copysign(self._clamp(abs(h * factor)), h)
+            state = dataclasses.replace(state, previous_ratio=min(max(ratio, 1e-10), 1.0))
+        return accept, math.copysign(self._clamp(abs(h * factor)), h), state
+
+    def retry(self, state: PIState, h: float) -> tuple[float, PIState]:
+        """The step after one the solver could not complete (non-finite stages, a failed inner solve)."""
+        return h * self.dfactor, state

@@ -221,7 +221,7 @@ def integrate(
         f0 = field(t, y, 1)
         if not bool(torch.isfinite(f0).all()):
             raise NonFiniteError(f"f(t0, y0) at t0={t:.6g} is not finite (NaN or inf); check f and y0")
-    h = controller.start(times, field=field, y0=y, f0=f0, order=solver.error_order)
+    h, control = controller.init(times, field=field, y0=y, f0=f0, order=solver.error_order)
     state = solver.init(t, y, f0)
     idx = 1
     non_finite_in_a_row = 0
@@ -252,7 +252,7 @@ def integrate(
                     "the problem is stiff there; check f, loosen rtol/atol, or use a proximal implicit method"
                 )
             h_step, mark = marks.clip(t, h) if marks is not None else (h, None)
-            t_next = controller.end(t, h_step) if mark is None else mark[0]
+            t_next = controller.end(control, t, h_step) if mark is None else mark[0]
             if hooks.step is not None:
                 hooks.step(t, y, h_step)
             y1, K = solver.step(field, t, y, h_step, state)
@@ -271,12 +271,13 @@ def integrate(
                             f"f returned non-finite values (NaN or inf) near t={t:.6g} even with the step "
                             f"shrunk to {abs(h_step):.3g}; the vector field diverges there"
                         )
-                    accept, h_next = False, h_step * controller.dfactor
+                    accept = False
+                    h_next, control = controller.retry(control, h_step)
                 else:
                     non_finite_in_a_row = 0
-                    accept, h_next = controller.adapt(h_step, ratio)
+                    accept, h_next, control = controller.adapt(control, h_step, ratio)
             else:
-                accept, h_next = controller.adapt(h_step)
+                accept, h_next, control = controller.adapt(control, h_step)
             if not accept:
                 stats.steps_rejected += 1
                 last_rejection_non_finite = non_finite

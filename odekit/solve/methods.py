@@ -131,7 +131,7 @@ def make_controller(method: Method, options: dict[str, Any], rtol, atol, norm: N
     the ones :func:`resolve` returned.
     """
     if on_fixed_grid(method, options):
-        return FixedGrid(options.get("step_size"), grid=grid, open_ended=open_ended,
+        return FixedGrid(options.get("step_size"), grid=None if grid is None else tuple(grid), open_ended=open_ended,
                          max_steps=options.get("max_num_steps", math.inf))
     keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "min_step", "max_step")
     return PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
