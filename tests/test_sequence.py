@@ -37,7 +37,8 @@ def test_change_of_time_interval_matches_solving_each_sample_on_its_own_interval
     h0, m0 = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
     gaps = torch.tensor([0.5, 1.0, 2.0, 3.5], dtype=F64)
     tight = {"rtol": 1e-10, "atol": 1e-10}
-    batched = odekit.solve(TimeScaled(dynamics, gaps), (h0, m0), torch.tensor([0.0, 1.0], dtype=F64), **tight).ys
+    batched = odekit.solve(TimeScaled(dynamics), (h0, m0), torch.tensor([0.0, 1.0], dtype=F64), args=gaps,
+                           **tight).ys
     for i, gap in enumerate(gaps):
         alone = odekit.solve(dynamics, (h0[i:i + 1], m0[i:i + 1]), torch.tensor([0.0, float(gap)], dtype=F64),
                              **tight).ys

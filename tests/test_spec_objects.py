@@ -85,3 +85,29 @@ def test_a_controller_object_is_reusable():
     controller = spec.PIController(rtol=1e-6, atol=1e-8, pcoeff=0.3, icoeff=0.4)
     runs = [odekit.solve(lambda s, y: -y * torch.cos(s), Y0, T, controller=controller) for _ in range(3)]
     assert all(torch.equal(r.ys, runs[0].ys) and r.stats.nfe == runs[0].stats.nfe for r in runs)
+
+
+def test_models_take_one_settings_value_or_its_fields():
+    from odekit.models.block import ODEBlock
+    from odekit.solve.spec import SolveSettings
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2).double()
+
+        def forward(self, t, y):
+            return torch.tanh(self.linear(y))
+
+    torch.manual_seed(0)
+    field = Field()
+    by_keywords = ODEBlock(field, method="tsit5", rtol=1e-6, atol=1e-8, gradient="checkpoint")
+    by_value = ODEBlock(field, settings=SolveSettings(solver=spec.Tsit5(), controller=spec.PIController(
+        rtol=1e-6, atol=1e-8), gradient=spec.RecursiveCheckpoint()))
+    assert torch.equal(by_keywords(Y0), by_value(Y0)) and by_keywords.stats.nfe == by_value.stats.nfe
+    by_keywords.rtol = 1e-3  # the fields read and write as attributes
+    assert by_keywords.settings.rtol == 1e-3 and by_keywords.rtol == 1e-3
+    with pytest.raises(InvalidInputError, match="unknown solve setting.*'rtoll'.*did you mean 'rtol'"):
+        ODEBlock(field, rtoll=1e-3)
+    with pytest.raises(InvalidInputError, match="not both"):
+        ODEBlock(field, settings=SolveSettings(), rtol=1e-3)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..solve import SolveStats
+from ..solve.spec import SolveSettings
 from .block import ODEBlock
 from .graph_diffusion import GraphDiffusion, labelled_source, mass_shifted_initial
 from .sparse_input import SparseInputDropout
@@ -49,11 +50,13 @@ class GRAND(nn.Module):
             ``"plus_source"``: ``X(0) = x + initial_source·C`` (the authors' code).
         input_dropout, dropout: dropout before the encoder and before the decoder.
         batch_norm: batch normalisation after the encoder (the authors' Photo / arXiv setting).
-        method, rtol, atol, gradient, options, adjoint_*: how the engine integrates
-            (:func:`odekit.solve`); every engine method works, explicit or proximal.
         max_nfe: a solve that needs more evaluations raises
             :class:`~odekit.solve.MaxStepsExceededError` (the authors' guard; a deep ``T`` with a
             stiff attention can otherwise run for hours).
+        settings, **solve_keywords: how the engine integrates, a
+            :class:`~odekit.solve.spec.SolveSettings` or its fields as keywords (``method``,
+            ``rtol``, ``gradient``, ``solver``…; default dopri5 at 1e-3 with backprop); every engine
+            method works, explicit or proximal.
     """
 
     INITIAL_CONDITIONS = ("plus_source", "mass_shift")
@@ -78,16 +81,9 @@ class GRAND(nn.Module):
         input_dropout: float = 0.5,
         dropout: float = 0.0,
         batch_norm: bool = False,
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-3,
-        gradient: str = "backprop",
-        options: dict[str, Any] | None = None,
-        adjoint_options: dict[str, Any] | None = None,
-        adjoint_method: str | None = None,
-        adjoint_rtol: float | None = None,
-        adjoint_atol: float | None = None,
         max_nfe: int = 2000,
+        settings: SolveSettings | None = None,
+        **solve_keywords: Any,
     ) -> None:
         super().__init__()
         if t_end <= 0:
@@ -98,12 +94,8 @@ class GRAND(nn.Module):
         self.norm = nn.BatchNorm1d(hidden) if batch_norm else None
         self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term,
                                     attention_normalisation, edge_sampling)
-        options = {**(options or {}), "max_nfe": max_nfe}
-        if adjoint_options is not None:
-            adjoint_options = {**adjoint_options, "max_nfe": max_nfe}
-        self.block = ODEBlock(self.field, t_end, method=method, rtol=rtol, atol=atol, gradient=gradient,
-                              options=options, adjoint_options=adjoint_options, adjoint_method=adjoint_method,
-                              adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol)
+        settings = SolveSettings.of(settings, solve_keywords).with_options(max_nfe=max_nfe)
+        self.block = ODEBlock(self.field, t_end, settings=settings)
         self.decoder = nn.Linear(hidden, classes)
         self.source, self.source_scale, self.initial_source = source, source_scale, initial_source
         self.initial_condition = initial_condition

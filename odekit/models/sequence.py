@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..solve import SolveStats, solve
+from ..solve import SolveStats
+from ..solve.spec import SolveSettings
 from .dynamics import FirstOrder, SecondOrder, ghbnode, hbnode
 from .layers import mlp
 
@@ -26,18 +27,19 @@ TWO_COMPONENT = ("sonode", "hbnode", "ghbnode")
 class TimeScaled(nn.Module):
     """``dz/dτ = Δt · g(z)`` on ``τ ∈ [0, 1]``: sample ``i`` reaches ``z_i(Δt_i)`` at ``τ = 1`` (eq. 3.91).
 
-    One instance per solve, so the adjoint pass, which evaluates the field again later, sees the
-    gaps of its own solve. The hybrids' fields are autonomous: ``τ`` is passed through unchanged.
+    Stateless: the gaps ``Δt`` come with each solve as its ``args``
+    (``solve(TimeScaled(g), z0, t, args=gaps)``), so the adjoint pass, which evaluates the field
+    again later, sees the gaps of its own solve. The hybrids' fields are autonomous: ``τ`` is
+    passed through unchanged.
     """
 
-    def __init__(self, dynamics: nn.Module, gaps: torch.Tensor) -> None:
+    def __init__(self, dynamics: nn.Module) -> None:
         super().__init__()
         self.dynamics = dynamics
-        self.gaps = gaps
 
-    def forward(self, t: torch.Tensor, state):
+    def forward(self, t: torch.Tensor, state, gaps: torch.Tensor):
         out = self.dynamics(t, state)
-        scale = self.gaps[:, None]
+        scale = gaps[:, None]
         return tuple(scale * o for o in out) if isinstance(out, tuple) else scale * out
 
 
@@ -105,7 +107,9 @@ class ODERNN(nn.Module):
         window: length of the input window when the initial state is computed from the whole
             flattened window (the plane-vibration model); ``None`` starts from zeros (Walker2d).
         heavy_ball: keyword arguments for the (G)HBNODE dynamics (``gamma``, ``xi``, ``learn_xi``, …).
-        **block: solver settings of the flows (``method``, ``rtol``, ``atol``, ``gradient``, …).
+        settings, **solve_keywords: how the flows are solved, a
+            :class:`~odekit.solve.spec.SolveSettings` or its fields as keywords (``method``,
+            ``rtol``, ``gradient``…; default dopri5 at 1e-3 with the adjoint).
 
     ``forward(x, dt, forecast=0)`` takes inputs ``B × L × features`` and gaps ``B × L`` (from
     each input to the time of its prediction) and returns next-step predictions
@@ -113,7 +117,8 @@ class ODERNN(nn.Module):
     """
 
     def __init__(self, kind: str, features: int, sizes: HybridSizes, window: int | None = None,
-                 heavy_ball: dict[str, Any] | None = None, **block: Any) -> None:
+                 heavy_ball: dict[str, Any] | None = None, settings: SolveSettings | None = None,
+                 **solve_keywords: Any) -> None:
         super().__init__()
         if kind not in SEQUENCE_KINDS:
             raise ValueError(f"unknown hybrid kind {kind!r}; choose one of {', '.join(SEQUENCE_KINDS)}")
@@ -133,7 +138,7 @@ class ODERNN(nn.Module):
             make = hbnode if kind == "hbnode" else ghbnode
             dynamics = make(field, **(heavy_ball or {}))
         self.dynamics = dynamics
-        self.solver_settings = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "gradient": "adjoint", **block}
+        self.settings = SolveSettings.of(settings, solve_keywords, gradient="adjoint")
         self._solves: list[SolveStats] = []
         self.jump = (MLPJump(n, self.components, features, sizes.jump_hidden) if sizes.jump_hidden
                      else LinearJump(n, self.components, features))
@@ -147,7 +152,7 @@ class ODERNN(nn.Module):
     @property
     def stats(self) -> SolveStats:
         """Counters summed over the flows of the latest forward call (backward NFE once ``backward()`` ran)."""
-        total = SolveStats(method=self.solver_settings["method"])
+        total = SolveStats(method=self.settings.method)
         for s in self._solves:
             total += s
         return total
@@ -166,8 +171,8 @@ class ODERNN(nn.Module):
         """Flow every sample by its own gap (or, given ``times`` on [0, 1], to each of them)."""
         state = tuple(parts) if self.components == 2 else parts[0]
         t = times if times is not None else torch.tensor([0.0, 1.0], dtype=gaps.dtype, device=gaps.device)
-        sol = solve(TimeScaled(self.dynamics, gaps), state, t, **self.solver_settings,
-                    adjoint_params=tuple(p for p in self.dynamics.parameters() if p.requires_grad))
+        sol = self.settings.solve(TimeScaled(self.dynamics), state, t, args=gaps,
+                                  adjoint_params=tuple(p for p in self.dynamics.parameters() if p.requires_grad))
         self._solves.append(sol.stats)
         ys = list(sol.ys) if self.components == 2 else [sol.ys]
         return ys if times is not None else [y[-1] for y in ys]

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .controller import FixedGrid, PIController
-from .errors import InvalidInputError
+from .errors import InvalidInputError, did_you_mean
 from .inner import InnerSolver
 from .norms import rms_norm
 
@@ -196,7 +196,65 @@ def expand(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+@dataclass(frozen=True)
+class SolveSettings:
+    """How to solve, as one value that models and experiments pass around: every keyword of
+    :func:`~odekit.solve.solve` that is not per call (not ``f``, ``y0``, ``t``, ``args``…).
+
+    The defaults are the training ones (tolerances 1e-3, backprop), not ``solve``'s. Either the
+    short form (``method``, ``rtol``…) or the objects (``solver``, ``controller``, a gradient
+    object) may be used, as in ``solve``.
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    gradient: Any = "backprop"
+    options: Mapping[str, Any] | None = None
+    adjoint_method: str | None = None
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+    adjoint_options: Mapping[str, Any] | None = None
+    solver: Solver | Proximal | None = None
+    controller: PIController | FixedGrid | None = None
+
+    @classmethod
+    def of(cls, settings: "SolveSettings | None", keywords: Mapping[str, Any],
+           **defaults: Any) -> "SolveSettings":
+        """``settings``, or the settings ``keywords`` (over ``defaults``) name; not both.
+
+        The one place a model turns its ``**solve_keywords`` into settings, with a clear error for
+        a keyword that is not a setting.
+        """
+        if settings is not None:
+            if keywords:
+                raise InvalidInputError(f"pass either settings=SolveSettings(…) or the keywords "
+                                        f"{', '.join(map(repr, keywords))}, not both")
+            return settings
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(keywords) - names)
+        if unknown:
+            named = ", ".join(repr(k) + did_you_mean(k, names) for k in unknown)
+            raise InvalidInputError(f"unknown solve setting(s) {named}; settings: {', '.join(sorted(names))}")
+        return cls(**{**defaults, **keywords})
+
+    def with_options(self, **options: Any) -> "SolveSettings":
+        """These settings with ``options`` added to the forward options (and to the backward ones, if set)."""
+        backward = None if self.adjoint_options is None else {**self.adjoint_options, **options}
+        return dataclasses.replace(self, options={**(self.options or {}), **options}, adjoint_options=backward)
+
+    def solve(self, f, y0, t, **per_call: Any):
+        """:func:`~odekit.solve.solve` with these settings; ``per_call`` adds ``args``, ``adjoint_params``…"""
+        from .api import solve
+
+        keywords = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        keywords["options"] = None if self.options is None else dict(self.options)
+        keywords["adjoint_options"] = None if self.adjoint_options is None else dict(self.adjoint_options)
+        return solve(f, y0, t, **keywords, **per_call)
+
+
 __all__ = [
+    "SolveSettings",
     "Solver", "Proximal", "Euler", "Midpoint", "RK4", "Heun2", "Heun3", "Bosh3", "AdaptiveHeun", "Fehlberg2",
     "Dopri5", "Tsit5", "Dopri8", "ExplicitAdams", "ImplicitAdams", "ProxBDF", "GradientDescent", "FixedPoint",
     "Nesterov", "FletcherReeves", "LBFGS", "Anderson", "Newton", "NewtonKrylov", "InnerSolver", "PIController",
