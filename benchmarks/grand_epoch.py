@@ -51,10 +51,11 @@ class CountingField(torch.nn.Module):
         super().__init__()
         self.field = field
         self.calls = 0
+        self.args = None  # the DiffusionInputs of the current solve
 
     def forward(self, t, y):
         self.calls += 1
-        return self.field(t, y)
+        return self.field(t, y, self.args)
 
 
 class TorchdiffeqBlock(torch.nn.Module):
@@ -66,16 +67,18 @@ class TorchdiffeqBlock(torch.nn.Module):
         self.block = block
         self.nfe = self.nfe_backward = 0
 
-    def forward(self, state, times=None, adjoint_params=None):
+    def forward(self, state, times=None, adjoint_params=None, args=None):
         b = self.block
         t = times if times is not None else torch.tensor([0.0, b.t_end], dtype=state.dtype, device=state.device)
         self.counter.calls = 0
+        self.counter.args = args  # torchdiffeq has no args channel: the field holds them for the call
         if b.gradient == "adjoint":
             # torchdiffeq's adjoint needs the tensors the field uses as parameters, as odekit's does
+            held = [x for x in (args.weights, args.x0, args.source) if x is not None]
             out = torchdiffeq.odeint_adjoint(
                 self.counter, state, t, rtol=b.rtol, atol=b.atol, method=b.method,
                 adjoint_rtol=b.adjoint_rtol, adjoint_atol=b.adjoint_atol, adjoint_method=b.adjoint_method,
-                adjoint_params=tuple(p for p in adjoint_params if p.requires_grad))
+                adjoint_params=tuple(p for p in (*adjoint_params, *held) if p.requires_grad))
         else:
             out = torchdiffeq.odeint(self.counter, state, t, rtol=b.rtol, atol=b.atol, method=b.method)
         self.nfe = self.counter.calls

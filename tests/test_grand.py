@@ -175,3 +175,15 @@ def test_cached_sparse_layouts_follow_in_place_edits():
     model_fresh = _grand("backprop").eval()
     torch.testing.assert_close(model(features, edge_index), model_fresh(features, edge_index))
     assert not torch.allclose(before, model(features, edge_index))
+
+
+def test_cached_inputs_are_opt_in_and_refuse_another_shape():
+    from odekit.models.sparse_input import SparseInputDropout
+
+    x = (torch.rand(40, 30) < 0.05) * torch.rand(40, 30)
+    dropout = SparseInputDropout(cached=True)
+    first = dropout(x, 0.0, training=False).to_dense()
+    x.mul_(2.0)  # the promise of cached=True: the input does not change
+    torch.testing.assert_close(dropout(x, 0.0, training=False).to_dense(), first)
+    with pytest.raises(ValueError, match="cached=False"):
+        dropout(torch.zeros(41, 30), 0.0, training=False)

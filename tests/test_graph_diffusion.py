@@ -23,9 +23,9 @@ def _field(nonlinear=False, features=3, normalise="rows"):
 def test_attention_rows_are_stochastic_over_neighbours_and_self():
     field = _field()
     x = torch.randn(7, 3, dtype=F64)
-    field.set_initial(x, EDGES)
-    weights = field.weights
-    sums = torch.zeros(7, dtype=F64).index_add_(0, field.edge_index[0], weights)
+    inputs = field.prepare(x, EDGES)
+    weights = inputs.weights
+    sums = torch.zeros(7, dtype=F64).index_add_(0, inputs.edge_index[0], weights)
     torch.testing.assert_close(sums, torch.ones(7, dtype=F64))
     assert (weights > 0).all() and weights.std() > 1e-3
 
@@ -34,10 +34,11 @@ def test_column_normalised_attention_conserves_each_features_total():
     for nonlinear in (False, True):
         field = _field(nonlinear, normalise="columns")
         x0 = torch.randn(7, 3, dtype=F64)
-        field.set_initial(x0, EDGES)
-        sums = torch.zeros(7, dtype=F64).index_add_(0, field.edge_index[1], field.attention(x0, field.edge_index))
+        inputs = field.prepare(x0, EDGES)
+        sums = torch.zeros(7, dtype=F64).index_add_(0, inputs.edge_index[1], field.attention(x0, inputs.edge_index))
         torch.testing.assert_close(sums, torch.ones(7, dtype=F64))
-        ys = odekit.solve(field, x0, torch.tensor([0.0, 5.0, 300.0], dtype=F64), rtol=1e-9, atol=1e-11).ys
+        ys = odekit.solve(field, x0, torch.tensor([0.0, 5.0, 300.0], dtype=F64), rtol=1e-9, atol=1e-11,
+                          args=inputs).ys
         for component in (slice(0, 4), slice(4, 7)):
             torch.testing.assert_close(ys[1][component].sum(0), x0[component].sum(0))
             torch.testing.assert_close(ys[2][component].sum(0), x0[component].sum(0))
@@ -52,8 +53,8 @@ def test_zero_sum_source_has_a_bounded_steady_state_only_in_the_conservative_for
     drift = {}
     for normalise in ("columns", "rows"):
         field = _field(normalise=normalise)
-        field.set_initial(x0, EDGES, labelled_source(x0, labelled))
-        ys = odekit.solve(field, x0, t, rtol=1e-9, atol=1e-11).ys
+        inputs = field.prepare(x0, EDGES, labelled_source(x0, labelled))
+        ys = odekit.solve(field, x0, t, rtol=1e-9, atol=1e-11, args=inputs).ys
         drift[normalise] = (ys[2] - ys[1]).abs().max().item()
     assert drift["columns"] < 1e-5 and drift["rows"] > 1e-1
 
@@ -79,11 +80,11 @@ def test_constant_features_are_at_rest_and_diffusion_averages_each_component():
     for nonlinear in (False, True):
         field = _field(nonlinear)
         constant = torch.full((7, 3), 2.5, dtype=F64)
-        field.set_initial(constant, EDGES)
-        torch.testing.assert_close(field(torch.tensor(0.0), constant), torch.zeros(7, 3, dtype=F64))
+        at_rest = field(torch.tensor(0.0), constant, field.prepare(constant, EDGES))
+        torch.testing.assert_close(at_rest, torch.zeros(7, 3, dtype=F64))
         x0 = torch.randn(7, 3, dtype=F64)
-        field.set_initial(x0, EDGES)
-        ys = odekit.solve(field, x0, torch.tensor([0.0, 300.0], dtype=F64), rtol=1e-8, atol=1e-10).ys
+        ys = odekit.solve(field, x0, torch.tensor([0.0, 300.0], dtype=F64), rtol=1e-8, atol=1e-10,
+                          args=field.prepare(x0, EDGES)).ys
         # each connected component converges to one value per feature (the over-smoothing GRAND++ fights)
         for component in (slice(0, 4), slice(4, 7)):
             assert ys[-1][component].std(dim=0).max() < 1e-6
@@ -96,8 +97,8 @@ def test_source_term_keeps_labelled_nodes_apart():
     source = labelled_source(x0, labelled)
     torch.testing.assert_close(source[labelled].mean(0) * 3, (x0[labelled] - x0[labelled].mean(0)).sum(0))
     assert (source[~labelled] == 0).all()
-    field.set_initial(x0, EDGES, source)
-    end = odekit.solve(field, x0, torch.tensor([0.0, 300.0], dtype=F64), rtol=1e-8, atol=1e-10).ys[-1]
+    end = odekit.solve(field, x0, torch.tensor([0.0, 300.0], dtype=F64), rtol=1e-8, atol=1e-10,
+                       args=field.prepare(x0, EDGES, source)).ys[-1]
     assert end[0:4].std(dim=0).max() > 1e-2  # no collapse to a constant on the path
 
 
@@ -119,8 +120,8 @@ def test_gradients_through_the_linear_diffusion_match_finite_differences():
     x0 = torch.randn(7, 3, dtype=F64, requires_grad=True)
 
     def loss(x):
-        field.set_initial(x, EDGES)
-        return odekit.solve(field, x, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-10, atol=1e-12).ys[-1].square().sum()
+        return odekit.solve(field, x, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-10, atol=1e-12,
+                            args=field.prepare(x, EDGES)).ys[-1].square().sum()
 
     assert torch.autograd.gradcheck(loss, (x0,), eps=1e-6, atol=1e-5)
 
@@ -128,11 +129,11 @@ def test_gradients_through_the_linear_diffusion_match_finite_differences():
 def test_every_engine_family_integrates_the_diffusion():
     field = _field()
     x0 = torch.randn(7, 3, dtype=F64)
-    field.set_initial(x0, EDGES)
+    inputs = field.prepare(x0, EDGES)
     t = torch.tensor([0.0, 2.0], dtype=F64)
-    reference = odekit.solve(field, x0, t, rtol=1e-10, atol=1e-12).ys[-1]
+    reference = odekit.solve(field, x0, t, rtol=1e-10, atol=1e-12, args=inputs).ys[-1]
     for method, options in (("rk4", {"step_size": 0.01}), ("prox_bdf2", {"step_size": 0.01, "inner_res_tol": 1e-12})):
-        y = odekit.solve(field, x0, t, method=method, options=options).ys[-1]
+        y = odekit.solve(field, x0, t, method=method, options=options, args=inputs).ys[-1]
         assert (y - reference).abs().max() < 1e-4
 
 
@@ -145,18 +146,18 @@ def test_edge_sampling_trains_on_the_strongest_edges_renormalised_and_evaluates_
         x0 = torch.randn(7, 3, dtype=F64)
         full = field.graph(EDGES, 7).edge_index
         weights = field.attention(x0, full)
-        field.set_initial(x0, EDGES)  # training mode: sampled
+        inputs = field.prepare(x0, EDGES)  # training mode: sampled
         strongest = set(map(tuple, full[:, weights > weights.quantile(0.4)].t().tolist()))
-        assert set(map(tuple, field.edge_index.t().tolist())) == strongest and len(strongest) < full.shape[1]
-        groups = torch.unique(field.edge_index[group])
-        sums = torch.zeros(7, dtype=F64).index_add_(0, field.edge_index[group], field.weights)
+        assert set(map(tuple, inputs.edge_index.t().tolist())) == strongest and len(strongest) < full.shape[1]
+        groups = torch.unique(inputs.edge_index[group])
+        sums = torch.zeros(7, dtype=F64).index_add_(0, inputs.edge_index[group], inputs.weights)
         torch.testing.assert_close(sums[groups], torch.ones_like(sums[groups]))
         # the kept weights are constants (the authors compute them without gradient)
-        odekit.solve(field, x0, torch.tensor([0.0, 1.0], dtype=F64)).ys[-1].square().sum().backward()
+        odekit.solve(field, x0, torch.tensor([0.0, 1.0], dtype=F64), args=inputs).ys[-1].square().sum().backward()
         assert field.alpha.grad is not None and field.attention.query.weight.grad is None
         field.eval()
-        field.set_initial(x0, EDGES)
-        assert torch.equal(field.edge_index, full) and torch.allclose(field.weights, weights)
+        inputs = field.prepare(x0, EDGES)
+        assert torch.equal(inputs.edge_index, full) and torch.allclose(inputs.weights, weights)
     with pytest.raises(ValueError, match="in \\(0, 1\\)"):
         GraphDiffusion(3, edge_sampling=1.0)
     with pytest.raises(ValueError, match="nonlinear=False"):
@@ -173,5 +174,9 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="at least one labelled node"):
         mass_shifted_initial(torch.zeros(7, 2), torch.zeros(7, dtype=torch.bool), torch.ones(7))
     field = _field()
-    with pytest.raises(RuntimeError, match="set_initial"):
-        field(torch.tensor(0.0), torch.zeros(7, 3, dtype=F64))
+    with pytest.raises(TypeError, match="args=field.prepare"):
+        field(torch.tensor(0.0), torch.zeros(7, 3, dtype=F64), None)
+    cached = GraphDiffusion(3, cached=True)
+    assert cached.graph(EDGES, 7) is cached.graph(EDGES[:, :4], 7)  # the first graph, as PyG's cached=True
+    with pytest.raises(ValueError, match="cached=False"):
+        cached.graph(EDGES, 8)

@@ -218,7 +218,7 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
                  initial_term=s.initial_term and not spec.source,
                  source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,
                  initial_condition=spec.initial_condition or config.initial_condition,
-                 input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm,
+                 input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm, cached=True,
                  method=config.method, rtol=tol * 1e-9, atol=tol * 1e-7, gradient=gradient, options=options,
                  adjoint_method=adjoint_method, adjoint_rtol=adjoint_tol * 1e-9, adjoint_atol=adjoint_tol * 1e-7,
                  adjoint_options=adjoint_options,

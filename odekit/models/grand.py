@@ -42,6 +42,8 @@ class GRAND(nn.Module):
         edge_sampling: while training, diffuse only over this fraction of the edges, those of largest
             attention (the authors' hard-attention block, see
             :class:`~odekit.models.graph_diffusion.GraphDiffusion`); ``None``: all edges.
+        cached: reuse the graph built from the first ``edge_index`` and the sparse form of the first
+            ``x`` (PyG's ``cached=True``): for training on one fixed graph.
         initial_term: GRAND's trainable ``β·X(0)`` term (the authors' ``add_source``).
         source: GRAND++'s source term at the nodes given to :meth:`set_source_nodes`.
         source_scale: ``C = source_scale·(x_i − x̄)`` at the source nodes.
@@ -73,6 +75,7 @@ class GRAND(nn.Module):
         attention_normalisation: str = "rows",
         nonlinear: bool = False,
         edge_sampling: float | None = None,
+        cached: bool = False,
         initial_term: bool = False,
         source: bool = False,
         source_scale: float = 1.0,
@@ -93,7 +96,7 @@ class GRAND(nn.Module):
         self.encoder = nn.Linear(in_features, hidden)
         self.norm = nn.BatchNorm1d(hidden) if batch_norm else None
         self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term,
-                                    attention_normalisation, edge_sampling)
+                                    attention_normalisation, edge_sampling, cached)
         settings = SolveSettings.of(settings, solve_keywords).with_options(max_nfe=max_nfe)
         self.block = ODEBlock(self.field, t_end, settings=settings)
         self.decoder = nn.Linear(hidden, classes)
@@ -101,7 +104,7 @@ class GRAND(nn.Module):
         self.initial_condition = initial_condition
         self.input_dropout, self.dropout = input_dropout, dropout
         self.source_nodes: torch.Tensor | None = None
-        self._input_dropout = SparseInputDropout()
+        self._input_dropout = SparseInputDropout(cached)
 
     @property
     def t_end(self) -> float:
@@ -141,6 +144,6 @@ class GRAND(nn.Module):
                 h = h + self.initial_source * source
             else:
                 h = mass_shifted_initial(h, nodes, self.field.graph(edge_index, h.shape[0]).degrees)
-        self.field.set_initial(h, edge_index, source)
-        z = self.block(h, times, adjoint_params=self.field.adjoint_inputs())
+        inputs = self.field.prepare(h, edge_index, source)
+        z = self.block(h, times, args=inputs, adjoint_params=self.field.adjoint_params())
         return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))

@@ -14,6 +14,8 @@ either gradient mode applies.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import math
 import warnings
 
@@ -130,6 +132,25 @@ class EdgeAttention(nn.Module):
         return softmax(scores, group, num_nodes=x.shape[0]).mean(dim=1)
 
 
+class DiffusionInputs(NamedTuple):
+    """What one solve of the diffusion needs besides ``X(t)``; passed to the solve as its ``args``.
+
+    ``graph``: the graph diffused over (self-loops added; sampled while training with
+    ``edge_sampling``); ``weights``: the GRAND-l attention from ``X(0)`` (``None`` for GRAND-nl);
+    ``x0``: ``X(0)`` for GRAND's ``β·X(0)`` term (``None`` without it); ``source``: GRAND++'s ``C``.
+    """
+
+    graph: Adjacency
+    weights: torch.Tensor | None = None
+    x0: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """The diffusion graph's edges, with self-loops, sorted by receiving node."""
+        return self.graph.edge_index
+
+
 class GraphDiffusion(nn.Module):
     """The GRAND / GRAND++ vector field on node features ``X`` (nodes × features).
 
@@ -137,7 +158,7 @@ class GraphDiffusion(nn.Module):
         features: width of ``X``.
         attention_dim, heads, normalise: sizes and normalisation of :class:`EdgeAttention`.
         nonlinear: recompute the attention from ``X(t)`` at every evaluation (GRAND-nl) instead of
-            once from ``X(0)`` by :meth:`set_initial` (GRAND-l).
+            once from ``X(0)`` by :meth:`prepare` (GRAND-l).
         initial_term: add GRAND's own ``β·X(0)`` (the authors' ``add_source``; ``β`` is a trainable
             scalar starting at 0), which their best settings switch on for the Planetoid graphs.
         edge_sampling: while training, keep only this fraction of the edges, those with the largest
@@ -145,13 +166,18 @@ class GraphDiffusion(nn.Module):
             ``att_samp_pct``, their setting on Computers, Photo and ogbn-arxiv; linear attention only).
             Evaluation diffuses over all edges. As in their code the kept weights are constants:
             under sampling the loss does not train the attention.
+        cached: keep the graph built from the first ``edge_index`` (self-loops, sorting) and reuse it
+            for every later call, as PyG's ``cached=True``: for training on one fixed graph. The
+            default builds it from each call's ``edge_index``.
 
-    :meth:`set_initial` fixes the graph, ``X(0)`` and GRAND++'s source ``C`` (eq. 4.12) for the
-    next solves.
+    The field is stateless: :meth:`prepare` turns ``X(0)``, the graph and GRAND++'s source ``C``
+    (eq. 4.12) into :class:`DiffusionInputs`, which reach :meth:`forward` as the solve's ``args``
+    (``solve(field, x0, t, args=field.prepare(x0, edge_index))``).
     """
 
     def __init__(self, features: int, attention_dim: int = 16, heads: int = 1, nonlinear: bool = False,
-                 initial_term: bool = False, normalise: str = "rows", edge_sampling: float | None = None) -> None:
+                 initial_term: bool = False, normalise: str = "rows", edge_sampling: float | None = None,
+                 cached: bool = False) -> None:
         super().__init__()
         if edge_sampling is not None and not 0 < edge_sampling < 1:
             raise ValueError(f"edge_sampling is the fraction of edges kept while training, in (0, 1); "
@@ -164,73 +190,67 @@ class GraphDiffusion(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(()))  # σ(0) = 0.5, as the authors initialise it
         self.beta = nn.Parameter(torch.zeros(())) if initial_term else None
         self.nonlinear = nonlinear
-        self.adjacency: Adjacency | None = None  # the input graph with self-loops, cached
-        self._input_key: tuple | None = None  # identifies the input graph of ``adjacency``
-        self.active: Adjacency | None = None  # the graph the next solves diffuse over
-        self.weights: torch.Tensor | None = None
-        self.x0: torch.Tensor | None = None
-        self.source: torch.Tensor | None = None
+        self.cached = cached
+        self._cached_graph: Adjacency | None = None
 
     def graph(self, edge_index: torch.Tensor, num_nodes: int) -> Adjacency:
-        """The diffusion graph of ``edge_index`` (self-loops added), reused while the input is unchanged."""
-        key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), num_nodes)  # _version: edits
-        if self.adjacency is None or self._input_key != key:
-            self.adjacency, self._input_key = Adjacency(edge_index, num_nodes), key
-        return self.adjacency
+        """The diffusion graph of ``edge_index`` (self-loops added); with ``cached``, the first one built."""
+        if self.cached and self._cached_graph is not None:
+            if self._cached_graph.num_nodes != num_nodes:
+                raise ValueError(f"cached=True holds a graph of {self._cached_graph.num_nodes} nodes, but the input "
+                                 f"has {num_nodes}: use cached=False for changing graphs")
+            return self._cached_graph
+        graph = Adjacency(edge_index, num_nodes)
+        if self.cached:
+            self._cached_graph = graph
+        return graph
 
-    def set_initial(self, x0: torch.Tensor, edge_index: torch.Tensor, source: torch.Tensor | None = None) -> None:
-        """Fix the graph (self-loops are added), ``X(0)``, the GRAND-l attention and the source."""
-        self.active = self.graph(edge_index, x0.shape[0])
+    def prepare(self, x0: torch.Tensor, edge_index: torch.Tensor,
+                source: torch.Tensor | None = None) -> DiffusionInputs:
+        """The inputs of a solve from ``X(0)``: the graph, the GRAND-l attention, ``X(0)``, the source."""
+        graph = self.graph(edge_index, x0.shape[0])
         weights = None
         if self.edge_sampling is not None and self.training:
             with torch.no_grad():
-                self.active, weights = self._sampled(self.attention(x0, self.active.edge_index))
+                graph, weights = self._sampled(graph, self.attention(x0, graph.edge_index))
         elif not self.nonlinear:
-            weights = self.attention(x0, self.active.edge_index)
-        # Each held tensor gets its own view node: the adjoint differentiates f with respect to
-        # them separately, and must not walk from one into another's graph (the weights depend
-        # on X(0), which depends on the source), which would also free that graph.
-        self.weights, self.x0, self.source = (None if t is None else t.view_as(t) for t in (weights, x0, source))
+            weights = self.attention(x0, graph.edge_index)
+        x0 = x0 if self.beta is not None else None
+        # Each tensor gets its own view node: the adjoint differentiates f with respect to them
+        # separately, and must not walk from one into another's graph (the weights depend on
+        # X(0), which depends on the source), which would also free that graph.
+        return DiffusionInputs(graph, *(None if t is None else t.view_as(t) for t in (weights, x0, source)))
 
-    def _sampled(self, weights: torch.Tensor) -> tuple[Adjacency, torch.Tensor]:
+    def _sampled(self, graph: Adjacency, weights: torch.Tensor) -> tuple[Adjacency, torch.Tensor]:
         """The edges above the ``1 − edge_sampling`` quantile of attention, weights renormalised
         over each node's kept edges (incoming for ``"rows"``, outgoing for ``"columns"``)."""
         keep = weights > torch.quantile(weights, 1.0 - self.edge_sampling)
-        kept = self.adjacency.subgraph(keep)
+        kept = graph.subgraph(keep)
         weights = weights[keep]
         group = kept.edge_index[0 if self.attention.normalise == "rows" else 1]
         totals = weights.new_zeros(kept.num_nodes).index_add_(0, group, weights)
         return kept, weights / totals[group]
 
-    def adjoint_inputs(self) -> tuple[torch.Tensor, ...]:
-        """The tensors the field uses directly, for the adjoint: its scalars, the attention's
-        parameters when it is recomputed from ``X(t)``, else the fixed weights; ``X(0)``; the source.
+    def adjoint_params(self) -> tuple[torch.Tensor, ...]:
+        """The field's own tensors that the adjoint differentiates: its scalars, and the attention's
+        parameters when the attention is recomputed from ``X(t)``.
 
-        The linear field's attention parameters are left out: they act only through the weights,
-        and asking the adjoint for them would walk (and free) the attention's graph.
+        The linear field's attention parameters are left out: they act only through the weights
+        (in :class:`DiffusionInputs`), and asking the adjoint for them would walk (and free) the
+        attention's graph.
         """
-        held = [self.alpha, self.beta, self.x0 if self.beta is not None else None, self.source]
-        held += list(self.attention.parameters()) if self.nonlinear else [self.weights]
-        return tuple(x for x in held if x is not None)
+        held = [self.alpha, self.beta] + (list(self.attention.parameters()) if self.nonlinear else [])
+        return tuple(x for x in held if x is not None and x.requires_grad)
 
-    @property
-    def edge_index(self) -> torch.Tensor | None:
-        """The graph of the latest :meth:`set_initial` (sampled while training with ``edge_sampling``),
-        with self-loops, sorted by receiving node."""
-        return None if self.active is None else self.active.edge_index
-
-    def diffuse(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``A X``: the attention-weighted average of each node's neighbours."""
-        return _WeightedPropagation.apply(weights.to(x.dtype), x, self.active)
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.active is None:
-            raise RuntimeError("call set_initial(x0, edge_index) before integrating the graph diffusion")
-        weights = self.attention(x, self.active.edge_index) if self.nonlinear else self.weights
-        out = torch.sigmoid(self.alpha) * (self.diffuse(x, weights) - x)
+    def forward(self, t: torch.Tensor, x: torch.Tensor, inputs: DiffusionInputs) -> torch.Tensor:
+        if not isinstance(inputs, DiffusionInputs):
+            raise TypeError("the graph diffusion needs its inputs: solve(field, x0, t, args=field.prepare(x0, "
+                            "edge_index))")
+        weights = self.attention(x, inputs.edge_index) if self.nonlinear else inputs.weights
+        out = torch.sigmoid(self.alpha) * (_WeightedPropagation.apply(weights.to(x.dtype), x, inputs.graph) - x)
         if self.beta is not None:
-            out = out + self.beta * self.x0
-        return out if self.source is None else out + self.source
+            out = out + self.beta * inputs.x0
+        return out if inputs.source is None else out + inputs.source
 
 
 def labelled_source(x: torch.Tensor, labelled: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

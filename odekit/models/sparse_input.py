@@ -14,25 +14,32 @@ SPARSE_ENOUGH = 0.1  # at most this fraction of non-zeros takes the sparse path
 
 
 class SparseInputDropout:
-    """Dropout of ``x`` computed on its non-zeros; the sparse form of ``x`` is kept between calls.
+    """Dropout of ``x`` computed on its non-zeros.
 
     :meth:`__call__` returns a sparse COO tensor (coalesced) for mostly-zero inputs and ``None``
-    for dense ones, where the caller applies ordinary dropout.
+    for dense ones, where the caller applies ordinary dropout. With ``cached`` the sparse form of
+    the first input is kept and reused for every later call (PyG's ``cached=True``: for training
+    on one fixed feature matrix); otherwise each call converts its own input.
     """
 
-    def __init__(self) -> None:
-        self._cached: tuple[tuple, torch.Tensor | None] | None = None
+    def __init__(self, cached: bool = False) -> None:
+        self.cached = cached
+        self._kept: tuple[torch.Size, torch.Tensor | None] | None = None
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor | None:
         if x.is_sparse:
             return x.coalesce()
         if x.requires_grad:  # a learned input: keep autograd's dense path
             return None
-        key = (x.data_ptr(), x._version, tuple(x.shape), x.dtype, x.device)  # _version: in-place edits
-        if self._cached is None or self._cached[0] != key:
-            sparse_enough = bool((x != 0).sum() <= SPARSE_ENOUGH * x.numel())
-            self._cached = (key, x.to_sparse().coalesce() if sparse_enough else None)
-        return self._cached[1]
+        if self.cached and self._kept is not None:
+            if self._kept[0] != x.shape:
+                raise ValueError(f"cached=True holds the sparse form of a {tuple(self._kept[0])} input, but this one "
+                                 f"is {tuple(x.shape)}: use cached=False for changing inputs")
+            return self._kept[1]
+        sparse = x.to_sparse().coalesce() if bool((x != 0).sum() <= SPARSE_ENOUGH * x.numel()) else None
+        if self.cached:
+            self._kept = (x.shape, sparse)
+        return sparse
 
     def __call__(self, x: torch.Tensor, p: float, training: bool) -> torch.Tensor | None:
         sparse = self._sparse(x)
