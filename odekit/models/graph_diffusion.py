@@ -14,10 +14,9 @@ either gradient mode applies.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import math
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import nn
