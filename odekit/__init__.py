@@ -19,6 +19,7 @@ from .solve import (  # noqa: I001
     ProxBDF,
     RecursiveCheckpoint,
     Solver,
+    SolveSettings,
     Tsit5,
     InvalidInputError,
     MaxStepsExceededError,
@@ -44,4 +45,5 @@ __all__ = [
     # the solve as objects; every one is in odekit.solve
     "Solver", "Proximal", "RK4", "Dopri5", "Tsit5", "Dopri8", "ProxBDF", "LBFGS", "FletcherReeves", "NewtonKrylov",
     "PIController", "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint",
+    "SolveSettings",
 ]

@@ -9,6 +9,7 @@ EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def register(experiment: Experiment) -> Experiment:
+    """Add ``experiment`` to the table (the built-in ones below, or one of your own)."""
     if set(experiment.profiles) != set(PROFILES):
         raise ValueError(f"experiment {experiment.name} must define the profiles {PROFILES}")
     EXPERIMENTS[experiment.name] = experiment
@@ -22,13 +23,13 @@ def get(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
-# Importing a module registers its experiment.
-from . import (  # noqa: E402,F401
+# The table of experiments, in the order reproduce runs them.
+from . import (  # noqa: E402
     adjoint_decay,
+    diffusion1d,
     grand_depth,
     grand_labels,
     grand_variants,
-    diffusion1d,
     hb_optim_demo,
     image_classification,
     nfe_vs_tolerance,
@@ -39,6 +40,11 @@ from . import (  # noqa: E402,F401
     walker2d,
     work_precision,
 )
+
+for _module in (plane_vibration, walker2d, adjoint_decay, grand_depth, grand_labels, grand_variants, diffusion1d,
+                hb_optim_demo, pointcloud, image_classification, nfe_vs_tolerance, silverbox_growth, stiff_scalar,
+                work_precision):
+    register(_module.EXPERIMENT)
 
 __all__ = ["EXPERIMENTS", "register", "get", "Experiment", "ExperimentConfig", "RunContext", "ThesisNumber",
            "ConfigError", "execute", "open_run", "PROFILES"]

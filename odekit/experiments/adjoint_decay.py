@@ -19,7 +19,6 @@ from ..data import plane_vibration as plane_data
 from ..data import walker2d as walker_data
 from ..data.plane_vibration import WindowSet
 from ..report.plots import pyplot
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 from .hybrid_training import LABELS, build_model, load_splits, plan_of, train_hybrid
 from .plane_vibration import TASK as PLANE, PlaneVibrationConfig
@@ -124,21 +123,19 @@ def _report(config, ctx, done, dataset) -> None:
     ctx.figure("fig3_5_adjoint_decay", fig, caption="Fig 3.5: adjoint norm against T − t for trained hybrids.")
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="adjoint_decay",
-        title="Adjoint norms over long horizons in ODE-RNN hybrids",
-        thesis_items="Fig 3.5",
-        config_class=AdjointDecayConfig,
-        summary="The thesis shows (figure only) the ODE-RNN adjoint vanishing quickly with T − t on Walker2d while the "
-                "(G)HBNODE-RNN adjoints decay much more slowly.",
-        profiles={
-            "smoke": {"epochs": 1, "batch_size": 8, "train_windows": 8, "test_windows": 8, "tol": 1e-2},
-            "quick": {"epochs": 3, "batch_size": 32, "train_windows": 64, "test_windows": 32, "tol": 1e-3},
-            "full": {},
-        },
-        run=run,
-        missing_data=_missing,
-        download=plane_data.download,
-    )
+EXPERIMENT = Experiment(
+    name="adjoint_decay",
+    title="Adjoint norms over long horizons in ODE-RNN hybrids",
+    thesis_items="Fig 3.5",
+    config_class=AdjointDecayConfig,
+    summary="The thesis shows (figure only) the ODE-RNN adjoint vanishing quickly with T − t on Walker2d while the "
+            "(G)HBNODE-RNN adjoints decay much more slowly.",
+    profiles={
+        "smoke": {"epochs": 1, "batch_size": 8, "train_windows": 8, "test_windows": 8, "tol": 1e-2},
+        "quick": {"epochs": 3, "batch_size": 32, "train_windows": 64, "test_windows": 32, "tol": 1e-3},
+        "full": {},
+    },
+    run=run,
+    missing_data=_missing,
+    download=plane_data.download,
 )

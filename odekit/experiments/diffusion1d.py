@@ -27,7 +27,6 @@ from ..data.stiff_problems import HeatEquation
 from ..report.plots import pyplot
 from ..solve.inner import InnerSolver, ProximalProblem
 from ..solve.proximal import InnerSolveWarning
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext, ThesisNumber
 from .timing import median_time
 
@@ -320,27 +319,25 @@ def _report_scaling(config, ctx, timings) -> None:
             ctx.metric(f"wall time at N={largest}, {inner} (s)", round(row["wall_s"], 4))
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="diffusion1d",
-        title="Proximal solvers on the 1-D heat equation",
-        thesis_items="Fig 5.3, Table 5.2, Fig 5.4, Fig 5.5 (eq. 5.18)",
-        config_class=Diffusion1DConfig,
-        summary="Final error vs NFE of proximal BE/CN/BDF2–4 against explicit adaptive solvers; inner-solver "
-                "convergence on one step; time against grid size.",
-        thesis={_table_key(s): ThesisNumber(v, f"Table 5.2, {SCHEME_LABELS[s]}", higher_is_better=False)
-                for s, v in TABLE_5_2.items()},
-        profiles={
-            "smoke": {"n": 32, "t_end": 0.05, "step_sizes": (0.005, 0.025), "schemes": ("prox_be", "prox_bdf2"),
-                      "adaptive_tolerances": (1e-3,), "explicit_tolerances": (1e-3,),
-                      "convergence_solvers": ("gd", "fr", "lbfgs"), "convergence_iters": 50,
-                      "grid_sizes": (16, 32), "scaling_steps": 2},
-            "quick": {"step_sizes": (1 / 2000, 0.05, 0.2), "explicit_tolerances": (1e-3,),
-                      "adaptive_tolerances": (1e-3, 1e-6), "grid_sizes": (64, 128, 256, 512)},
-            "full": {"step_sizes": (1 / 2000, 1 / 500, 0.01, 0.02, 0.05, 0.1, 0.2),
-                     "explicit_tolerances": (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6),
-                     "grid_sizes": (64, 128, 256, 512, 1024, 2048), "repeats": 3},
-        },
-        run=run,
-    )
+EXPERIMENT = Experiment(
+    name="diffusion1d",
+    title="Proximal solvers on the 1-D heat equation",
+    thesis_items="Fig 5.3, Table 5.2, Fig 5.4, Fig 5.5 (eq. 5.18)",
+    config_class=Diffusion1DConfig,
+    summary="Final error vs NFE of proximal BE/CN/BDF2–4 against explicit adaptive solvers; inner-solver "
+            "convergence on one step; time against grid size.",
+    thesis={_table_key(s): ThesisNumber(v, f"Table 5.2, {SCHEME_LABELS[s]}", higher_is_better=False)
+            for s, v in TABLE_5_2.items()},
+    profiles={
+        "smoke": {"n": 32, "t_end": 0.05, "step_sizes": (0.005, 0.025), "schemes": ("prox_be", "prox_bdf2"),
+                  "adaptive_tolerances": (1e-3,), "explicit_tolerances": (1e-3,),
+                  "convergence_solvers": ("gd", "fr", "lbfgs"), "convergence_iters": 50,
+                  "grid_sizes": (16, 32), "scaling_steps": 2},
+        "quick": {"step_sizes": (1 / 2000, 0.05, 0.2), "explicit_tolerances": (1e-3,),
+                  "adaptive_tolerances": (1e-3, 1e-6), "grid_sizes": (64, 128, 256, 512)},
+        "full": {"step_sizes": (1 / 2000, 1 / 500, 0.01, 0.02, 0.05, 0.1, 0.2),
+                 "explicit_tolerances": (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6),
+                 "grid_sizes": (64, 128, 256, 512, 1024, 2048), "repeats": 3},
+    },
+    run=run,
 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data import graphs
-from . import register
 from .base import Experiment, RunContext, ThesisNumber
 from .grand_thesis import TABLE_4_1
 from .node_classification import (
@@ -111,24 +110,22 @@ def _thesis() -> dict[str, ThesisNumber]:
     return numbers
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="grand_depth",
-        title="GRAND++ and over-smoothing at large depth",
-        thesis_items="Table 4.1, Fig 4.2 (Table 4.2 on ogbn-arxiv)",
-        config_class=GrandDepthConfig,
-        summary="The thesis reports GRAND++-l holding its accuracy as T grows while GRAND-l loses it (Cora, T = 128: "
-                "80.3 vs 77.2; T = 256: 79.0 vs 67.8), and GCN/GAT/GraphSAGE collapsing beyond 4 layers.",
-        profiles={
-            "smoke": {"datasets": ("cora",), "depths": (1, 4), "layers": (1, 2), "baselines": ("gcn",), "splits": 1,
-                      "seeds": 1, "epochs": 2, "baseline_epochs": 5, "time_points": 3, "time_scan": "best_epoch"},
-            "quick": {"datasets": ("cora",), "depths": (4, 128), "baselines": ("gcn",), "layers": (1, 16),
-                      "splits": 1, "seeds": 1, "epochs": 15, "baseline_epochs": 40,
-                      "time_scan": "best_epoch"},
-            "full": {"datasets": ("cora", "citeseer", "pubmed", "coauthor_cs", "computers", "photo")},
-        },
-        run=run,
-        thesis=_thesis(),
-        missing_data=lambda root: graphs.missing("cora", root),
-    )
+EXPERIMENT = Experiment(
+    name="grand_depth",
+    title="GRAND++ and over-smoothing at large depth",
+    thesis_items="Table 4.1, Fig 4.2 (Table 4.2 on ogbn-arxiv)",
+    config_class=GrandDepthConfig,
+    summary="The thesis reports GRAND++-l holding its accuracy as T grows while GRAND-l loses it (Cora, T = 128: "
+            "80.3 vs 77.2; T = 256: 79.0 vs 67.8), and GCN/GAT/GraphSAGE collapsing beyond 4 layers.",
+    profiles={
+        "smoke": {"datasets": ("cora",), "depths": (1, 4), "layers": (1, 2), "baselines": ("gcn",), "splits": 1,
+                  "seeds": 1, "epochs": 2, "baseline_epochs": 5, "time_points": 3, "time_scan": "best_epoch"},
+        "quick": {"datasets": ("cora",), "depths": (4, 128), "baselines": ("gcn",), "layers": (1, 16),
+                  "splits": 1, "seeds": 1, "epochs": 15, "baseline_epochs": 40,
+                  "time_scan": "best_epoch"},
+        "full": {"datasets": ("cora", "citeseer", "pubmed", "coauthor_cs", "computers", "photo")},
+    },
+    run=run,
+    thesis=_thesis(),
+    missing_data=lambda root: graphs.missing("cora", root),
 )

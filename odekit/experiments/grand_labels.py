@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from scipy import stats
 
 from ..data import graphs
-from . import register
 from .base import Experiment, RunContext, ThesisNumber
 from .grand_thesis import TABLE_4_3, TABLE_4_4, TABLE_4_5
 from .node_classification import (
@@ -122,24 +121,22 @@ def _missing(root) -> list[str]:
     return [f for name in ("cora", "citeseer") for f in graphs.missing(name, root)]
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="grand_labels",
-        title="GRAND++ with few labelled nodes",
-        thesis_items="Table 4.3, Fig 4.1, Tables 4.4–4.8",
-        config_class=GrandLabelsConfig,
-        summary="The thesis reports GRAND++-l more accurate than GRAND-l and the GNN baselines at low labelling "
-                "rates (e.g. Cora, 1 label/class: 54.9 vs 52.5), significantly so on most datasets by t-test.",
-        profiles={
-            "smoke": {"datasets": ("cora",), "models": ("grand++-l", "grand-l", "gcn"), "labels": (1,), "splits": 2,
-                      "seeds": 1, "epochs": 2, "baseline_epochs": 5, "time_points": 3, "time_scan": "best_epoch"},
-            "quick": {"models": ("grand++-l", "grand++-l-refsrc", "grand-l", "gcn"), "labels": (1, 5, 20),
-                      "splits": 2, "seeds": 1, "epochs": 15, "baseline_epochs": 40,
-                      "time_scan": "best_epoch"},
-            "full": {"datasets": ("cora", "citeseer", "pubmed", "coauthor_cs", "computers", "photo")},
-        },
-        run=run,
-        thesis=_thesis(),
-        missing_data=_missing,
-    )
+EXPERIMENT = Experiment(
+    name="grand_labels",
+    title="GRAND++ with few labelled nodes",
+    thesis_items="Table 4.3, Fig 4.1, Tables 4.4–4.8",
+    config_class=GrandLabelsConfig,
+    summary="The thesis reports GRAND++-l more accurate than GRAND-l and the GNN baselines at low labelling "
+            "rates (e.g. Cora, 1 label/class: 54.9 vs 52.5), significantly so on most datasets by t-test.",
+    profiles={
+        "smoke": {"datasets": ("cora",), "models": ("grand++-l", "grand-l", "gcn"), "labels": (1,), "splits": 2,
+                  "seeds": 1, "epochs": 2, "baseline_epochs": 5, "time_points": 3, "time_scan": "best_epoch"},
+        "quick": {"models": ("grand++-l", "grand++-l-refsrc", "grand-l", "gcn"), "labels": (1, 5, 20),
+                  "splits": 2, "seeds": 1, "epochs": 15, "baseline_epochs": 40,
+                  "time_scan": "best_epoch"},
+        "full": {"datasets": ("cora", "citeseer", "pubmed", "coauthor_cs", "computers", "photo")},
+    },
+    run=run,
+    thesis=_thesis(),
+    missing_data=_missing,
 )

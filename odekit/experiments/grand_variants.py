@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data import graphs
-from . import register
 from .base import Experiment, RunContext, ThesisNumber
 from .grand_thesis import TABLE_4_9, TABLE_4_10
 from .node_classification import (
@@ -83,24 +82,22 @@ def _thesis() -> dict[str, ThesisNumber]:
     return numbers
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="grand_variants",
-        title="Source term for GRAND-nl and GRAND-nl-rw",
-        thesis_items="Tables 4.9, 4.10",
-        config_class=GrandVariantsConfig,
-        summary="The thesis reports GRAND++-nl(-rw) ahead of GRAND-nl(-rw) at large T (CiteSeer T = 128: 74.2 vs "
-                "65.2) but not at low labelling rates.",
-        profiles={
-            "smoke": {"datasets": ("cora",), "models": ("grand-nl", "grand++-nl-rw-two_hop"), "depths": (1,),
-                      "labels": (1,), "splits": 1, "seeds": 1, "epochs": 2, "time_points": 3,
-                      "time_scan": "best_epoch"},
-            "quick": {"datasets": ("cora",), "models": ("grand-nl", "grand++-nl"), "depths": (4,), "labels": (),
-                      "splits": 1, "seeds": 1, "epochs": 15, "time_scan": "best_epoch"},
-            "full": {},
-        },
-        run=run,
-        thesis=_thesis(),
-        missing_data=lambda root: graphs.missing("cora", root),
-    )
+EXPERIMENT = Experiment(
+    name="grand_variants",
+    title="Source term for GRAND-nl and GRAND-nl-rw",
+    thesis_items="Tables 4.9, 4.10",
+    config_class=GrandVariantsConfig,
+    summary="The thesis reports GRAND++-nl(-rw) ahead of GRAND-nl(-rw) at large T (CiteSeer T = 128: 74.2 vs "
+            "65.2) but not at low labelling rates.",
+    profiles={
+        "smoke": {"datasets": ("cora",), "models": ("grand-nl", "grand++-nl-rw-two_hop"), "depths": (1,),
+                  "labels": (1,), "splits": 1, "seeds": 1, "epochs": 2, "time_points": 3,
+                  "time_scan": "best_epoch"},
+        "quick": {"datasets": ("cora",), "models": ("grand-nl", "grand++-nl"), "depths": (4,), "labels": (),
+                  "splits": 1, "seeds": 1, "epochs": 15, "time_scan": "best_epoch"},
+        "full": {},
+    },
+    run=run,
+    thesis=_thesis(),
+    missing_data=lambda root: graphs.missing("cora", root),
 )

@@ -19,7 +19,6 @@ from .. import solve
 from ..data.landscapes import LANDSCAPES
 from ..models.dynamics import HeavyBall
 from ..report.plots import pyplot
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 
 
@@ -115,17 +114,15 @@ def _contour(ax, land) -> None:
     ax.set_ylim(y0, y1)
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="hb_optim_demo",
-        title="Heavy-ball ODE vs gradient flow on Rosenbrock and Beale",
-        thesis_items="Fig 3.2",
-        config_class=HBOptimConfig,
-        summary="The thesis reports qualitatively (no numbers) that the heavy-ball ODE (3.7) reaches the "
-                "minimiser faster than the gradient-flow ODE (3.8). At the thesis's own horizons odekit finds the "
-                "opposite (the heavy ball starts from rest and lags at first); the extended horizon shows where "
-                "each settles.",
-        profiles={"smoke": {"outputs": 51, "extended_t_end": 2.0}, "quick": {}, "full": {"outputs": 1001}},
-        run=run,
-    )
+EXPERIMENT = Experiment(
+    name="hb_optim_demo",
+    title="Heavy-ball ODE vs gradient flow on Rosenbrock and Beale",
+    thesis_items="Fig 3.2",
+    config_class=HBOptimConfig,
+    summary="The thesis reports qualitatively (no numbers) that the heavy-ball ODE (3.7) reaches the "
+            "minimiser faster than the gradient-flow ODE (3.8). At the thesis's own horizons odekit finds the "
+            "opposite (the heavy ball starts from rest and lags at first); the extended horizon shows where "
+            "each settles.",
+    profiles={"smoke": {"outputs": 51, "extended_t_end": 2.0}, "quick": {}, "full": {"outputs": 1001}},
+    run=run,
 )

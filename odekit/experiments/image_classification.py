@@ -21,7 +21,6 @@ from ..data import images
 from ..models import MODEL_KINDS, image_model
 from ..report import atomic
 from ..report.plots import pyplot
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 from .pointcloud import LABELS
 from .training import train_epoch
@@ -150,21 +149,19 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
                                                         "training time and test accuracy per epoch (Fig. 3.7 / 3.1).")
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="image_classification",
-        title="Image classification: NFE, time and accuracy of the five ODE models",
-        thesis_items="Fig 3.7 (MNIST), Fig 3.1 (CIFAR10), Table 3.3",
-        config_class=ImageConfig,
-        summary="The thesis shows (figures only) HBNODE and GHBNODE needing far fewer forward and especially "
-                "backward NFE than NODE, ANODE and SONODE, training faster, and reaching slightly higher accuracy.",
-        profiles={
-            "smoke": {"epochs": 1, "batch_size": 16, "train_subset": 32, "test_subset": 32, "lr": 1e-3, "tol": 1e-2},
-            "quick": {"epochs": 2, "batch_size": 32, "train_subset": 256, "test_subset": 256, "lr": 1e-3, "tol": 1e-3},
-            "full": {},
-        },
-        run=run,
-        missing_data=images.mnist_missing,
-        download=images.download_mnist,
-    )
+EXPERIMENT = Experiment(
+    name="image_classification",
+    title="Image classification: NFE, time and accuracy of the five ODE models",
+    thesis_items="Fig 3.7 (MNIST), Fig 3.1 (CIFAR10), Table 3.3",
+    config_class=ImageConfig,
+    summary="The thesis shows (figures only) HBNODE and GHBNODE needing far fewer forward and especially "
+            "backward NFE than NODE, ANODE and SONODE, training faster, and reaching slightly higher accuracy.",
+    profiles={
+        "smoke": {"epochs": 1, "batch_size": 16, "train_subset": 32, "test_subset": 32, "lr": 1e-3, "tol": 1e-2},
+        "quick": {"epochs": 2, "batch_size": 32, "train_subset": 256, "test_subset": 256, "lr": 1e-3, "tol": 1e-3},
+        "full": {},
+    },
+    run=run,
+    missing_data=images.mnist_missing,
+    download=images.download_mnist,
 )

@@ -16,7 +16,6 @@ import numpy as np
 from ..data import images
 from ..models import MODEL_KINDS
 from ..report.plots import pyplot
-from . import register
 from .base import Experiment, RunContext
 from .image_classification import LOADERS, ImageConfig, load_data, train_model
 from .pointcloud import LABELS
@@ -76,24 +75,22 @@ def run(config: NFEToleranceConfig, ctx: RunContext) -> None:
                                                 "(Fig. 3.8); markers distinguish the models.")
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="nfe_vs_tolerance",
-        title="Forward and backward NFE against the solver tolerance",
-        thesis_items="Fig 3.8",
-        config_class=NFEToleranceConfig,
-        summary="The thesis shows (figure only) that the forward and backward NFE of HBNODE and GHBNODE grow much "
-                "more slowly than those of NODE, ANODE and SONODE as the tolerance tightens.",
-        profiles={
-            "smoke": {"dataset": "mnist", "tolerances": (1e-1, 1e-2), "batch_size": 16, "train_subset": 16,
-                      "test_subset": 16},
-            "quick": {"dataset": "mnist", "tolerances": (1e-2, 1e-3, 1e-4), "batch_size": 32, "train_subset": 32,
-                      "test_subset": 64},
-            "full": {"train_subset": 0, "test_subset": 0},
-        },
-        run=run,
-        # The quick and smoke profiles read MNIST; the full profile downloads CIFAR10 when it runs.
-        missing_data=images.mnist_missing,
-        download=images.download_mnist,
-    )
+EXPERIMENT = Experiment(
+    name="nfe_vs_tolerance",
+    title="Forward and backward NFE against the solver tolerance",
+    thesis_items="Fig 3.8",
+    config_class=NFEToleranceConfig,
+    summary="The thesis shows (figure only) that the forward and backward NFE of HBNODE and GHBNODE grow much "
+            "more slowly than those of NODE, ANODE and SONODE as the tolerance tightens.",
+    profiles={
+        "smoke": {"dataset": "mnist", "tolerances": (1e-1, 1e-2), "batch_size": 16, "train_subset": 16,
+                  "test_subset": 16},
+        "quick": {"dataset": "mnist", "tolerances": (1e-2, 1e-3, 1e-4), "batch_size": 32, "train_subset": 32,
+                  "test_subset": 64},
+        "full": {"train_subset": 0, "test_subset": 0},
+    },
+    run=run,
+    # The quick and smoke profiles read MNIST; the full profile downloads CIFAR10 when it runs.
+    missing_data=images.mnist_missing,
+    download=images.download_mnist,
 )

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from ..data import plane_vibration as pv
 from ..models.sequence import HybridSizes
-from . import register
 from .base import Experiment, RunContext
 from .hybrid_training import HybridConfig, HybridTask, run_hybrid_experiment
 
@@ -50,23 +49,21 @@ def run(config: PlaneVibrationConfig, ctx: RunContext) -> None:
     run_hybrid_experiment(TASK, config, ctx)
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="plane_vibration",
-        title="ODE-RNN hybrids on the plane-vibration time series",
-        thesis_items="Fig 3.10, Table 3.4",
-        config_class=PlaneVibrationConfig,
-        summary="The thesis shows (figure only) ODE-RNN and ANODE-RNN learning the vibration poorly, and HBNODE-RNN "
-                "and GHBNODE-RNN predicting better than SONODE-RNN with fewer backward NFE.",
-        profiles={
-            "smoke": {"models": ("odernn", "hbnode"), "epochs": 1, "batch_size": 8, "train_windows": 8,
-                      "test_windows": 8, "tol": 1e-2},
-            "quick": {"epochs": 3, "batch_size": 32, "train_windows": 64, "test_windows": 64, "tol": 1e-3,
-                      "lr": 3e-3},
-            "full": {},
-        },
-        run=run,
-        missing_data=pv.missing,
-        download=pv.download,
-    )
+EXPERIMENT = Experiment(
+    name="plane_vibration",
+    title="ODE-RNN hybrids on the plane-vibration time series",
+    thesis_items="Fig 3.10, Table 3.4",
+    config_class=PlaneVibrationConfig,
+    summary="The thesis shows (figure only) ODE-RNN and ANODE-RNN learning the vibration poorly, and HBNODE-RNN "
+            "and GHBNODE-RNN predicting better than SONODE-RNN with fewer backward NFE.",
+    profiles={
+        "smoke": {"models": ("odernn", "hbnode"), "epochs": 1, "batch_size": 8, "train_windows": 8,
+                  "test_windows": 8, "tol": 1e-2},
+        "quick": {"epochs": 3, "batch_size": 32, "train_windows": 64, "test_windows": 64, "tol": 1e-3,
+                  "lr": 3e-3},
+        "full": {},
+    },
+    run=run,
+    missing_data=pv.missing,
+    download=pv.download,
 )

@@ -19,7 +19,6 @@ from ..data.synthetic import nested_spheres
 from ..models import MODEL_KINDS, pointcloud_model
 from ..report import atomic
 from ..report.plots import pyplot
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 
 LABELS = {"node": "NODE", "anode": "ANODE", "sonode": "SONODE", "hbnode": "HBNODE", "ghbnode": "GHBNODE"}
@@ -145,21 +144,19 @@ def _plot_evolution(config, ctx) -> None:
                                                     "disc, orange: outer annulus.")
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="pointcloud",
-        title="Point-cloud separation with the five ODE models",
-        thesis_items="Fig 3.6, Table 3.2",
-        config_class=PointCloudConfig,
-        summary="The thesis shows (figure only) that HBNODE and GHBNODE drive the loss to zero with fewer forward "
-                "and backward NFE, while NODE cannot separate the classes and ANODE/SONODE often stall.",
-        profiles={
-            "smoke": {"runs": 1, "iterations": 3, "tol": 1e-3},
-            # NFE grow with training (about 30 per pass at initialisation, about 180 after 300 iterations),
-            # so the quick profile follows the first 40 iterations of the 10 runs (about 4 minutes).
-            "quick": {"runs": 10, "iterations": 40},
-            "full": {"runs": 100, "iterations": 300},
-        },
-        run=run,
-    )
+EXPERIMENT = Experiment(
+    name="pointcloud",
+    title="Point-cloud separation with the five ODE models",
+    thesis_items="Fig 3.6, Table 3.2",
+    config_class=PointCloudConfig,
+    summary="The thesis shows (figure only) that HBNODE and GHBNODE drive the loss to zero with fewer forward "
+            "and backward NFE, while NODE cannot separate the classes and ANODE/SONODE often stall.",
+    profiles={
+        "smoke": {"runs": 1, "iterations": 3, "tol": 1e-3},
+        # NFE grow with training (about 30 per pass at initialisation, about 180 after 300 iterations),
+        # so the quick profile follows the first 40 iterations of the 10 runs (about 4 minutes).
+        "quick": {"runs": 10, "iterations": 40},
+        "full": {"runs": 100, "iterations": 300},
+    },
+    run=run,
 )

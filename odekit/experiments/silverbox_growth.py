@@ -22,7 +22,6 @@ from ..models.dynamics import FirstOrder, SecondOrder, ghbnode, hbnode
 from ..models.initial import VectorMomentum
 from ..models.layers import InputDrivenLinear, LinearInterpolation
 from ..report.plots import pyplot
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 from .pointcloud import LABELS
 
@@ -91,17 +90,15 @@ def run(config: SilverboxConfig, ctx: RunContext) -> None:
                                                 "NODE and GHBNODE keeping h(t) bounded.")
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="silverbox_growth",
-        title="Growth of h(t) at initialisation on Silverbox",
-        thesis_items="Fig 3.3",
-        config_class=SilverboxConfig,
-        summary="Thesis (figure only): ‖h(t)‖ of ANODE, SONODE and HBNODE grows much faster than NODE's; GHBNODE "
-                "keeps it under control for large t.",
-        profiles={"smoke": {"inits": 2, "steps": 16}, "quick": {}, "full": {}},
-        run=run,
-        missing_data=silverbox.missing,
-        download=silverbox.download,
-    )
+EXPERIMENT = Experiment(
+    name="silverbox_growth",
+    title="Growth of h(t) at initialisation on Silverbox",
+    thesis_items="Fig 3.3",
+    config_class=SilverboxConfig,
+    summary="Thesis (figure only): ‖h(t)‖ of ANODE, SONODE and HBNODE grows much faster than NODE's; GHBNODE "
+            "keeps it under control for large t.",
+    profiles={"smoke": {"inits": 2, "steps": 16}, "quick": {}, "full": {}},
+    run=run,
+    missing_data=silverbox.missing,
+    download=silverbox.download,
 )

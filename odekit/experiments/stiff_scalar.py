@@ -16,7 +16,6 @@ import torch
 from .. import solve
 from ..data.stiff_problems import SCALAR_PROBLEMS
 from ..report.plots import pyplot
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 
 EXACT_INNER = {"inner": "newton", "inner_tol": 0.0, "inner_res_tol": 1e-15, "inner_max_iters": 50}
@@ -94,19 +93,17 @@ def _plot(config, ctx, t, curves, labels) -> None:
                        "exact backward Euler (a, c) and forward Euler (b, d); eq. 5.10 top, eq. 5.11 bottom.")
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="stiff_scalar",
-        title="Forward, backward and proximal backward Euler on scalar test ODEs",
-        thesis_items="Fig 5.2 (eqs. 5.10, 5.11)",
-        config_class=StiffScalarConfig,
-        summary="Error against time at step 0.01 (and 0.05); the proximal scheme approaches backward Euler as "
-                "the inner tolerance shrinks. The thesis prints no numbers for this figure.",
-        profiles={
-            "smoke": {"t_end": 1.0, "inner_tolerances": (1e-2, 1e-4), "outputs": 51},
-            "quick": {},
-            "full": {"t_end": 4.0, "inner_tolerances": (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7), "outputs": 401},
-        },
-        run=run,
-    )
+EXPERIMENT = Experiment(
+    name="stiff_scalar",
+    title="Forward, backward and proximal backward Euler on scalar test ODEs",
+    thesis_items="Fig 5.2 (eqs. 5.10, 5.11)",
+    config_class=StiffScalarConfig,
+    summary="Error against time at step 0.01 (and 0.05); the proximal scheme approaches backward Euler as "
+            "the inner tolerance shrinks. The thesis prints no numbers for this figure.",
+    profiles={
+        "smoke": {"t_end": 1.0, "inner_tolerances": (1e-2, 1e-4), "outputs": 51},
+        "quick": {},
+        "full": {"t_end": 4.0, "inner_tolerances": (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7), "outputs": 401},
+    },
+    run=run,
 )

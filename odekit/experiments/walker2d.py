@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from ..data import walker2d
 from ..models.sequence import HybridSizes
-from . import register
 from .base import Experiment, RunContext
 from .hybrid_training import HybridConfig, HybridTask, run_hybrid_experiment
 
@@ -47,22 +46,20 @@ def run(config: Walker2dConfig, ctx: RunContext) -> None:
     run_hybrid_experiment(TASK, config, ctx)
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="walker2d",
-        title="ODE-RNN hybrids on the Walker2d kinematic simulation",
-        thesis_items="Fig 3.11, Table 3.5",
-        config_class=Walker2dConfig,
-        summary="The thesis shows (figure only) HBNODE-RNN and GHBNODE-RNN needing far fewer forward and backward NFE "
-                "than ODE-RNN and ANODE-RNN and reaching much lower training and test losses.",
-        profiles={
-            "smoke": {"models": ("odernn", "hbnode"), "epochs": 1, "batch_size": 8, "train_windows": 8,
-                      "test_windows": 8, "tol": 1e-2},
-            "quick": {"epochs": 3, "batch_size": 64, "train_windows": 256, "test_windows": 128, "tol": 1e-3},
-            "full": {},
-        },
-        run=run,
-        missing_data=walker2d.missing,
-        download=walker2d.download,
-    )
+EXPERIMENT = Experiment(
+    name="walker2d",
+    title="ODE-RNN hybrids on the Walker2d kinematic simulation",
+    thesis_items="Fig 3.11, Table 3.5",
+    config_class=Walker2dConfig,
+    summary="The thesis shows (figure only) HBNODE-RNN and GHBNODE-RNN needing far fewer forward and backward NFE "
+            "than ODE-RNN and ANODE-RNN and reaching much lower training and test losses.",
+    profiles={
+        "smoke": {"models": ("odernn", "hbnode"), "epochs": 1, "batch_size": 8, "train_windows": 8,
+                  "test_windows": 8, "tol": 1e-2},
+        "quick": {"epochs": 3, "batch_size": 64, "train_windows": 256, "test_windows": 128, "tol": 1e-3},
+        "full": {},
+    },
+    run=run,
+    missing_data=walker2d.missing,
+    download=walker2d.download,
 )

@@ -20,7 +20,6 @@ from .. import solve
 from ..data.ode_problems import problems as problem_set
 from ..report.plots import pyplot
 from ..solve import METHODS
-from . import register
 from .base import Experiment, ExperimentConfig, RunContext
 from .timing import median_time
 
@@ -190,23 +189,21 @@ def _plot(config, ctx, rows, problems, libraries) -> None:
                            "solid = odekit, dashed = torchdiffeq.")
 
 
-EXPERIMENT = register(
-    Experiment(
-        name="work_precision",
-        title="Work–precision of the explicit solvers",
-        thesis_items="engine calibration (no thesis figure)",
-        config_class=WorkPrecisionConfig,
-        summary="Error vs NFE and wall time for every explicit method on four problems, with torchdiffeq's "
-                "methods on the same plots.",
-        profiles={
-            "smoke": {"tolerances": (1e-3, 1e-6), "step_sizes": (0.1, 0.05), "outputs": 5, "repeats": 1,
-                      "max_nfe": 5000, "problems": ("van_der_pol", "oscillator")},
-            "quick": {"tolerances": (1e-3, 1e-5, 1e-7, 1e-9), "step_sizes": (0.1, 0.025, 0.01), "repeats": 2,
-                      "max_nfe": 10000},
-            "full": {"tolerances": tuple(10.0**-k for k in range(3, 13)),
-                     "step_sizes": (0.1, 0.05, 0.025, 0.01, 0.005, 0.0025, 0.001), "repeats": 7,
-                     "max_nfe": 1_000_000},
-        },
-        run=run,
-    )
+EXPERIMENT = Experiment(
+    name="work_precision",
+    title="Work–precision of the explicit solvers",
+    thesis_items="engine calibration (no thesis figure)",
+    config_class=WorkPrecisionConfig,
+    summary="Error vs NFE and wall time for every explicit method on four problems, with torchdiffeq's "
+            "methods on the same plots.",
+    profiles={
+        "smoke": {"tolerances": (1e-3, 1e-6), "step_sizes": (0.1, 0.05), "outputs": 5, "repeats": 1,
+                  "max_nfe": 5000, "problems": ("van_der_pol", "oscillator")},
+        "quick": {"tolerances": (1e-3, 1e-5, 1e-7, 1e-9), "step_sizes": (0.1, 0.025, 0.01), "repeats": 2,
+                  "max_nfe": 10000},
+        "full": {"tolerances": tuple(10.0**-k for k in range(3, 13)),
+                 "step_sizes": (0.1, 0.05, 0.025, 0.01, 0.005, 0.0025, 0.001), "repeats": 7,
+                 "max_nfe": 1_000_000},
+    },
+    run=run,
 )

@@ -4,7 +4,7 @@
 Layers: tableaus (data) → Runge–Kutta step → controllers → the integration loop → adjoint.
 """
 
-from . import adams, implicit_rk, proximal, scipy_solver  # noqa: F401  (register these method families)
+from . import registry  # noqa: F401  (the table of built-in methods)
 from .api import solve
 from .callbacks import StepCallbacks
 from .compat import odeint, odeint_adjoint, odeint_dense, odeint_event
@@ -49,6 +49,7 @@ from .spec import (
     Proximal,
     RecursiveCheckpoint,
     Solver,
+    SolveSettings,
     Tsit5,
 )
 from .tableau import ButcherTableau
@@ -64,5 +65,5 @@ __all__ = [
     "Solver", "Proximal", "Euler", "Midpoint", "RK4", "Heun2", "Heun3", "Bosh3", "AdaptiveHeun", "Fehlberg2",
     "Dopri5", "Tsit5", "Dopri8", "ExplicitAdams", "ImplicitAdams", "ProxBDF", "GradientDescent", "FixedPoint",
     "Nesterov", "FletcherReeves", "LBFGS", "Anderson", "Newton", "NewtonKrylov", "InnerSolver", "PIController",
-    "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint",
+    "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint", "SolveSettings",
 ]

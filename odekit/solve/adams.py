@@ -37,7 +37,7 @@ import torch
 
 from .errors import InvalidInputError
 from .integrate import linear_interpolation
-from .methods import FIXED_OPTIONS, Method, positive_int_option, register_method
+from .methods import FIXED_OPTIONS, Method, positive_int_option
 from .norms import ErrorScale
 from .runge_kutta import RungeKutta
 from .solution import SolveStats
@@ -269,19 +269,21 @@ def make_adams_solver(name: str, options: dict[str, Any], rtol: float | torch.Te
     return AdamsSolver(name, implicit=implicit, max_order=max_order, max_iters=max_iters, rtol=rtol, atol=atol)
 
 
-for _name, _implicit, _what in (
-    ("explicit_adams", False, "Adams–Bashforth"),
-    ("implicit_adams", True, "Adams–Bashforth predictor, Adams–Moulton corrector"),
-    ("fixed_adams", True, "alias of implicit_adams (torchdiffeq's old name)"),
-):
-    register_method(Method(
-        name=_name,
-        make_solver=lambda options, rtol, atol, _n=_name, _i=_implicit: make_adams_solver(
+ADAMS_METHODS = tuple(
+    Method(
+        name=name,
+        make_solver=lambda options, rtol, atol, _n=name, _i=implicit: make_adams_solver(
             _n, options, rtol, atol, implicit=_i),
         adaptive=False,
         options=ADAMS_OPTIONS,
-        description=f"{_what}, fixed grid, order up to {MAX_ORDER} (option max_order); rk4 starter",
-    ))
+        description=f"{what}, fixed grid, order up to {MAX_ORDER} (option max_order); rk4 starter",
+    )
+    for name, implicit, what in (
+        ("explicit_adams", False, "Adams–Bashforth"),
+        ("implicit_adams", True, "Adams–Bashforth predictor, Adams–Moulton corrector"),
+        ("fixed_adams", True, "alias of implicit_adams (torchdiffeq's old name)"),
+    )
+)
 
 __all__ = ["ADAMS_OPTIONS", "AdamsSolver", "AdamsStep", "CorrectorWarning", "bashforth", "exact_weights",
            "float_weights", "make_adams_solver", "moulton"]

@@ -50,7 +50,7 @@ from .inner import (
     forward_tangent,
 )
 from .integrate import linear_interpolation
-from .methods import FIXED_OPTIONS, Method, positive_int_option, register_method
+from .methods import FIXED_OPTIONS, Method, positive_int_option
 from .norms import rms_norm
 from .solution import SolveStats
 
@@ -326,15 +326,17 @@ def make_implicit_rk_solver(tableau: ImplicitTableau, options: dict[str, Any]) -
                               inner_tol=None if inner_tol is None else float(inner_tol), jvp=jvp)
 
 
-for _tableau in IMPLICIT_TABLEAUS.values():
-    register_method(Method(
-        name=_tableau.name,
-        make_solver=lambda options, rtol, atol, _t=_tableau: make_implicit_rk_solver(_t, options),
+IMPLICIT_RK_METHODS = tuple(
+    Method(
+        name=tableau.name,
+        make_solver=lambda options, rtol, atol, _t=tableau: make_implicit_rk_solver(_t, options),
         adaptive=False,
         options=IMPLICIT_RK_OPTIONS,
-        description=f"implicit RK ({'diagonally implicit' if _tableau.diagonally_implicit else 'fully implicit'}), "
-        f"order {_tableau.order}, {_tableau.stages} stage{'s' if _tableau.stages > 1 else ''}, fixed step; "
+        description=f"implicit RK ({'diagonally implicit' if tableau.diagonally_implicit else 'fully implicit'}), "
+        f"order {tableau.order}, {tableau.stages} stage{'s' if tableau.stages > 1 else ''}, fixed step; "
         "stages by Newton (option inner)",
-    ))
+    )
+    for tableau in IMPLICIT_TABLEAUS.values()
+)
 
 __all__ = ["IMPLICIT_RK_OPTIONS", "CoupledStages", "ImplicitRungeKutta", "ImplicitStep", "make_implicit_rk_solver"]

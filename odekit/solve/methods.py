@@ -60,26 +60,28 @@ class Method:
     description: str = ""
 
 
+# Every method by name: the table in odekit.solve.registry fills it from each family's tuple
+# (the families import this module, so the table cannot live here).
 METHODS: dict[str, Method] = {}
 
 
 def register_method(method: Method) -> None:
-    """Make ``method`` available to every solve entry point by its name."""
+    """Make a method of your own available to every solve entry point by its name."""
     METHODS[method.name] = method
 
 
-for _tableau in TABLEAUS.values():
-    # RungeKutta holds no per-solve state, so one instance (with its coefficient caches) serves all.
-    register_method(
-        Method(
-            name=_tableau.name,
-            make_solver=lambda _opts, _rtol, _atol, _solver=RungeKutta(_tableau): _solver,
-            adaptive=_tableau.adaptive,
-            options=ADAPTIVE_OPTIONS if _tableau.adaptive else FIXED_OPTIONS,
-            description=f"explicit RK, order {_tableau.order}, {_tableau.stages} stages"
-            + (", embedded error estimate" if _tableau.adaptive else ", fixed step"),
-        )
+# RungeKutta holds no per-solve state, so one instance (with its coefficient caches) serves all.
+RUNGE_KUTTA_METHODS = tuple(
+    Method(
+        name=tableau.name,
+        make_solver=lambda _opts, _rtol, _atol, _solver=RungeKutta(tableau): _solver,
+        adaptive=tableau.adaptive,
+        options=ADAPTIVE_OPTIONS if tableau.adaptive else FIXED_OPTIONS,
+        description=f"explicit RK, order {tableau.order}, {tableau.stages} stages"
+        + (", embedded error estimate" if tableau.adaptive else ", fixed step"),
     )
+    for tableau in TABLEAUS.values()
+)
 
 
 def on_fixed_grid(method: Method, options: dict[str, Any]) -> bool:

@@ -23,7 +23,7 @@ import torch
 from .errors import InnerSolveError, InnerSolveWarning, InvalidInputError, NonFiniteError, choice_option
 from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, combine, lagrange_weights
 from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem
-from .methods import ADAPTIVE_OPTIONS, Method, register_method
+from .methods import ADAPTIVE_OPTIONS, Method
 from .norms import tightest
 from .solution import SolveStats
 
@@ -197,22 +197,23 @@ def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, An
     )
 
 
-for _name, _scheme in SCHEMES.items():
-    register_method(Method(
-        name=_name,
-        make_solver=lambda options, rtol, atol, _n=_name, _s=_scheme: make_proximal_solver(_n, _s, options),
+PROXIMAL_METHODS = tuple(
+    Method(
+        name=name,
+        make_solver=lambda options, rtol, atol, _n=name, _s=scheme: make_proximal_solver(_n, _s, options),
         adaptive=False,
         options=PROXIMAL_OPTIONS,
-        description=f"proximal {_scheme.name}, order {_scheme.order}, fixed step; inner solver by option "
+        description=f"proximal {scheme.name}, order {scheme.order}, fixed step; inner solver by option "
         f"(default {DEFAULT_INNER})",
-    ))
-register_method(Method(
+    )
+    for name, scheme in SCHEMES.items()
+) + (Method(
     name="prox_bdf",
     make_solver=lambda options, rtol, atol: make_proximal_solver("prox_bdf", None, options, (rtol, atol)),
     adaptive=True,
     options=ADAPTIVE_PROXIMAL_OPTIONS,
     description="proximal BDF (option order 1–4, default 2), adaptive step from rtol/atol",
-))
+),)
 
 __all__ = ["INNER_METHODS", "PROXIMAL_OPTIONS", "InnerSolveWarning", "ProximalSolver", "ProximalStep",
            "make_proximal_solver"]

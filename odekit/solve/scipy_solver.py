@@ -30,7 +30,7 @@ from .errors import (
     choice_option,
 )
 from .field import VectorField
-from .methods import Method, register_method
+from .methods import Method
 from .solution import SolveStats
 
 SCIPY_SOLVERS: dict[str, type[OdeSolver]] = {
@@ -294,7 +294,7 @@ class ScipySolver:
         return self._with_states(error(text), states)
 
 
-register_method(
+SCIPY_METHODS = (
     Method(
         name="scipy_solver",
         make_solver=lambda options, rtol, atol: ScipySolver(options, rtol, atol),
@@ -302,7 +302,7 @@ register_method(
         options=SCIPY_OPTIONS,
         description=f"scipy.integrate.solve_ivp (option solver: {', '.join(SCIPY_SOLVERS)}; "
         f"default {DEFAULT_SOLVER}), float64 on the CPU, no backprop",
-    )
+    ),
 )
 
 __all__ = ["DEFAULT_SOLVER", "SCIPY_OPTIONS", "SCIPY_SOLVERS", "ScipySolver"]
