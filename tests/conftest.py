@@ -1,8 +1,11 @@
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+
+from odekit.experiments import EXPERIMENTS, Experiment, ExperimentConfig, register
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +21,30 @@ def data_root() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("ODEKIT_DATA is not set to a data folder")
     return Path(root)
+
+
+@dataclass
+class CountingConfig(ExperimentConfig):
+    items: int = 5
+    fail_at: int = -1
+
+
+def _counting_run(config, ctx):
+    done = ctx.checkpoint.setdefault("done", [])
+    for i in range(config.items):
+        if i in done:
+            continue
+        if i == config.fail_at and not ctx.resumed:
+            raise RuntimeError("simulated crash")
+        done.append(i)
+        ctx.save_checkpoint()
+    ctx.metric("items", len(done))
+
+
+@pytest.fixture
+def counting_experiment():
+    """A registered experiment that checkpoints after each item and crashes at ``fail_at`` unless resumed."""
+    exp = register(Experiment(name="counting", title="Counting", thesis_items="none", config_class=CountingConfig,
+                              profiles={"smoke": {}, "quick": {}, "full": {}}, run=_counting_run))
+    yield exp
+    del EXPERIMENTS["counting"]

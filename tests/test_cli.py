@@ -1,7 +1,6 @@
 """The command line end to end: run an experiment's smoke profile, resume, and build the report."""
 
 import json
-from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
@@ -43,32 +42,6 @@ def test_run_work_precision_smoke_then_report(tmp_path):
     assert "## Work–precision of the explicit solvers (`work_precision`)" in report
     assert "figures/work_precision_van_der_pol.png" in report
     assert "| metric | odekit | thesis | source | comparison |" in report
-
-
-@dataclass
-class CountingConfig(ExperimentConfig):
-    items: int = 5
-    fail_at: int = -1
-
-
-def _counting_run(config, ctx):
-    done = ctx.checkpoint.setdefault("done", [])
-    for i in range(config.items):
-        if i in done:
-            continue
-        if i == config.fail_at and not ctx.resumed:
-            raise RuntimeError("simulated crash")
-        done.append(i)
-        ctx.save_checkpoint()
-    ctx.metric("items", len(done))
-
-
-@pytest.fixture
-def counting_experiment():
-    exp = register(Experiment(name="counting", title="Counting", thesis_items="none", config_class=CountingConfig,
-                              profiles={"smoke": {}, "quick": {}, "full": {}}, run=_counting_run))
-    yield exp
-    del EXPERIMENTS["counting"]
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, counting_experiment):

@@ -8,14 +8,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from odekit.cli import main
-from odekit.experiments import EXPERIMENTS, ConfigError, Experiment, ExperimentConfig, execute, get, register
+from odekit.experiments import ConfigError, execute, get
 from odekit.experiments.rundir import RunLock, RunStatus, new_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,30 +72,6 @@ def wait_for_checkpoints(folder: Path, proc: subprocess.Popen, jobs: int) -> Non
         time.sleep(0.01)
 
 
-@dataclass
-class WaitConfig(ExperimentConfig):
-    items: int = 3
-    fail_at: int = -1
-
-
-def _wait_run(config, ctx):
-    done = ctx.checkpoint.setdefault("done", [])
-    for i in range(len(done), config.items):
-        if i == config.fail_at and not ctx.resumed:
-            raise RuntimeError("simulated crash")
-        done.append(i)
-        ctx.save_checkpoint()
-    ctx.metric("items", len(done))
-
-
-@pytest.fixture
-def waiting():
-    exp = register(Experiment(name="waiting", title="Waiting", thesis_items="none", config_class=WaitConfig,
-                              profiles={"smoke": {}, "quick": {}, "full": {}}, run=_wait_run))
-    yield exp
-    del EXPERIMENTS["waiting"]
-
-
 def test_run_folders_made_in_the_same_second_are_distinct(tmp_path):
     folders = [new_run_dir(tmp_path, "x") for _ in range(5)]
     assert len(set(folders)) == 5 and all(f.is_dir() for f in folders)
@@ -123,8 +98,8 @@ def _unfinished(tmp_path, exp, data_root) -> Path:
     return folder
 
 
-def test_a_live_run_is_never_resumed(tmp_path, waiting):
-    folder = _unfinished(tmp_path, waiting, tmp_path)
+def test_a_live_run_is_never_resumed(tmp_path, counting_experiment):
+    folder = _unfinished(tmp_path, counting_experiment, tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from odekit.experiments.rundir import RunLock
@@ -135,39 +110,40 @@ def test_a_live_run_is_never_resumed(tmp_path, waiting):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RuntimeError, match="simulated crash"):  # a fresh run, so it crashes again
-            execute(waiting, waiting.config("smoke", {"fail_at": "1"}), tmp_path, tmp_path)
+            execute(counting_experiment, counting_experiment.config("smoke", {"fail_at": "1"}), tmp_path, tmp_path)
     finally:
         holder.kill()
         holder.wait()
-    first, other = run_dirs(tmp_path, "waiting")
+    first, other = run_dirs(tmp_path, "counting")
     assert first == folder and RunStatus.read(folder).state == "failed"  # untouched
     assert json.loads((folder / "checkpoint.json").read_text())["done"] == [0]
     # Once the owner is gone, both unfinished runs resume, newest first.
-    config = waiting.config("smoke", {"fail_at": "1"})
-    assert [execute(waiting, config, tmp_path, tmp_path) for _ in range(2)] == [other, folder]
+    config = counting_experiment.config("smoke", {"fail_at": "1"})
+    assert [execute(counting_experiment, config, tmp_path, tmp_path) for _ in range(2)] == [other, folder]
     assert RunStatus.read(folder).state == RunStatus.read(other).state == "complete"
 
 
-def test_resume_needs_the_same_data_root_and_cleans_partial_writes(tmp_path, waiting):
-    folder = _unfinished(tmp_path, waiting, tmp_path / "data_a")
+def test_resume_needs_the_same_data_root_and_cleans_partial_writes(tmp_path, counting_experiment):
+    folder = _unfinished(tmp_path, counting_experiment, tmp_path / "data_a")
+    crashing = counting_experiment.config("smoke", {"fail_at": "1"})
     assert RunStatus.read(folder).data_root == str(tmp_path / "data_a")
     leftover = folder / ".checkpoint.json.abc123.tmp"
     leftover.write_text("{half")
     with pytest.raises(RuntimeError, match="simulated crash"):  # a fresh run on the other root
-        execute(waiting, waiting.config("smoke", {"fail_at": "1"}), tmp_path, tmp_path / "data_b")
-    assert len(run_dirs(tmp_path, "waiting")) == 2 and leftover.exists()
-    resumed = execute(waiting, waiting.config("smoke", {"fail_at": "1"}), tmp_path, tmp_path / "data_a")
+        execute(counting_experiment, crashing, tmp_path, tmp_path / "data_b")
+    assert len(run_dirs(tmp_path, "counting")) == 2 and leftover.exists()
+    resumed = execute(counting_experiment, crashing, tmp_path, tmp_path / "data_a")
     assert resumed == folder and not leftover.exists()
     status = RunStatus.read(folder)
     assert status.state == "complete" and status.attempts == 2
 
 
-def test_a_failed_run_keeps_its_traceback(tmp_path, waiting):
-    folder = _unfinished(tmp_path, waiting, tmp_path)
+def test_a_failed_run_keeps_its_traceback(tmp_path, counting_experiment):
+    folder = _unfinished(tmp_path, counting_experiment, tmp_path)
     status = RunStatus.read(folder)
     assert status.state == "failed" and status.error == "RuntimeError: simulated crash"
     log = (folder / status.log).read_text()
-    assert "Traceback (most recent call last)" in log and "_wait_run" in log
+    assert "Traceback (most recent call last)" in log and "_counting_run" in log
 
 
 def test_sigterm_interrupts_like_ctrl_c_and_resume_keeps_the_clock(tmp_path):
@@ -219,20 +195,21 @@ def test_sigkill_at_random_points_resumes_to_the_uninterrupted_results(tmp_path)
             assert not list(folder.rglob(".*.tmp"))
 
 
-def test_a_killed_run_is_marked_killed_then_resumed(tmp_path, waiting):
-    folder = _unfinished(tmp_path, waiting, tmp_path)
+def test_a_killed_run_is_marked_killed_then_resumed(tmp_path, counting_experiment):
+    folder = _unfinished(tmp_path, counting_experiment, tmp_path)
     status = RunStatus.read(folder)
     status.state = "running"  # what a SIGKILL leaves behind
     status.write(folder)
     lock = RunLock(folder)
     assert lock.acquire()  # nobody holds it: its owner is gone
     lock.release()
-    other = waiting.config("smoke", {"fail_at": "1", "items": "4"})  # any start of this experiment looks
+    other = counting_experiment.config("smoke", {"fail_at": "1", "items": "4"})  # any start of this experiment looks
     with pytest.raises(RuntimeError, match="simulated crash"):
-        execute(waiting, other, tmp_path, tmp_path)
+        execute(counting_experiment, other, tmp_path, tmp_path)
     killed = RunStatus.read(folder)
     assert killed.state == "killed" and f"pid {killed.owner['pid']}" in killed.error
-    assert execute(waiting, waiting.config("smoke", {"fail_at": "1"}), tmp_path, tmp_path) == folder
+    crashing = counting_experiment.config("smoke", {"fail_at": "1"})
+    assert execute(counting_experiment, crashing, tmp_path, tmp_path) == folder
     assert RunStatus.read(folder).state == "complete"
 
 
@@ -278,11 +255,11 @@ def test_an_unwritable_runs_folder_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_a_crashing_experiment_is_one_line_with_the_log(tmp_path, waiting):
-    result = CliRunner().invoke(main, ["run", "waiting", "--set", "fail_at=1", "--out", str(tmp_path)])
+def test_a_crashing_experiment_is_one_line_with_the_log(tmp_path, counting_experiment):
+    result = CliRunner().invoke(main, ["run", "counting", "--set", "fail_at=1", "--out", str(tmp_path)])
     assert result.exit_code == 1
-    (folder,) = run_dirs(tmp_path, "waiting")
-    assert f"waiting failed: RuntimeError: simulated crash (traceback in {folder / 'error.log'})" in result.output
+    (folder,) = run_dirs(tmp_path, "counting")
+    assert f"counting failed: RuntimeError: simulated crash (traceback in {folder / 'error.log'})" in result.output
     assert "Traceback" not in result.output
 
 
