@@ -12,7 +12,7 @@ from rich.table import Table
 
 from . import __version__
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages with paths stay whole
 out_console = Console(soft_wrap=True)  # paths stay whole, for scripts that read them
 
 

@@ -109,7 +109,7 @@ class RunClock:
         """Write the status with the seconds so far and ``changes`` applied."""
         for key, value in changes.items():
             setattr(self.status, key, value)
-        self.status.seconds = round(self._before + time.monotonic() - self._start, 1)
+        self.status.seconds = round(self._before + time.monotonic() - self._start, 2)
         self.status.write(self.folder)
 
 
