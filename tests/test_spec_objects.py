@@ -111,3 +111,21 @@ def test_models_take_one_settings_value_or_its_fields():
         ODEBlock(field, rtoll=1e-3)
     with pytest.raises(InvalidInputError, match="not both"):
         ODEBlock(field, settings=SolveSettings(), rtol=1e-3)
+
+
+def test_pid_controller_follows_soderlinds_law_with_its_state_passed_through():
+    from odekit.solve.controller import PIState
+
+    controller = spec.PIController(rtol=1e-6, atol=1e-9, pcoeff=0.2, icoeff=0.3, dcoeff=0.1, ifactor=100.0)
+    state = PIState(order=5)
+    ratios, h = [0.5, 0.2, 0.8], 0.1
+    for ratio in ratios:
+        accept, h_next, new_state = controller.adapt(state, h, ratio)
+        expected = 0.9 * ratio ** (-0.6 / 5) * state.previous_ratio ** (0.4 / 5) * state.earlier_ratio ** (-0.1 / 5)
+        assert accept and h_next == pytest.approx(h * max(expected, 1.0))
+        assert (new_state.previous_ratio, new_state.earlier_ratio) == (ratio, state.previous_ratio)
+        state = new_state
+    sol = odekit.solve(lambda s, y: -y * torch.cos(3 * s), Y0, T, rtol=1e-8, atol=1e-10,
+                       options={"pcoeff": 0.2, "icoeff": 0.3, "dcoeff": 0.1})
+    exact = Y0 * torch.exp(-torch.sin(3 * T)[:, None, None] / 3)
+    assert torch.allclose(sol.ys, exact, rtol=1e-6)

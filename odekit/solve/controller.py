@@ -111,20 +111,22 @@ class FixedGrid:
 
 @dataclass(frozen=True)
 class PIState:
-    """The PI controller's memory: the last accepted error ratio and the method's error order."""
+    """The PI(D) controller's memory: the last two accepted error ratios and the method's error order."""
 
     previous_ratio: float = 1.0
     order: int = 1
+    earlier_ratio: float = 1.0
 
 
 @dataclass
 class PIController:
-    """Proportional–integral step-size control on an embedded error estimate.
+    """Proportional–integral(–derivative) step-size control on an embedded error estimate.
 
     The error ratio is ``‖err / (atol + rtol·max(|y0|, |y1|))‖`` (RMS by default); a step is
-    accepted when it is ≤ 1. The next step is ``h · safety · r_n^{-(pcoeff+icoeff)/k} ·
-    r_{n-1}^{pcoeff/k}`` with ``k`` the method's order, clipped to ``[dfactor, ifactor]``
-    (and never shrunk after an accepted step). ``pcoeff=0, icoeff=1`` — the default — is the
+    accepted when it is ≤ 1. The next step is ``h · safety · r_n^{-(pcoeff+icoeff+dcoeff)/k} ·
+    r_{n-1}^{(pcoeff+2·dcoeff)/k} · r_{n-2}^{-dcoeff/k}`` with ``k`` the method's order and
+    ``r_{n-1}``, ``r_{n-2}`` the previous accepted ratios (Söderlind's PID form, as diffrax's
+    ``PIDController``), clipped to ``[dfactor, ifactor]`` (and never shrunk after an accepted step). ``pcoeff=0, icoeff=1`` — the default — is the
     integral controller torchdiffeq uses, so step sequences and NFE match it; PI settings such as
     ``pcoeff=0.3, icoeff=0.4`` damp step-size oscillation on stiff-ish neural fields. A rejected
     step is retried at most ``max(dfactor, 0.9)`` times as long, so a rejection always shrinks it.
@@ -140,6 +142,7 @@ class PIController:
     dfactor: float = 0.2
     pcoeff: float = 0.0
     icoeff: float = 1.0
+    dcoeff: float = 0.0
     first_step: float | None = None
     min_step: float = 0.0
     max_step: float = math.inf
@@ -230,14 +233,17 @@ class PIController:
             factor = self.ifactor
         else:
             k = state.order
-            factor = self.safety * ratio ** (-(self.pcoeff + self.icoeff) / k)
-            if self.pcoeff:
-                factor *= state.previous_ratio ** (self.pcoeff / k)
+            factor = self.safety * ratio ** (-(self.pcoeff + self.icoeff + self.dcoeff) / k)
+            if self.pcoeff or self.dcoeff:
+                factor *= state.previous_ratio ** ((self.pcoeff + 2 * self.dcoeff) / k)
+            if self.dcoeff:
+                factor *= state.earlier_ratio ** (-self.dcoeff / k)
             factor = min(self.ifactor, max(factor, 1.0 if accept else self.dfactor))
             if not accept:
                 factor = min(factor, max(self.dfactor, _MAX_REJECT_FACTOR))
         if accept:
-            state = dataclasses.replace(state, previous_ratio=min(max(ratio, 1e-10), 1.0))
+            state = dataclasses.replace(state, previous_ratio=min(max(ratio, 1e-10), 1.0),
+                                        earlier_ratio=state.previous_ratio)
         return accept, math.copysign(self._clamp(abs(h * factor)), h), state
 
     def retry(self, state: PIState, h: float) -> tuple[float, PIState]:

@@ -21,7 +21,7 @@ from .tableaus import TABLEAUS
 
 # Options the loop and the fixed grid handle for every method (docs/engine.md lists their meaning).
 FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp", "max_num_steps", "max_nfe")
-ADAPTIVE_OPTIONS = FIXED_OPTIONS + ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "norm",
+ADAPTIVE_OPTIONS = FIXED_OPTIONS + ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "norm",
                                     "min_step", "max_step", "step_t", "jump_t", "dtype")
 # Default caps. Adaptive steps have no count known in advance: the cap is what ends a runaway solve
 # (a controller fighting a problem it cannot integrate), after 100_000 steps as in DifferentialEquations.jl.
@@ -41,6 +41,7 @@ NUMBER_OPTIONS: dict[str, dict[str, Any]] = {
     "ifactor": {"ge": 1},
     "dfactor": {"gt": 0, "lt": 1},
     "pcoeff": {"ge": 0},
+    "dcoeff": {"ge": 0},
     "icoeff": {"gt": 0},
     "min_step": {"ge": 0},
     "max_step": {"gt": 0, "finite": False},
@@ -135,7 +136,7 @@ def make_controller(method: Method, options: dict[str, Any], rtol, atol, norm: N
     if on_fixed_grid(method, options):
         return FixedGrid(options.get("step_size"), grid=None if grid is None else tuple(grid), open_ended=open_ended,
                          max_steps=options.get("max_num_steps", math.inf))
-    keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "min_step", "max_step")
+    keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "min_step", "max_step")
     return PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
 
 

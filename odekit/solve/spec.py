@@ -127,7 +127,7 @@ class RecursiveCheckpoint:
 
 GRADIENT_METHODS = {"backprop": Backprop, "adjoint": BacksolveAdjoint, "checkpoint": RecursiveCheckpoint}
 
-_PI_OPTIONS = ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "first_step", "min_step", "max_step")
+_PI_OPTIONS = ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "first_step", "min_step", "max_step")
 
 
 def _controller_settings(controller: PIController | FixedGrid | None) -> tuple[dict[str, Any], dict[str, Any]]:
