@@ -33,8 +33,8 @@ from rich.table import Table
 import odekit
 from odekit.experiments.timing import machine_info
 from odekit.models import pointcloud_model
-from odekit.models.graph_diffusion import Adjacency, _WeightedPropagation
 from odekit.models.grand import GRAND
+from odekit.models.graph_diffusion import Adjacency, _WeightedPropagation
 from odekit.report.atomic import write_json
 from odekit.solve import METHODS
 

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from odekit.experiments import node_classification as nc
 from odekit.models.gnn import GNNClassifier
-from odekit.models.graph_diffusion import _WeightedPropagation, Adjacency
 from odekit.models.grand import GRAND
+from odekit.models.graph_diffusion import Adjacency, _WeightedPropagation
 from odekit.solve import MaxStepsExceededError
 
 F64 = torch.float64

@@ -12,8 +12,10 @@ from odekit.data import plane_vibration as pv
 from odekit.data import walker2d
 from odekit.experiments import execute, get
 from odekit.experiments.hybrid_training import build_model
-from odekit.experiments.plane_vibration import TASK as PLANE, PlaneVibrationConfig
-from odekit.experiments.walker2d import TASK as WALKER, Walker2dConfig
+from odekit.experiments.plane_vibration import TASK as PLANE
+from odekit.experiments.plane_vibration import PlaneVibrationConfig
+from odekit.experiments.walker2d import TASK as WALKER
+from odekit.experiments.walker2d import Walker2dConfig
 from odekit.models.dynamics import hbnode
 from odekit.models.sequence import ODERNN, HybridSizes, TimeScaled
 from odekit.models.zoo import count_parameters

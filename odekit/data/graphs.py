@@ -218,7 +218,8 @@ def _load_arxiv(root: Path, pyg_root: Path):
     try:
         from ogb.nodeproppred import PygNodePropPredDataset
     except ImportError:
-        raise DataUnavailableError("ogbn-arxiv needs the ogb package: pip install 'odekit[ogb]' (or pip install ogb)") from None
+        raise DataUnavailableError(
+            "ogbn-arxiv needs the ogb package: pip install 'odekit[ogb]' (or pip install ogb)") from None
     from torch_geometric.utils import to_undirected
 
     target = pyg_root / OGB_ARXIV

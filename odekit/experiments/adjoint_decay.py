@@ -21,8 +21,10 @@ from ..data.plane_vibration import WindowSet
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
 from .hybrid_training import LABELS, build_model, load_splits, plan_of, train_hybrid
-from .plane_vibration import TASK as PLANE, PlaneVibrationConfig
-from .walker2d import TASK as WALKER, Walker2dConfig
+from .plane_vibration import TASK as PLANE
+from .plane_vibration import PlaneVibrationConfig
+from .walker2d import TASK as WALKER
+from .walker2d import Walker2dConfig
 
 DATASETS = {"walker2d": (WALKER, Walker2dConfig), "plane_vibration": (PLANE, PlaneVibrationConfig)}
 

@@ -126,7 +126,8 @@ class PIController:
     accepted when it is ≤ 1. The next step is ``h · safety · r_n^{-(pcoeff+icoeff+dcoeff)/k} ·
     r_{n-1}^{(pcoeff+2·dcoeff)/k} · r_{n-2}^{-dcoeff/k}`` with ``k`` the method's order and
     ``r_{n-1}``, ``r_{n-2}`` the previous accepted ratios (Söderlind's PID form, as diffrax's
-    ``PIDController``), clipped to ``[dfactor, ifactor]`` (and never shrunk after an accepted step). ``pcoeff=0, icoeff=1`` — the default — is the
+    ``PIDController``), clipped to ``[dfactor, ifactor]`` (and never shrunk after an accepted
+    step). ``pcoeff=0, icoeff=1`` — the default — is the
     integral controller torchdiffeq uses, so step sequences and NFE match it; PI settings such as
     ``pcoeff=0.3, icoeff=0.4`` damp step-size oscillation on stiff-ish neural fields. A rejected
     step is retried at most ``max(dfactor, 0.9)`` times as long, so a rejection always shrinks it.
