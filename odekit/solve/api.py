@@ -508,10 +508,11 @@ def _run_with_time_gradients(
         run.ys = torch.cat([flat0[None], run.ys[1:]])  # y(t0) = y0 whatever t0 is
         return run
     ys = run.ys
+    # Rows a failed solve (throw=False) never reached are NaN constants: they move with no t.
+    reached = [True] * len(times) if run.status == Status.SUCCESS else torch.isfinite(ys).all(dim=1).tolist()
     with torch.no_grad():
-        # Rows a failed solve (throw=False) never reached are NaN constants: they move with no t.
-        slopes = torch.stack([field(times[i], ys[i].detach()) if bool(torch.isfinite(ys[i]).all())
-                              else torch.zeros_like(ys[i]) for i in range(1, len(times))])
+        slopes = torch.stack([field(times[i], ys[i].detach()) if reached[i] else torch.zeros_like(ys[i])
+                              for i in range(1, len(times))])
     stats.nfe += len(times)
     moved = ys[1:] + (t[1:] - t[1:].detach())[:, None].to(ys.dtype) * slopes
     run.ys = torch.cat([flat0[None], moved])
