@@ -1,4 +1,5 @@
-"""Step-size controllers: a fixed grid, and the PI controller of embedded Runge–Kutta pairs.
+"""Step-size controllers: a fixed grid, the PI controller of embedded Runge–Kutta pairs, and the
+pass-through for solvers that choose their own steps (variable-order BDF, the auto switch).
 
 A controller decides where the next step ends and whether a step is accepted; the solver
 only knows how to take one step. The two combine freely (diffrax's design).
@@ -250,3 +251,45 @@ class PIController:
     def retry(self, state: PIState, h: float) -> tuple[float, PIState]:
         """The step after one the solver could not complete (non-finite stages, a failed inner solve)."""
         return h * self.dfactor, state
+
+
+@dataclass(frozen=True)
+class StepProposal:
+    """A solver's own verdict on a step: its error ratio (≤ 1 passes), whether to accept it, and
+    the next step size. ``float()`` of it is the ratio (the loop checks that for finiteness)."""
+
+    ratio: float
+    accept: bool
+    h_next: float
+
+    def __float__(self) -> float:
+        return float(self.ratio)
+
+
+@dataclass(frozen=True)
+class SolverProposed:
+    """For solvers whose step and order selection are one decision (Shampine–Reichelt's BDF,
+    ``method="auto"``): the solver's :class:`StepProposal` is taken as it is, limited to
+    ``[min_step, max_step]``. The first step comes from ``start`` (a :class:`PIController` with
+    the solve's tolerances), whose rule is the standard one.
+    """
+
+    start: PIController
+    adaptive = True
+
+    def init(self, times: list[float], **kwargs) -> tuple[float, PIState]:
+        return self.start.init(times, **kwargs)
+
+    def end(self, state: PIState, t: float, h: float) -> float:
+        return t + h
+
+    def error_ratio(self, proposal: StepProposal, y0: torch.Tensor, y1: torch.Tensor, h: float) -> StepProposal:
+        return proposal
+
+    def adapt(self, state: PIState, h: float, proposal: StepProposal) -> tuple[bool, float, PIState]:
+        accept = proposal.accept or abs(h) <= self.start.min_step
+        return accept, math.copysign(self.start._clamp(abs(proposal.h_next)), h), state
+
+    def retry(self, state: PIState, h: float) -> tuple[float, PIState]:
+        """After a step the solver could not complete (Newton failed): half the step."""
+        return 0.5 * h, state

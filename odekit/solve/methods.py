@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from .controller import FixedGrid, PIController
+from .controller import FixedGrid, PIController, SolverProposed
 from .errors import InvalidInputError, did_you_mean, number_option
 from .norms import Norm
 from .runge_kutta import RungeKutta
@@ -59,6 +59,7 @@ class Method:
     adaptive: bool
     options: tuple[str, ...]
     description: str = ""
+    proposes_steps: bool = False  # the solver chooses its own steps (SolverProposed controller)
 
 
 # Every method by name: the table in odekit.solve.registry fills it from each family's tuple
@@ -137,7 +138,8 @@ def make_controller(method: Method, options: dict[str, Any], rtol, atol, norm: N
         return FixedGrid(options.get("step_size"), grid=None if grid is None else tuple(grid), open_ended=open_ended,
                          max_steps=options.get("max_num_steps", math.inf))
     keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "min_step", "max_step")
-    return PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
+    pi = PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
+    return SolverProposed(pi) if method.proposes_steps else pi
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ table collects them into :data:`~odekit.solve.methods.METHODS`, which ``solve``,
 from __future__ import annotations
 
 from .adams import ADAMS_METHODS
+from .auto import AUTO_METHODS
+from .bdf import BDF_METHODS
 from .implicit_rk import IMPLICIT_RK_METHODS
 from .methods import METHODS, RUNGE_KUTTA_METHODS
 from .proximal import PROXIMAL_METHODS
@@ -18,6 +20,8 @@ BUILTIN_FAMILIES = {
     "explicit Runge–Kutta": RUNGE_KUTTA_METHODS,
     "Adams multistep": ADAMS_METHODS,
     "implicit Runge–Kutta": IMPLICIT_RK_METHODS,
+    "stiff BDF/NDF (variable order)": BDF_METHODS,
+    "automatic stiffness switching": AUTO_METHODS,
     "proximal implicit (thesis ch. 5)": PROXIMAL_METHODS,
     "scipy": SCIPY_METHODS,
 }

@@ -32,6 +32,7 @@ class SolveStats:
     steps_rejected: int = 0
     steps_backward: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    switches: list[tuple[float, str]] = field(default_factory=list)  # method="auto": (t, solver taken over)
 
     @property
     def steps(self) -> int:
@@ -41,7 +42,9 @@ class SolveStats:
         for f in fields(self):
             if f.name == "method":
                 continue
-            if f.name == "extra":
+            if f.name == "switches":
+                self.switches.extend(other.switches)
+            elif f.name == "extra":
                 for k, v in other.extra.items():
                     # Counters add up; maxima (keys ending in "_max") take the larger value.
                     self.extra[k] = max(self.extra.get(k, v), v) if k.endswith("_max") else self.extra.get(k, 0) + v
