@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -24,15 +24,20 @@ from .checkpoint import time_gradients
 from .errors import InvalidInputError
 from .field import UserField, VectorField
 from .norms import SegmentedRMSNorm
-from .solution import SolveStats, Status
+from .solution import DenseOutput, SolveStats, Status
 from .state import StateLayout
 
 
 class _AdjointDynamics:
-    """``(t, [y, a, g]) ↦ [f, −a ∂f/∂y, −a ∂f/∂θ]``: one ``f`` call and one VJP."""
+    """``(t, [y, a, g]) ↦ [f, −a ∂f/∂y, −a ∂f/∂θ]``: one ``f`` call and one VJP.
 
-    def __init__(self, f: UserField, layout: StateLayout, params: tuple[torch.Tensor, ...]) -> None:
-        self.f, self.layout, self.params = f, layout, params
+    With a ``trajectory`` (the forward solve's dense output) ``y(t)`` is read from it instead of
+    being solved backwards: the ``y`` block then stays constant (derivative 0).
+    """
+
+    def __init__(self, f: UserField, layout: StateLayout, params: tuple[torch.Tensor, ...],
+                 trajectory: DenseOutput | None = None) -> None:
+        self.f, self.layout, self.params, self.trajectory = f, layout, params, trajectory
         self.n = layout.numel
 
     def __call__(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -40,13 +45,15 @@ class _AdjointDynamics:
         with torch.enable_grad():
             # A copy rather than a detached view: it keeps forward-mode tangents, so the
             # Newton–Krylov inner solver of the proximal methods can take JVPs of these dynamics.
-            y = z[:n].clone().requires_grad_(True)
+            state = z[:n] if self.trajectory is None else self.trajectory.flat_at(float(t)).detach()
+            y = state.clone().requires_grad_(True)
             fy = layout.flatten_derivative(self.f(t, layout.unflatten(y)), t)
             inputs = (y, *self.params)
             # f may depend on neither y nor a parameter (f = cos(t)): then every product is zero.
             vjps = (torch.autograd.grad(fy, inputs, -z[n : 2 * n], allow_unused=True) if fy.requires_grad
                     else (None,) * len(inputs))
-        parts = [fy]  # called under no_grad (the backward pass), so the result holds no graph
+        # Called under no_grad (the backward pass), so the result holds no graph.
+        parts = [fy if self.trajectory is None else torch.zeros_like(fy)]
         parts += [torch.zeros_like(x).reshape(-1) if g is None else g.reshape(-1) for x, g in zip(inputs, vjps)]
         return torch.cat(parts)
 
@@ -88,8 +95,14 @@ def adjoint_solve(
     hooks=None,
     backward_hooks=None,
     event=None,
+    interpolate: bool = False,
 ):
     """Forward solve without a graph, with gradients supplied by the backward adjoint solve.
+
+    ``interpolate`` keeps the forward solve's dense output and reads ``y(t)`` from it in the
+    backward solve (SciML's interpolating adjoint): memory grows with the forward steps, but the
+    state is not solved backwards, which for a stiff problem is unstable (its decaying modes grow
+    backwards in time).
 
     ``adjoint_norm`` is ``"mixed"``, ``"seminorm"`` or a callable on ``(t, y…, a…, g…)``;
     ``state_norm`` is the user's forward norm, which then measures ``y`` and ``a`` (as in
@@ -98,7 +111,8 @@ def adjoint_solve(
     """
     params = default_params(f, adjoint_params)
     outcome: dict = {}
-    spec = _Spec(f, layout, forward, backward, stats, adjoint_norm, state_norm, hooks, backward_hooks, event, outcome)
+    spec = _Spec(f, layout, forward, backward, stats, adjoint_norm, state_norm, hooks, backward_hooks, event, outcome,
+                 interpolate)
     ys = _AdjointSolve.apply(spec, flat0, t, *params)
     run = outcome["run"]
     run.ys = ys
@@ -119,6 +133,7 @@ class _Spec:
     backward_hooks: object
     event: object
     outcome: dict
+    interpolate: bool = False  # y(t) backwards from the forward dense output instead of a backward solve
 
 
 def _augmented_norm(spec: _Spec, param_shapes: list[torch.Size]):
@@ -173,9 +188,11 @@ class _AdjointSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _Spec, y0, t, *params):
         with torch.no_grad():
+            steps = [] if spec.interpolate else None
             run = spec.forward.run(VectorField(spec.f, spec.layout, t.dtype), y0, spec.stats, hooks=spec.hooks,
-                                   event=spec.event)
+                                   event=spec.event, steps=steps)
         spec.outcome["run"] = run
+        spec.outcome["trajectory"] = DenseOutput(steps, spec.layout, t.dtype) if steps else None
         ctx.spec = spec
         ctx.save_for_backward(t, run.ys, *params)
         return run.ys
@@ -196,7 +213,7 @@ class _AdjointSolve(torch.autograd.Function):
             rtol=_augmented_tolerance(backward.rtol, n, sum(param_sizes)),
             atol=_augmented_tolerance(backward.atol, n, sum(param_sizes)),
         )
-        dynamics = _AdjointDynamics(f, layout, params)
+        dynamics = _AdjointDynamics(f, layout, params, spec.outcome.get("trajectory"))
         augmented = StateLayout((torch.Size([2 * n + sum(param_sizes)]),), False, ys.dtype, ys.device)
         field = VectorField(dynamics, augmented, t.dtype)
         backward_stats = SolveStats()

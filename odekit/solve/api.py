@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -18,6 +19,7 @@ from .errors import (
     NonFiniteError,
     SolverError,
     StepSizeUnderflowError,
+    choice_option,
 )
 from .events import EventGradient, combine, loop_event
 from .field import UserField, VectorField
@@ -28,6 +30,7 @@ from .solution import DenseOutput, Solution, SolveStats, Status, publish
 from .state import State, StateLayout
 
 GRADIENTS = ("backprop", "adjoint", "checkpoint")
+STIFF_METHODS = ("auto", "ndf", "bdf")  # their adjoints default to adjoint_options={"trajectory": "interpolate"}
 
 _STATUS = {
     MaxStepsExceededError: Status.MAX_STEPS_EXCEEDED,
@@ -68,7 +71,7 @@ class Integration:
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], rtol, atol, norm: Norm, times: list[float],
-               throw: bool) -> "Integration":
+               throw: bool) -> Integration:
         resolved, options = resolve(method, options)
         return cls(resolved, options, rtol, atol, norm, times, throw, *step_caps(options), loop_options(options))
 
@@ -376,6 +379,10 @@ def solve(
             adjoint_options = {k: v for k, v in options.items() if k != "norm"}
         adjoint_options = dict(adjoint_options)
         adjoint_norm = adjoint_options.pop("norm", "mixed")
+        # The stiff methods read y(t) from the forward dense output: solved backwards, a stiff
+        # problem's decaying modes grow, and the backward state is lost (docs/engine.md).
+        trajectory = adjoint_options.pop("trajectory", "interpolate" if method in STIFF_METHODS else "backsolve")
+        choice_option("adjoint_options['trajectory']", trajectory, ("backsolve", "interpolate"))
         if adjoint_norm not in ("mixed", "seminorm") and not callable(adjoint_norm):
             raise InvalidInputError(
                 "adjoint_options['norm'] must be 'mixed' (default), 'seminorm' or a callable taking "
@@ -394,7 +401,7 @@ def solve(
             f, layout, flat0, t, forward, backward, adjoint_params, stats, adjoint_norm,
             state_norm=None if options.get("norm") is None else forward.norm,
             hooks=hooks, backward_hooks=callbacks.hooks(layout, t.dtype, adjoint=True) if callbacks else None,
-            event=event,
+            event=event, interpolate=trajectory == "interpolate",
         )
     elif gradient == "checkpoint":
         from .adjoint import default_params

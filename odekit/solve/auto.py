@@ -4,9 +4,11 @@ The thesis names switching between explicit and implicit solvers as missing (§5
 The solve starts with Tsitouras' 5(4) pair. Each explicit step already holds two evaluations
 at the step's end time (the last stage at ``y1`` and an earlier stage with ``c = 1`` at
 ``y_j``), so ``ρ = ‖f(y1) − f(y_j)‖ / ‖y1 − y_j‖`` estimates the dominant eigenvalue's modulus
-for free (Hairer & Wanner's test in DOPRI5, Solving ODEs II §IV.2). When ``h·ρ`` sits at the
+for free (Hairer & Wanner's test in DOPRI5, Solving ODEs II §IV.2); each such estimate is a lower
+bound along one direction, so the largest of the last 8 stands for ρ. When ``h·ρ`` sits at the
 method's stability boundary on the negative real axis (computed from the tableau) for 15
-accepted steps, with fewer than 6 steps below it in between, the step size is set by
+steps (accepted ones, and rejected ones: a step rejected at the boundary failed for
+instability), with fewer than 6 accepted steps below it in between, the step size is set by
 stability rather than accuracy: the problem is stiff, and the solve continues with
 :class:`~odekit.solve.bdf.BDF` from the current point at order 1.
 
@@ -21,6 +23,7 @@ switches back, capping the next step at the stable one. Every switch is recorded
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +40,7 @@ from .solution import SolveStats
 from .tableau import ButcherTableau
 from .tableaus import TABLEAUS
 
+RHO_WINDOW = 8  # explicit steps whose largest ρ estimate stands for ρ
 STIFF_STEPS = 15  # accepted steps at the stability boundary that make the problem stiff
 CALM_STEPS = 6  # steps below it that reset the count
 STIFF_THRESHOLD = 0.95  # h·ρ above this fraction of the boundary counts as "at the boundary"
@@ -118,6 +122,9 @@ class AutoSwitch:
         self._stage = j
         self._difference = torch.tensor([float(b) - a for b, a in zip(tableau.b, a_j)], dtype=torch.float64)
         self.switches: list[tuple[float, str]] = []
+        self.lands_on_end = False  # as the stiff solver does while it is active (read by the loop)
+        self._rejected_hits = 0  # rejected explicit steps at the boundary since the last accepted one
+        self._recent_rho: deque[float] = deque(maxlen=RHO_WINDOW)  # ρ estimates of the last explicit steps
 
     def init(self, t0: float, y0: torch.Tensor, f0: torch.Tensor | None) -> AutoState:
         return AutoState(False, self.explicit.init(t0, y0, f0), PIState(1.0, self.explicit.error_order))
@@ -137,9 +144,16 @@ class AutoSwitch:
             accept, h_next, pi = self.pi.adapt(state.pi, h, ratio)
             stiffness = self._explicit_stiffness(K)
         out = AutoStep(False, K, t0 + h, y1, StepProposal(ratio, accept, h_next), pi, stiffness)
+        # Each estimate ‖J v‖/‖v‖ is a lower bound of ρ along one direction v, noisy from step to
+        # step: the largest of the recent ones is the estimate of ρ.
+        self._recent_rho.append(stiffness / abs(h))
+        at_boundary = abs(h) * max(self._recent_rho) > STIFF_THRESHOLD * self.boundary
+        if not accept and at_boundary:
+            self._rejected_hits += 1  # rejected for instability; counted with the next accepted step
         if accept:
-            hits, calm = state.hits, state.calm
-            if stiffness > STIFF_THRESHOLD * self.boundary:
+            hits, calm = state.hits + self._rejected_hits, state.calm
+            self._rejected_hits = 0
+            if at_boundary:
                 hits, calm = hits + 1, 0
             else:
                 calm += 1
@@ -196,11 +210,13 @@ class AutoSwitch:
             inner = self.stiff.accepted(state.inner, K.K)
             if K.switch:
                 self.switches.append((K.t1, self.explicit.name))
+                self.lands_on_end = False
                 return AutoState(False, None, PIState(1.0, self.explicit.error_order))
             return AutoState(True, inner, state.pi, K.hits, K.calm, state.stiff_steps + 1, K.checked)
         inner = self.explicit.accepted(state.inner, K.K)
         if K.switch:
             self.switches.append((K.t1, self.stiff.name))
+            self.lands_on_end = True
             return AutoState(True, self.stiff.init(K.t1, K.y1, inner), state.pi)
         return AutoState(False, inner, K.pi, K.hits, K.calm)
 

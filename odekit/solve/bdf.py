@@ -15,7 +15,9 @@ The corrector is solved by a modified Newton iteration on ``(I − c J) δ = c f
 with ``c = h/α_q``: the Jacobian ``J = ∂f/∂y`` is evaluated rarely (autograd's forward mode
 for all columns at once, or finite differences) and kept across steps; its LU factorisation is
 redone only when ``c`` changes; a fresh Jacobian is taken only when Newton fails to converge
-with an old one (CVODE's and scipy's strategy). States larger than ``dense_max`` use a
+with an old one (CVODE's and scipy's strategy). ``jacobian="auto"`` differences ``f`` column by
+column for up to 16 components and uses autograd's forward mode (all columns in one vectorised
+call) above that. States larger than ``dense_max`` use a
 Jacobian-free Newton–Krylov iteration (GMRES on finite-difference products) instead.
 
 Step and order selection are the solver's own (the loop pairs it with
@@ -35,8 +37,9 @@ import numpy as np
 import torch
 
 from .controller import StepProposal
-from .errors import InvalidInputError, choice_option, number_option
+from .errors import InvalidInputError, NonFiniteError, choice_option, number_option
 from .inner import difference_increment, gmres
+from .linear import DenseLU, SingularMatrixError, SparseLU, factorize, sparse_pattern
 from .methods import ADAPTIVE_OPTIONS, Method
 from .norms import Tolerance
 from .solution import SolveStats
@@ -48,8 +51,11 @@ MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
 # Largest state solved with a dense Jacobian and LU; beyond it, Newton–Krylov. At 2048 an LU
 # costs about as much as 2048 evaluations of a cheap field (docs/benchmarks.md, stiff suite).
 DEFAULT_DENSE_MAX = 2048
-JACOBIANS = ("autograd", "finite_difference")
-LINEAR_SOLVERS = ("auto", "dense", "krylov")
+JACOBIANS = ("auto", "autograd", "finite_difference")
+# Up to this many components "auto" differences f column by column: vmap's fixed cost (~0.8 ms a
+# Jacobian measured on the CPU) exceeds that many evaluations of a small field.
+FINITE_DIFFERENCE_MAX = 16
+LINEAR_SOLVERS = ("auto", "dense", "sparse", "krylov")
 
 # Options of the stiff loop: no safety/ifactor/… (the step rule is the solver's own), no norm
 # (Newton and the error test use the RMS norm, as scipy and CVODE do).
@@ -88,8 +94,9 @@ class Linearisation:
 
     jacobian: torch.Tensor | None = None
     current: bool = False
-    lu: tuple[torch.Tensor, torch.Tensor] | None = None
+    lu: DenseLU | SparseLU | None = None
     c: float = math.nan
+    sparse: Any = None  # J as a SciPy sparse matrix when it is factored sparsely
 
 
 @dataclass(frozen=True)
@@ -124,21 +131,22 @@ class BDF:
     adaptive = True
     restartable = False
     proposes_steps = True
+    lands_on_end = True  # the loop shortens the last step to end on the last output time
 
     def __init__(self, name: str, kappa: tuple[float, ...], rtol: Tolerance, atol: Tolerance, *,
-                 max_order: int = MAX_ORDER, jacobian: str = "autograd", linear_solver: str = "auto",
+                 max_order: int = MAX_ORDER, jacobian: str = "auto", linear_solver: str = "auto",
                  dense_max: int = DEFAULT_DENSE_MAX, krylov_dim: int = 30, krylov_rtol: float = 0.1) -> None:
         self.name = name
         self.order = max_order
-        self.error_order = 1  # the first step is order 1 (sets the loop's initial step)
+        self.error_order = 2  # the first step is order 1, its local error O(h²) (sets the initial step)
         self.max_order = max_order
         self.gamma, self.alpha, self.error_const = _coefficients(kappa)
         self.rtol, self.atol = rtol, atol
         self.jacobian_mode, self.linear_solver, self.dense_max = jacobian, linear_solver, dense_max
         self.krylov_dim, self.krylov_rtol = krylov_dim, krylov_rtol
         self.newton_tol: float = math.nan  # set from the dtype at init
-        self.counts = {"jacobians": 0, "jacobian_columns": 0, "lu_factorizations": 0, "newton_iterations": 0,
-                       "newton_failures": 0, "jvps": 0}
+        self.counts = {"jacobians": 0, "autograd_jacobian_columns": 0, "lu_factorizations": 0, "newton_iterations": 0,
+                       "newton_failures": 0, "jvps": 0, "singular_matrices": 0}
         self._tols: tuple[torch.Tensor, torch.Tensor] | None = None
         self._warned_fallback = False
 
@@ -171,13 +179,16 @@ class BDF:
         scale = self._scale(predicted)
         linear = state.linear
         converged, d, y, iterations = self._newton(field, t1, predicted, psi, c, scale, linear, t0, y0)
-        if not converged and not linear.current and self._uses_dense(y0):
+        if not converged and iterations >= 0 and not linear.current and self._uses_dense(y0):
             # An old Jacobian: take a fresh one and try once more before shortening the step.
             self._refresh(field, t0, y0, linear)
             converged, d, y, iterations = self._newton(field, t1, predicted, psi, c, scale, linear, t0, y0)
         if not converged:
             self.counts["newton_failures"] += 1
-            return predicted, BDFStep(D, t1, h, q, q, equal_steps, None)
+            # f went non-finite: a NaN ratio sends the loop down its non-finite path (retry shorter,
+            # and after repeated failures a NonFiniteError); a slow iteration is a plain retry.
+            proposal = None if iterations >= 0 else StepProposal(math.nan, False, 0.5 * h)
+            return predicted, BDFStep(D, t1, h, q, q, equal_steps, proposal)
         scale = self._scale(y)
         error_norm = self._rms(self.error_const[q] * d.detach() / scale)
         safety = 0.9 * (2 * NEWTON_MAX_ITERS + 1) / (2 * NEWTON_MAX_ITERS + iterations)
@@ -247,21 +258,29 @@ class BDF:
     def _uses_dense(self, y: torch.Tensor) -> bool:
         if self.linear_solver == "auto":
             return y.numel() <= self.dense_max
-        return self.linear_solver == "dense"
+        return self.linear_solver != "krylov"
 
     def _refresh(self, field, t: float, y: torch.Tensor, linear: Linearisation) -> None:
         """A fresh Jacobian at ``(t, y)``; the LU is redone at its next use."""
         linear.jacobian = self._jacobian(field, t, y.detach())
+        if not bool(torch.isfinite(linear.jacobian).all()):
+            raise NonFiniteError(
+                f"the Jacobian of f at t={t:.6g} has non-finite entries (NaN or inf); f is not differentiable "
+                "there or overflows; check f (options={'jacobian': 'finite_difference'} if autograd is the culprit)")
+        linear.sparse = sparse_pattern(linear.jacobian) if self.linear_solver in ("auto", "sparse") else None
         linear.current, linear.lu, linear.c = True, None, math.nan
 
     def _jacobian(self, field, t: float, y: torch.Tensor) -> torch.Tensor:
         n = y.numel()
         self.counts["jacobians"] += 1
-        if self.jacobian_mode == "autograd":
+        mode = self.jacobian_mode
+        if mode == "auto":
+            mode = "finite_difference" if n <= FINITE_DIFFERENCE_MAX else "autograd"
+        if mode == "autograd":
             try:
                 with torch.no_grad():
                     J = torch.func.jacfwd(lambda z: field(t, z, 1))(y)
-                self.counts["jacobian_columns"] += n
+                self.counts["autograd_jacobian_columns"] += n
                 return J
             except Exception as err:  # noqa: BLE001 — any failure of vmap/forward-AD on the user's f
                 if not self._warned_fallback:
@@ -284,16 +303,21 @@ class BDF:
     def _newton(self, field, t1: float, predicted: torch.Tensor, psi: torch.Tensor, c: float,
                 scale: torch.Tensor, linear: Linearisation, t0: float, y0: torch.Tensor
                 ) -> tuple[bool, torch.Tensor, torch.Tensor, int]:
-        """Solve ``d − c f(t1, y_p + d) + ψ = 0``; returns (converged, d, y, iterations)."""
+        """Solve ``d − c f(t1, y_p + d) + ψ = 0``; returns (converged, d, y, iterations), iterations
+        −1 when an iterate or ``f`` went non-finite."""
         dense = self._uses_dense(predicted)
         if dense:
             if linear.jacobian is None:
                 self._refresh(field, t0, y0, linear)
             if linear.lu is None or linear.c != c:
-                eye = torch.eye(predicted.numel(), dtype=predicted.dtype, device=predicted.device)
-                linear.lu = torch.linalg.lu_factor(eye - c * linear.jacobian)
-                linear.c = c
                 self.counts["lu_factorizations"] += 1
+                try:
+                    linear.lu = factorize(linear.jacobian, linear.sparse, c)
+                except SingularMatrixError:
+                    self.counts["singular_matrices"] += 1
+                    linear.lu = None
+                    return False, predicted, predicted, 0  # a shorter step changes c
+                linear.c = c
         d = torch.zeros_like(predicted)
         y = predicted
         previous = None
@@ -304,12 +328,12 @@ class BDF:
             self.counts["newton_iterations"] += 1
             rhs = c * fy - psi - d
             if dense:
-                dy = torch.linalg.lu_solve(*linear.lu, rhs[:, None])[:, 0]
+                dy = linear.lu.solve(rhs)
             else:
                 dy = self._krylov_solve(field, t1, y, fy, c, rhs)
             dy_norm = self._rms(dy.detach() / scale)  # NaN/inf when f was not finite: no convergence
             if not math.isfinite(dy_norm):
-                break
+                return False, d, y, -1
             rate = None if previous is None or previous == 0 else dy_norm / previous
             if rate is not None and (rate >= 1 or rate ** (NEWTON_MAX_ITERS - k) / (1 - rate) * dy_norm
                                      > self.newton_tol):

@@ -139,7 +139,7 @@ class StepInterpolant:
     slope from the step when the solver computed it, the end slope from one more evaluation.
     """
 
-    __slots__ = ("solver", "t0", "h", "y0", "y1", "K", "slopes")
+    __slots__ = ("K", "h", "slopes", "solver", "t0", "y0", "y1")
 
     def __init__(self, solver: Solver, field: VectorField, t0: float, h: float, y0: torch.Tensor,
                  y1: torch.Tensor, K: Any, cubic: bool) -> None:
@@ -233,7 +233,7 @@ def integrate(
                 raise MaxStepsExceededError(
                     f"reached max_num_steps={max_steps} at t={t:.6g} (target {target}); raise the cap with "
                     f"options={{'max_num_steps': {10 * max_steps}}}, loosen rtol/atol, or use a stiff "
-                    "(proximal) method"
+                    "method (method='auto' or 'ndf')"
                 )
             if field.nfe - nfe_start > max_nfe:
                 raise MaxStepsExceededError(
@@ -249,9 +249,15 @@ def integrate(
                     )
                 raise StepSizeUnderflowError(
                     f"step size fell to {abs(h):.3g} at t={t:.6g}: the solution is probably blowing up or "
-                    "the problem is stiff there; check f, loosen rtol/atol, or use a proximal implicit method"
+                    "the problem is stiff there; check f, loosen rtol/atol, or use a stiff method (method='auto' or "
+                    "'ndf')"
                 )
             h_step, mark = marks.clip(t, h) if marks is not None else (h, None)
+            if mark is None and event is None and getattr(solver, "lands_on_end", False) \
+                    and direction * (t + h_step - times[-1]) >= 0:
+                # Multistep solvers end exactly on the last output time (as scipy's t_bound): their
+                # interpolant, extrapolated back from beyond it, is far less accurate than the step.
+                h_step, mark = times[-1] - t, (times[-1], False)
             t_next = controller.end(control, t, h_step) if mark is None else mark[0]
             if hooks.step is not None:
                 hooks.step(t, y, h_step)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Iterator
 
 import torch
 
@@ -38,7 +38,7 @@ class SolveStats:
     def steps(self) -> int:
         return self.steps_accepted + self.steps_rejected
 
-    def __iadd__(self, other: "SolveStats") -> "SolveStats":
+    def __iadd__(self, other: SolveStats) -> SolveStats:
         for f in fields(self):
             if f.name == "method":
                 continue
@@ -80,17 +80,19 @@ class DenseOutput:
     def t1(self) -> float:
         return self.steps[-1].t1
 
+    def flat_at(self, x: float) -> torch.Tensor:
+        """The flat state at time ``x`` (the first or last step's polynomial extrapolates outside)."""
+        i = min(bisect.bisect_left(self._ends, self.direction * x), len(self.steps) - 1)
+        step = self.steps[i]
+        return step([(x - step.t0) / step.h])[0] if x != step.t0 else step.y0
+
     def __call__(self, t: torch.Tensor) -> State:
         times = torch.as_tensor(t).detach().reshape(-1).tolist()
         lo, hi = sorted((self.t0, self.t1))
         outside = [x for x in times if not lo <= x <= hi]
         if outside:
             raise ValueError(f"dense output covers [{lo:.6g}, {hi:.6g}]; got times outside it: {outside[:5]}")
-        flat = []
-        for x in times:
-            i = min(bisect.bisect_left(self._ends, self.direction * x), len(self.steps) - 1)
-            step = self.steps[i]
-            flat.append(step([(x - step.t0) / step.h])[0] if x != step.t0 else step.y0)
+        flat = [self.flat_at(x) for x in times]
         stacked = self.layout.unflatten_stacked(torch.stack(flat))
         if torch.as_tensor(t).ndim == 0:
             return stacked[0] if not self.layout.is_tuple else tuple(s[0] for s in stacked)
