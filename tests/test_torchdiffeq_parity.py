@@ -20,16 +20,20 @@ class Counted(torch.nn.Module):
         return self.f(t, y)
 
 
-def mlp_field():
-    net = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2)).double()
-    return lambda t, y: net(y)
+def mlp_problem():
+    # Seeded: built at collection time, it must not depend on what other test modules drew before.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2)).double()
+        y0 = torch.randn(8, 2, dtype=torch.float64)
+    return (lambda t, y: net(y)), y0, 3.0
 
 
 PROBLEMS = {
     "van_der_pol": (van_der_pol, torch.tensor([2.0, 0.0], dtype=torch.float64), 10.0),
     "lotka_volterra": (lotka_volterra, torch.tensor([1.0, 1.0], dtype=torch.float64), 10.0),
     "oscillator": (oscillator, torch.tensor([1.0, 0.0], dtype=torch.float64), 10.0),
-    "mlp": (mlp_field(), torch.randn(8, 2, dtype=torch.float64), 3.0),
+    "mlp": mlp_problem(),
 }
 
 

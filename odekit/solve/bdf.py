@@ -146,7 +146,7 @@ class BDF:
         self.krylov_dim, self.krylov_rtol = krylov_dim, krylov_rtol
         self.newton_tol: float = math.nan  # set from the dtype at init
         self.counts = {"jacobians": 0, "autograd_jacobian_columns": 0, "lu_factorizations": 0, "newton_iterations": 0,
-                       "newton_failures": 0, "jvps": 0, "singular_matrices": 0}
+                       "newton_failures": 0, "jvps": 0, "singular_matrices": 0, "jacobian_fallbacks": 0}
         self._tols: tuple[torch.Tensor, torch.Tensor] | None = None
         self._warned_fallback = False
 
@@ -283,7 +283,10 @@ class BDF:
                 self.counts["autograd_jacobian_columns"] += n
                 return J
             except Exception as err:  # noqa: BLE001 — any failure of vmap/forward-AD on the user's f
-                if not self._warned_fallback:
+                # Under "auto" differences are the documented alternative (an adjoint's dynamics,
+                # which call autograd inside, always land here): counted, not warned about.
+                self.counts["jacobian_fallbacks"] += 1
+                if self.jacobian_mode == "autograd" and not self._warned_fallback:
                     warnings.warn(f"method {self.name!r}: autograd's forward-mode Jacobian of f failed "
                                   f"({type(err).__name__}: {err}); using finite differences instead "
                                   "(options={'jacobian': 'finite_difference'} avoids this attempt)", stacklevel=6)
