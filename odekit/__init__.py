@@ -12,6 +12,8 @@ from .solve import (  # noqa: I001
     Dopri5,
     Dopri8,
     FixedGrid,
+    NDF,
+    Auto,
     FletcherReeves,
     NewtonKrylov,
     PIController,
@@ -43,7 +45,8 @@ __all__ = [
     "InvalidInputError", "VectorFieldError", "NonFiniteError", "StepSizeUnderflowError",
     "MaxStepsExceededError", "__version__",
     # the solve as objects; every one is in odekit.solve
-    "Solver", "Proximal", "RK4", "Dopri5", "Tsit5", "Dopri8", "ProxBDF", "LBFGS", "FletcherReeves", "NewtonKrylov",
+    "Solver", "Proximal", "RK4", "Dopri5", "Tsit5", "Dopri8", "NDF", "Auto", "ProxBDF", "LBFGS", "FletcherReeves",
+    "NewtonKrylov",
     "PIController", "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint",
     "SolveSettings",
 ]

@@ -251,6 +251,7 @@ def test_caps_stop_the_stiff_solvers(option, value):
     ({"max_order": 6}, "max_order"),
     ({"linear_solver": "lu"}, "linear_solver"),
     ({"safety": 0.8}, "unknown option"),
+    ({"step_size": 0.1}, "unknown option"),
 ])
 def test_bad_stiff_options_are_refused(options, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -261,3 +262,14 @@ def test_complex_state_is_refused():
     with pytest.raises(InvalidInputError, match="real state"):
         odekit.solve(lambda t, y: -y, torch.ones(2, dtype=torch.complex128),
                      torch.tensor([0.0, 1.0], dtype=torch.float64), method="ndf")
+
+
+def test_stiff_solver_objects_take_the_same_steps_as_the_strings():
+    problem = CLASSICAL_PROBLEMS["robertson"]
+    t = torch.tensor([0.0, problem.t_end], dtype=torch.float64)
+    controller = odekit.PIController(rtol=RTOL, atol=ATOL)
+    for solver, method, options in [(odekit.Auto(), "auto", {}), (odekit.NDF({"max_order": 3}), "ndf", {"max_order": 3})]:
+        as_object = odekit.solve(problem, problem.y0, t, solver=solver, controller=controller)
+        as_string = _solve(problem, method, options=options)
+        assert as_object.stats.nfe == as_string.stats.nfe
+        torch.testing.assert_close(as_object.ys, as_string.ys, rtol=0, atol=0)

@@ -20,10 +20,13 @@ from .errors import (
 from .methods import METHODS, Method, register_method
 from .solution import Solution, SolveStats, StatsRecorder, Status, record_stats
 from .spec import (
+    BDF,
     LBFGS,
+    NDF,
     RK4,
     AdaptiveHeun,
     Anderson,
+    Auto,
     Backprop,
     BacksolveAdjoint,
     Bosh3,
@@ -63,7 +66,8 @@ __all__ = [
     "MaxStepsExceededError", "InnerSolveError",
     # the solve as objects (odekit.solve.spec)
     "Solver", "Proximal", "Euler", "Midpoint", "RK4", "Heun2", "Heun3", "Bosh3", "AdaptiveHeun", "Fehlberg2",
-    "Dopri5", "Tsit5", "Dopri8", "ExplicitAdams", "ImplicitAdams", "ProxBDF", "GradientDescent", "FixedPoint",
-    "Nesterov", "FletcherReeves", "LBFGS", "Anderson", "Newton", "NewtonKrylov", "InnerSolver", "PIController",
+    "Dopri5", "Tsit5", "Dopri8", "ExplicitAdams", "ImplicitAdams", "NDF", "BDF", "Auto", "ProxBDF",
+    "GradientDescent", "FixedPoint", "Nesterov", "FletcherReeves", "LBFGS", "Anderson", "Newton", "NewtonKrylov",
+    "InnerSolver", "PIController",
     "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint", "SolveSettings",
 ]

@@ -49,7 +49,8 @@ NONSTIFF_CHECKS = 5  # ... at this many checks in a row: back to explicit
 CHECK_EVERY = 25  # stiff steps between spectral-radius checks when J stays old
 MIN_STIFF_STEPS = 20  # stiff steps taken before a switch back is considered
 
-AUTO_OPTIONS = tuple(dict.fromkeys(tuple(k for k in ADAPTIVE_OPTIONS if k != "norm") + BDF_OPTIONS))
+AUTO_OPTIONS = tuple(dict.fromkeys(tuple(k for k in ADAPTIVE_OPTIONS if k not in (
+    "norm", "step_size", "grid_constructor", "perturb", "interp")) + BDF_OPTIONS))
 
 
 def stability_boundary(tableau: ButcherTableau) -> float:

@@ -59,8 +59,11 @@ LINEAR_SOLVERS = ("auto", "dense", "sparse", "krylov")
 
 # Options of the stiff loop: no safety/ifactor/… (the step rule is the solver's own), no norm
 # (Newton and the error test use the RMS norm, as scipy and CVODE do).
+# Nor a fixed grid (step_size, grid_constructor and their perturb/interp): a step whose Newton
+# iteration fails must be retried shorter, which a grid cannot do.
 BDF_OPTIONS = tuple(k for k in ADAPTIVE_OPTIONS if k not in (
-    "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "norm")) + (
+    "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "norm",
+    "step_size", "grid_constructor", "perturb", "interp")) + (
     "max_order", "jacobian", "linear_solver", "dense_max", "krylov_dim", "krylov_rtol")
 
 

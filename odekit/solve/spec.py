@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -49,6 +50,10 @@ Tsit5 = functools.partial(Solver, "tsit5")
 Dopri8 = functools.partial(Solver, "dopri8")
 ExplicitAdams = functools.partial(Solver, "explicit_adams")
 ImplicitAdams = functools.partial(Solver, "implicit_adams")
+# The stiff solvers (options: max_order, jacobian, linear_solver, …) and the automatic switch.
+NDF = functools.partial(Solver, "ndf")
+BDF = functools.partial(Solver, "bdf")
+Auto = functools.partial(Solver, "auto")
 
 # Inner solvers of the proximal methods (thesis §5.3): an InnerSolver with its method set.
 GradientDescent = functools.partial(InnerSolver, "gd")
@@ -219,8 +224,8 @@ class SolveSettings:
     controller: PIController | FixedGrid | None = None
 
     @classmethod
-    def of(cls, settings: "SolveSettings | None", keywords: Mapping[str, Any],
-           **defaults: Any) -> "SolveSettings":
+    def of(cls, settings: SolveSettings | None, keywords: Mapping[str, Any],
+           **defaults: Any) -> SolveSettings:
         """``settings``, or the settings ``keywords`` (over ``defaults``) name; not both.
 
         The one place a model turns its ``**solve_keywords`` into settings, with a clear error for
@@ -238,7 +243,7 @@ class SolveSettings:
             raise InvalidInputError(f"unknown solve setting(s) {named}; settings: {', '.join(sorted(names))}")
         return cls(**{**defaults, **keywords})
 
-    def with_options(self, **options: Any) -> "SolveSettings":
+    def with_options(self, **options: Any) -> SolveSettings:
         """These settings with ``options`` added to the forward options (and to the backward ones, if set)."""
         backward = None if self.adjoint_options is None else {**self.adjoint_options, **options}
         return dataclasses.replace(self, options={**(self.options or {}), **options}, adjoint_options=backward)
@@ -254,9 +259,39 @@ class SolveSettings:
 
 
 __all__ = [
+    "BDF",
+    "LBFGS",
+    "NDF",
+    "RK4",
+    "AdaptiveHeun",
+    "Anderson",
+    "Auto",
+    "Backprop",
+    "BacksolveAdjoint",
+    "Bosh3",
+    "Dopri5",
+    "Dopri8",
+    "Euler",
+    "ExplicitAdams",
+    "Fehlberg2",
+    "FixedGrid",
+    "FixedPoint",
+    "FletcherReeves",
+    "GradientDescent",
+    "Heun2",
+    "Heun3",
+    "ImplicitAdams",
+    "InnerSolver",
+    "Midpoint",
+    "Nesterov",
+    "Newton",
+    "NewtonKrylov",
+    "PIController",
+    "ProxBDF",
+    "Proximal",
+    "RecursiveCheckpoint",
     "SolveSettings",
-    "Solver", "Proximal", "Euler", "Midpoint", "RK4", "Heun2", "Heun3", "Bosh3", "AdaptiveHeun", "Fehlberg2",
-    "Dopri5", "Tsit5", "Dopri8", "ExplicitAdams", "ImplicitAdams", "ProxBDF", "GradientDescent", "FixedPoint",
-    "Nesterov", "FletcherReeves", "LBFGS", "Anderson", "Newton", "NewtonKrylov", "InnerSolver", "PIController",
-    "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint", "expand",
+    "Solver",
+    "Tsit5",
+    "expand",
 ]
