@@ -273,3 +273,26 @@ def test_stiff_solver_objects_take_the_same_steps_as_the_strings():
         as_string = _solve(problem, method, options=options)
         assert as_object.stats.nfe == as_string.stats.nfe
         torch.testing.assert_close(as_object.ys, as_string.ys, rtol=0, atol=0)
+
+
+def test_preconditioned_newton_krylov_takes_one_product_per_iteration():
+    problem = HeatEquation(64)
+    jacobian = torch.from_numpy(problem.jacobian())
+    eye = torch.eye(64, dtype=torch.float64)
+
+    def preconditioner(t, y, c):
+        inverse = torch.linalg.inv(eye - c * jacobian)  # exact here: GMRES then needs one product
+        return lambda v: inverse @ v
+
+    t = torch.tensor([0.0, 0.05], dtype=torch.float64)
+    plain = odekit.solve(problem, problem.y0, t, method="ndf", rtol=1e-6, atol=1e-9,
+                         options={"linear_solver": "krylov", "krylov_dim": 64})
+    preconditioned = odekit.solve(problem, problem.y0, t, method="ndf", rtol=1e-6, atol=1e-9,
+                                  options={"linear_solver": "krylov", "krylov_dim": 64,
+                                           "preconditioner": preconditioner})
+    assert (preconditioned.ys[-1] - problem.exact(0.05)).abs().max() < 1e-6
+    # With the exact inverse every GMRES solve stops after one product.
+    assert preconditioned.stats.extra["jvps"] <= preconditioned.stats.extra["newton_iterations"]
+    assert preconditioned.stats.extra["jvps"] < plain.stats.extra["jvps"]
+    with pytest.raises(InvalidInputError, match="preconditioner"):
+        odekit.solve(problem, problem.y0, t, method="ndf", options={"preconditioner": "ilu"})

@@ -18,7 +18,9 @@ redone only when ``c`` changes; a fresh Jacobian is taken only when Newton fails
 with an old one (CVODE's and scipy's strategy). ``jacobian="auto"`` differences ``f`` column by
 column for up to 16 components and uses autograd's forward mode (all columns in one vectorised
 call) above that. States larger than ``dense_max`` use a
-Jacobian-free Newton–Krylov iteration (GMRES on finite-difference products) instead.
+Jacobian-free Newton–Krylov iteration (GMRES on finite-difference products) instead, right-
+preconditioned by the user's ``preconditioner(t, y, c)`` (returning ``v ↦ M v`` with
+``M ≈ (I − c J)⁻¹``, as CVODE's ``psolve``) when given.
 
 Step and order selection are the solver's own (the loop pairs it with
 :class:`~odekit.solve.controller.SolverProposed`): the step stays constant for ``q + 1`` steps
@@ -31,7 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -61,10 +63,13 @@ LINEAR_SOLVERS = ("auto", "dense", "sparse", "krylov")
 # (Newton and the error test use the RMS norm, as scipy and CVODE do).
 # Nor a fixed grid (step_size, grid_constructor and their perturb/interp): a step whose Newton
 # iteration fails must be retried shorter, which a grid cannot do.
+# A user's preconditioner for Newton–Krylov: (t, y, c) -> v ↦ M v with M ≈ (I − c ∂f/∂y)⁻¹ on flat vectors.
+Preconditioner = Callable[[float, torch.Tensor, float], Callable[[torch.Tensor], torch.Tensor]]
+
 BDF_OPTIONS = tuple(k for k in ADAPTIVE_OPTIONS if k not in (
     "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "norm",
     "step_size", "grid_constructor", "perturb", "interp")) + (
-    "max_order", "jacobian", "linear_solver", "dense_max", "krylov_dim", "krylov_rtol")
+    "max_order", "jacobian", "linear_solver", "dense_max", "krylov_dim", "krylov_rtol", "preconditioner")
 
 
 def _coefficients(kappa: tuple[float, ...]) -> tuple[list[float], list[float], list[float]]:
@@ -138,7 +143,8 @@ class BDF:
 
     def __init__(self, name: str, kappa: tuple[float, ...], rtol: Tolerance, atol: Tolerance, *,
                  max_order: int = MAX_ORDER, jacobian: str = "auto", linear_solver: str = "auto",
-                 dense_max: int = DEFAULT_DENSE_MAX, krylov_dim: int = 30, krylov_rtol: float = 0.1) -> None:
+                 dense_max: int = DEFAULT_DENSE_MAX, krylov_dim: int = 30, krylov_rtol: float = 0.1,
+                 preconditioner: Preconditioner | None = None) -> None:
         self.name = name
         self.order = max_order
         self.error_order = 2  # the first step is order 1, its local error O(h²) (sets the initial step)
@@ -146,7 +152,7 @@ class BDF:
         self.gamma, self.alpha, self.error_const = _coefficients(kappa)
         self.rtol, self.atol = rtol, atol
         self.jacobian_mode, self.linear_solver, self.dense_max = jacobian, linear_solver, dense_max
-        self.krylov_dim, self.krylov_rtol = krylov_dim, krylov_rtol
+        self.krylov_dim, self.krylov_rtol, self.preconditioner = krylov_dim, krylov_rtol, preconditioner
         self.newton_tol: float = math.nan  # set from the dtype at init
         self.counts = {"jacobians": 0, "autograd_jacobian_columns": 0, "lu_factorizations": 0, "newton_iterations": 0,
                        "newton_failures": 0, "jvps": 0, "singular_matrices": 0, "jacobian_fallbacks": 0}
@@ -366,7 +372,19 @@ class BDF:
             return v - c * (field(t, y_ + eps * v, -1) - f_) / eps
 
         # Under backprop GMRES is recorded (it is out of place): the products are linear in v.
-        return gmres(matvec, rhs, self.krylov_rtol, self.krylov_dim)
+        if self.preconditioner is None:
+            return gmres(matvec, rhs, self.krylov_rtol, self.krylov_dim)
+        # Right preconditioning: solve (A M) u = rhs, then δ = M u; the residual stays rhs − A δ.
+        apply = self.preconditioner(t, y_, c)
+        return apply(gmres(lambda u: matvec(apply(u)), rhs, self.krylov_rtol, self.krylov_dim))
+
+
+def _preconditioner_option(value: Any) -> Preconditioner | None:
+    if value is not None and not callable(value):
+        raise InvalidInputError(
+            "option preconditioner must be a callable (t, y, c) -> (v -> M v) with M ≈ (I - c ∂f/∂y)⁻¹, "
+            f"got {value!r}")
+    return value
 
 
 def make_bdf(name: str, kappa: tuple[float, ...]):
@@ -382,6 +400,7 @@ def make_bdf(name: str, kappa: tuple[float, ...]):
             dense_max=number_option("dense_max", options.get("dense_max", DEFAULT_DENSE_MAX), ge=1, integer=True),
             krylov_dim=number_option("krylov_dim", options.get("krylov_dim", 30), ge=1, integer=True),
             krylov_rtol=number_option("krylov_rtol", options.get("krylov_rtol", 0.1), gt=0, lt=1),
+            preconditioner=_preconditioner_option(options.get("preconditioner")),
         )
 
     return build
