@@ -276,6 +276,7 @@ def solve(
     args: Any = None,
     solver: Any = None,
     controller: Any = None,
+    per_sample: bool = False,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, and return the states at every time in ``t``.
 
@@ -317,17 +318,32 @@ def solve(
             list or dict of them (and other values); gradients reach its tensors under every
             gradient method (the adjoint and checkpoint methods take them as parameters).
 
+        per_sample: the first dimension of ``y0`` is a batch of independent problems, each with
+            its own time, step size and accept/reject (:mod:`odekit.solve.per_sample`); ``t`` may
+            then be ``(T,)`` or ``(batch, T)``, ``f`` receives ``t`` of shape ``(batch,)``, and
+            ``sol.stats.per_sample`` holds each sample's counters. Adaptive explicit RK methods,
+            single-tensor states, ``gradient="backprop"``.
+
     Returns:
         A :class:`Solution`; ``ys`` has shape ``(len(t), *y0.shape)`` (or a tuple of such).
     """
     if solver is not None or controller is not None or not isinstance(gradient, str):
         from .spec import expand
 
-        return solve(f, y0, t, **expand(dict(
+        return solve(f, y0, t, per_sample=per_sample, **expand(dict(
             method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient, options=options,
             adjoint_params=adjoint_params, adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
             adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, event_fn=event_fn, callbacks=callbacks,
             dense=dense, throw=throw, args=args, solver=solver, controller=controller)))
+    if per_sample:
+        unsupported = [name for name, value in (("gradient", gradient != "backprop"), ("event_fn", event_fn),
+                                                ("callbacks", callbacks), ("dense", dense),
+                                                ("step_size", step_size is not None)) if value]
+        if unsupported:
+            raise InvalidInputError(f"per_sample=True does not take {', '.join(unsupported)} yet "
+                                    "(gradient='backprop' only)")
+        return _solve_per_sample(f if args is None else _WithArgs(f, args), y0, t, method, rtol, atol, options,
+                                 throw)
     if args is not None:
         if gradient in ("adjoint", "checkpoint"):
             from .adjoint import default_params
@@ -433,6 +449,30 @@ def solve(
     if run.report is not None:
         run.report.append(solution)  # the backward pass reports its own failure there
     return solution
+
+
+def _solve_per_sample(f: UserField, y0: torch.Tensor, t: torch.Tensor, method: str, rtol, atol,
+                      options: dict[str, Any] | None, throw: bool) -> Solution:
+    """The per-sample path of :func:`solve` (arguments checked here, the loop in ``per_sample``)."""
+    from .per_sample import Controller, check_method, solve_per_sample
+
+    if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
+        raise InvalidInputError("per_sample=True needs y0 to be one real floating tensor of shape (batch, ...)")
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        raise InvalidInputError("t must be a floating tensor of shape (T,) or (batch, T)")
+    resolved, options = resolve(method, options)
+    check_method(resolved, options)
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        values = torch.as_tensor(value)
+        if not (bool(torch.isfinite(values).all()) and bool((values > 0).all())):
+            raise InvalidInputError(f"{name} must be positive and finite, got {value!r}")
+    keys = ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "first_step", "min_step", "max_step")
+    controller = Controller(rtol, atol, **{k: options[k] for k in keys if k in options})
+    max_steps, max_nfe = step_caps(options)
+    ys, stats, status, message = solve_per_sample(f, y0, t, resolved, options, controller, max_steps=max_steps,
+                                                  max_nfe=max_nfe, throw=throw)
+    publish(stats)
+    return Solution(ts=t, ys=ys, stats=stats, status=status, message=message)
 
 
 class _WithArgs:

@@ -33,6 +33,7 @@ class SolveStats:
     steps_backward: int = 0
     extra: dict[str, float] = field(default_factory=dict)
     switches: list[tuple[float, str]] = field(default_factory=list)  # method="auto": (t, solver taken over)
+    per_sample: dict[str, torch.Tensor] = field(default_factory=dict)  # per_sample=True: counters of shape (batch,)
 
     @property
     def steps(self) -> int:
@@ -44,6 +45,9 @@ class SolveStats:
                 continue
             if f.name == "switches":
                 self.switches.extend(other.switches)
+            elif f.name == "per_sample":
+                for k, v in other.per_sample.items():
+                    self.per_sample[k] = self.per_sample[k] + v if k in self.per_sample else v
             elif f.name == "extra":
                 for k, v in other.extra.items():
                     # Counters add up; maxima (keys ending in "_max") take the larger value.
@@ -55,7 +59,8 @@ class SolveStats:
         return self
 
     def as_dict(self) -> dict[str, object]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "per_sample")}
+        out.update({f"per_sample_{k}": v.tolist() for k, v in self.per_sample.items()})
         out.update(self.extra)
         return out
 
