@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -124,10 +125,12 @@ def _missing_data(experiment, root: Path) -> list[str]:
         ) from None
 
 
-def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True) -> Path:
+def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True, exit_on_interrupt: bool = True
+             ) -> Path:
     """Run one experiment; any failure becomes one line naming the cause and the run's traceback log.
 
-    Ctrl-C and SIGTERM leave a resumable run and exit with status 130.
+    Ctrl-C and SIGTERM leave a resumable run and exit with status 130 (``exit_on_interrupt``;
+    otherwise the ``KeyboardInterrupt`` goes on to the caller, ``reproduce``, which writes its report).
     """
     from .experiments import open_run
 
@@ -142,6 +145,8 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True)
         return handle.execute()
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted:[/] {experiment.name} stopped; the same command resumes {handle.out}")
+        if not exit_on_interrupt:
+            raise
         sys.exit(130)
     except Exception as err:  # every failure, data or code, ends as one line; the traceback is in the log
         raise click.ClickException(
@@ -156,8 +161,14 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True)
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--only", multiple=True, metavar="NAME", help="run only these experiments (repeatable)")
-def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...]) -> None:
-    """Run every experiment whose data is available, then write the report."""
+@click.option("--fresh", is_flag=True, help="rerun experiments that already have a complete run of these settings")
+def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...], fresh: bool) -> None:
+    """Run every experiment whose data is available, cheapest first, then write the report.
+
+    Experiments with a complete run of the same settings on the same data are not run again (the
+    report uses that run), so after Ctrl-C the same command finishes the rest; an interrupted
+    experiment resumes from its checkpoint. The report is written on interrupt too.
+    """
     from .data import data_root
     from .experiments import EXPERIMENTS, ConfigError, get
     from .report.markdown import build_report
@@ -167,27 +178,67 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
         chosen = [get(n) for n in only] if only else list(EXPERIMENTS.values())
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
-    failures, skipped = [], []
+    plan = _reproduce_plan(chosen, profile, runs, root, fresh)
+    failures, skipped, reused = [], [], []
     start = time.time()
-    for i, experiment in enumerate(chosen, 1):
-        missing = _missing_data(experiment, root)
-        if missing:
-            skipped.append(experiment.name)
-            console.print(f"[yellow]skip[/] {experiment.name}: data not available ({'; '.join(missing)}); "
-                          f"`odekit run {experiment.name}` downloads it where there is internet")
-            continue
-        console.rule(f"[{i}/{len(chosen)}] {experiment.name} ({profile})")
-        try:
-            _execute(experiment, experiment.config(profile), runs, root)
-        except click.ClickException as err:  # one failed experiment must not stop the others
-            failures.append(experiment.name)
-            console.print(f"[red]{err.format_message()}[/]")
+    try:
+        for i, (experiment, config, estimate, done) in enumerate(plan, 1):
+            if done is not None:
+                reused.append(experiment.name)
+                console.print(f"[green]done[/] {experiment.name}: complete run of these settings in {done} "
+                              "(--fresh reruns it)")
+                continue
+            missing = _missing_data(experiment, root)
+            if missing:
+                skipped.append(experiment.name)
+                console.print(f"[yellow]skip[/] {experiment.name}: data not available ({'; '.join(missing)}); "
+                              f"`odekit run {experiment.name}` downloads it where there is internet")
+                continue
+            # Estimates are quick-profile times: other profiles get no time left.
+            left = sum(e for _, _, e, d in plan[i - 1:] if d is None)
+            eta = f" · about {_minutes(left)} left" if profile == "quick" else ""
+            console.rule(f"[{i}/{len(plan)}] {experiment.name} ({profile}){eta}")
+            try:
+                _execute(experiment, config, runs, root, exit_on_interrupt=False)
+            except click.ClickException as err:  # one failed experiment must not stop the others
+                failures.append(experiment.name)
+                console.print(f"[red]{err.format_message()}[/]")
+    except KeyboardInterrupt:
+        report = build_report(runs)
+        console.print(f"[yellow]interrupted[/] after {time.time() - start:.0f} s; the same command runs the rest "
+                      "(finished experiments are kept)")
+        out_console.print(f"report (partial): {report}")
+        sys.exit(130)
     report = build_report(runs)
-    console.print(f"{len(chosen) - len(failures) - len(skipped)} ran, {len(skipped)} skipped, "
-                  f"{len(failures)} failed in {time.time() - start:.0f} s")
+    ran = len(plan) - len(failures) - len(skipped) - len(reused)
+    console.print(f"{ran} ran, {len(reused)} already complete, {len(skipped)} skipped, {len(failures)} failed "
+                  f"in {time.time() - start:.0f} s")
     out_console.print(f"report: {report}")
     if failures:
         sys.exit(1)
+
+
+def _reproduce_plan(chosen: list, profile: str, runs: Path, root: Path, fresh: bool) -> list[tuple]:
+    """``(experiment, config, estimated seconds, complete run or None)`` per experiment, cheapest first.
+
+    The estimate is the time this machine's latest complete run of the profile took (its runs
+    folder), else the experiment's measured quick-profile time on the 2-core reference machine.
+    """
+    from .experiments.base import config_to_dict
+    from .experiments.rundir import latest_complete
+
+    plan = []
+    for experiment in chosen:
+        config = experiment.config(profile)
+        settings = json.loads(json.dumps(config_to_dict(config)))
+        done = latest_complete(runs, experiment.name, settings, root)
+        estimate = done[1].seconds if done is not None and done[1].seconds else experiment.quick_seconds
+        plan.append((experiment, config, estimate, None if fresh or done is None else done[0]))
+    return sorted(plan, key=lambda entry: entry[2])
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 @main.command()

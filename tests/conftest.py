@@ -27,6 +27,7 @@ def data_root() -> Path:
 class CountingConfig(ExperimentConfig):
     items: int = 5
     fail_at: int = -1
+    interrupt_at: int = -1  # Ctrl-C there on the first attempt
 
 
 def _counting_run(config, ctx):
@@ -36,6 +37,8 @@ def _counting_run(config, ctx):
             continue
         if i == config.fail_at and not ctx.resumed:
             raise RuntimeError("simulated crash")
+        if i == config.interrupt_at and not ctx.resumed:
+            raise KeyboardInterrupt
         done.append(i)
         ctx.save_checkpoint()
     ctx.metric("items", len(done))

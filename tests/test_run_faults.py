@@ -279,3 +279,27 @@ def test_a_truncated_data_file_is_one_line_naming_it(tmp_path):
     (folder,) = run_dirs(tmp_path / "runs", "nfe_vs_tolerance")
     log = (folder / "error.log").read_text()
     assert "DataCorruptError" in log and "EOFError" in log
+
+
+def test_reproduce_reports_on_interrupt_then_finishes_the_rest_then_reuses_it(tmp_path, counting_experiment):
+    counting_experiment.profiles["quick"] = {"interrupt_at": 2}
+    command = ["reproduce", "--only", "counting", "--out", str(tmp_path)]
+    first = CliRunner().invoke(main, command)
+    assert first.exit_code == 130 and "report (partial)" in first.output
+    assert (tmp_path / "report.md").exists()
+    second = CliRunner().invoke(main, command)
+    assert second.exit_code == 0 and "resuming" in second.output and "1 ran" in second.output
+    third = CliRunner().invoke(main, command)
+    assert third.exit_code == 0 and "0 ran, 1 already complete" in third.output
+    assert len([p for p in (tmp_path / "counting").iterdir() if p.is_dir()]) == 1
+    fresh = CliRunner().invoke(main, command + ["--fresh"])
+    assert fresh.exit_code == 130  # a new run: interrupted again at item 2
+
+
+def test_reproduce_runs_cheap_experiments_first():
+    from odekit.cli import _reproduce_plan
+    from odekit.experiments import EXPERIMENTS
+
+    plan = _reproduce_plan(list(EXPERIMENTS.values()), "quick", Path("/nonexistent-runs"), Path("/nonexistent"), False)
+    estimates = [entry[2] for entry in plan]
+    assert estimates == sorted(estimates) and plan[0][0].name == "stiff_scalar"

@@ -127,6 +127,7 @@ def _report(config, ctx, done, dataset) -> None:
 
 EXPERIMENT = Experiment(
     name="adjoint_decay",
+    quick_seconds=40,
     title="Adjoint norms over long horizons in ODE-RNN hybrids",
     thesis_items="Fig 3.5",
     config_class=AdjointDecayConfig,

@@ -71,6 +71,9 @@ class Experiment:
     missing_data: Callable[[Path], list[str]] = lambda root: []
     # Fetches the missing data into the root (machines with internet); None if nothing downloads.
     download: Callable[[Path], object] | None = None
+    # Wall time of the quick profile on the 2-core reference machine (a fresh clone, quiet): orders
+    # `odekit reproduce` cheap first and estimates the time left where no run has been timed here.
+    quick_seconds: float = 60.0
 
     def config(self, profile: str, overrides: dict[str, str] | None = None, **fixed: Any):
         """The config of ``profile`` with ``--set`` style string overrides and typed values applied."""

@@ -321,6 +321,7 @@ def _report_scaling(config, ctx, timings) -> None:
 
 EXPERIMENT = Experiment(
     name="diffusion1d",
+    quick_seconds=90,
     title="Proximal solvers on the 1-D heat equation",
     thesis_items="Fig 5.3, Table 5.2, Fig 5.4, Fig 5.5 (eq. 5.18)",
     config_class=Diffusion1DConfig,

@@ -112,6 +112,7 @@ def _thesis() -> dict[str, ThesisNumber]:
 
 EXPERIMENT = Experiment(
     name="grand_depth",
+    quick_seconds=95,
     title="GRAND++ and over-smoothing at large depth",
     thesis_items="Table 4.1, Fig 4.2 (Table 4.2 on ogbn-arxiv)",
     config_class=GrandDepthConfig,

@@ -123,6 +123,7 @@ def _missing(root) -> list[str]:
 
 EXPERIMENT = Experiment(
     name="grand_labels",
+    quick_seconds=265,
     title="GRAND++ with few labelled nodes",
     thesis_items="Table 4.3, Fig 4.1, Tables 4.4–4.8",
     config_class=GrandLabelsConfig,

@@ -84,6 +84,7 @@ def _thesis() -> dict[str, ThesisNumber]:
 
 EXPERIMENT = Experiment(
     name="grand_variants",
+    quick_seconds=55,
     title="Source term for GRAND-nl and GRAND-nl-rw",
     thesis_items="Tables 4.9, 4.10",
     config_class=GrandVariantsConfig,

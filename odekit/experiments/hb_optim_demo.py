@@ -116,6 +116,7 @@ def _contour(ax, land) -> None:
 
 EXPERIMENT = Experiment(
     name="hb_optim_demo",
+    quick_seconds=25,
     title="Heavy-ball ODE vs gradient flow on Rosenbrock and Beale",
     thesis_items="Fig 3.2",
     config_class=HBOptimConfig,

@@ -151,6 +151,7 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
 
 EXPERIMENT = Experiment(
     name="image_classification",
+    quick_seconds=185,
     title="Image classification: NFE, time and accuracy of the five ODE models",
     thesis_items="Fig 3.7 (MNIST), Fig 3.1 (CIFAR10), Table 3.3",
     config_class=ImageConfig,

@@ -77,6 +77,7 @@ def run(config: NFEToleranceConfig, ctx: RunContext) -> None:
 
 EXPERIMENT = Experiment(
     name="nfe_vs_tolerance",
+    quick_seconds=45,
     title="Forward and backward NFE against the solver tolerance",
     thesis_items="Fig 3.8",
     config_class=NFEToleranceConfig,

@@ -51,6 +51,7 @@ def run(config: PlaneVibrationConfig, ctx: RunContext) -> None:
 
 EXPERIMENT = Experiment(
     name="plane_vibration",
+    quick_seconds=70,
     title="ODE-RNN hybrids on the plane-vibration time series",
     thesis_items="Fig 3.10, Table 3.4",
     config_class=PlaneVibrationConfig,

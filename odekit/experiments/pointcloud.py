@@ -146,6 +146,7 @@ def _plot_evolution(config, ctx) -> None:
 
 EXPERIMENT = Experiment(
     name="pointcloud",
+    quick_seconds=115,
     title="Point-cloud separation with the five ODE models",
     thesis_items="Fig 3.6, Table 3.2",
     config_class=PointCloudConfig,

@@ -200,3 +200,16 @@ def read_json(path: Path, default: Any) -> Any:
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return default
+
+
+def latest_complete(runs: Path, name: str, config: dict[str, Any], data_root: Path) -> tuple[Path, RunStatus] | None:
+    """The newest complete run of ``name`` with exactly this config on this data root (``None`` if none)."""
+    folder = Path(runs) / name
+    if not folder.is_dir():
+        return None
+    for run in sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True):
+        status = RunStatus.read(run)
+        if (status is not None and status.state == "complete" and status.data_root in ("", str(data_root))
+                and read_json(run / "config.json", None) == config):
+            return run, status
+    return None

@@ -92,6 +92,7 @@ def run(config: SilverboxConfig, ctx: RunContext) -> None:
 
 EXPERIMENT = Experiment(
     name="silverbox_growth",
+    quick_seconds=20,
     title="Growth of h(t) at initialisation on Silverbox",
     thesis_items="Fig 3.3",
     config_class=SilverboxConfig,

@@ -95,6 +95,7 @@ def _plot(config, ctx, t, curves, labels) -> None:
 
 EXPERIMENT = Experiment(
     name="stiff_scalar",
+    quick_seconds=5,
     title="Forward, backward and proximal backward Euler on scalar test ODEs",
     thesis_items="Fig 5.2 (eqs. 5.10, 5.11)",
     config_class=StiffScalarConfig,

@@ -48,6 +48,7 @@ def run(config: Walker2dConfig, ctx: RunContext) -> None:
 
 EXPERIMENT = Experiment(
     name="walker2d",
+    quick_seconds=120,  # not measured on the reference machine (no data there): a guess from pointcloud
     title="ODE-RNN hybrids on the Walker2d kinematic simulation",
     thesis_items="Fig 3.11, Table 3.5",
     config_class=Walker2dConfig,

@@ -191,6 +191,7 @@ def _plot(config, ctx, rows, problems, libraries) -> None:
 
 EXPERIMENT = Experiment(
     name="work_precision",
+    quick_seconds=85,
     title="Work–precision of the explicit solvers",
     thesis_items="engine calibration (no thesis figure)",
     config_class=WorkPrecisionConfig,
