@@ -31,6 +31,11 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
     return overrides
 
 
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, metavar="N",
+    help="torch intra-op threads per experiment (default: the experiment's own, 1 for the small models here: "
+         "more threads slow them down, see the README)")
+
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)"
 )
@@ -83,8 +88,9 @@ def methods() -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--seed", type=int, default=None, help="random seed (default: the profile's, 0)")
 @click.option("--fresh", is_flag=True, help="start a new run even if an unfinished one with this config exists")
+@threads_option
 def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, out: str | None, seed: int | None,
-        fresh: bool) -> None:
+        fresh: bool, threads: int | None) -> None:
     """Run experiment NAME; results go to runs/NAME/<timestamp>/."""
     from .data import DataError, data_root
     from .experiments import ConfigError, get
@@ -106,7 +112,7 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
         missing = _missing_data(experiment, root)
     if missing:
         raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
-    run_dir = _execute(experiment, config, _runs_dir(out), root, resume=not fresh)
+    run_dir = _execute(experiment, config, _runs_dir(out), root, resume=not fresh, threads=threads)
     out_console.print(f"results in {run_dir}")
 
 
@@ -125,8 +131,8 @@ def _missing_data(experiment, root: Path) -> list[str]:
         ) from None
 
 
-def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True, exit_on_interrupt: bool = True
-             ) -> Path:
+def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True, exit_on_interrupt: bool = True,
+             threads: int | None = None) -> Path:
     """Run one experiment; any failure becomes one line naming the cause and the run's traceback log.
 
     Ctrl-C and SIGTERM leave a resumable run and exit with status 130 (``exit_on_interrupt``;
@@ -141,6 +147,10 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
             f"cannot create a run folder under {runs}: {err.strerror or err} ({err.filename or runs}); "
             "pass a writable folder with --out"
         ) from None
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or experiment.threads)
     try:
         return handle.execute()
     except KeyboardInterrupt:
@@ -152,6 +162,8 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
         raise click.ClickException(
             f"{experiment.name} failed: {type(err).__name__}: {err} (traceback in {handle.log_path})"
         ) from None
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 @main.command()
@@ -162,7 +174,9 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--only", multiple=True, metavar="NAME", help="run only these experiments (repeatable)")
 @click.option("--fresh", is_flag=True, help="rerun experiments that already have a complete run of these settings")
-def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...], fresh: bool) -> None:
+@threads_option
+def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...], fresh: bool,
+              threads: int | None) -> None:
     """Run every experiment whose data is available, cheapest first, then write the report.
 
     Experiments with a complete run of the same settings on the same data are not run again (the
@@ -199,7 +213,7 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
             eta = f" · about {_minutes(left)} left" if profile == "quick" else ""
             console.rule(f"[{i}/{len(plan)}] {experiment.name} ({profile}){eta}")
             try:
-                _execute(experiment, config, runs, root, exit_on_interrupt=False)
+                _execute(experiment, config, runs, root, exit_on_interrupt=False, threads=threads)
             except click.ClickException as err:  # one failed experiment must not stop the others
                 failures.append(experiment.name)
                 console.print(f"[red]{err.format_message()}[/]")

@@ -42,6 +42,7 @@ def _counting_run(config, ctx):
         done.append(i)
         ctx.save_checkpoint()
     ctx.metric("items", len(done))
+    ctx.metric("threads", torch.get_num_threads())
 
 
 @pytest.fixture

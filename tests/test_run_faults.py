@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from odekit.cli import main
@@ -303,3 +304,13 @@ def test_reproduce_runs_cheap_experiments_first():
     plan = _reproduce_plan(list(EXPERIMENTS.values()), "quick", Path("/nonexistent-runs"), Path("/nonexistent"), False)
     estimates = [entry[2] for entry in plan]
     assert estimates == sorted(estimates) and plan[0][0].name == "stiff_scalar"
+
+
+@pytest.mark.parametrize("flag,expected", [([], 1), (["--threads", "2"], 2)])
+def test_runs_use_the_experiments_threads_or_the_flag(tmp_path, counting_experiment, flag, expected):
+    before = torch.get_num_threads()
+    result = CliRunner().invoke(main, ["run", "counting", "--out", str(tmp_path), *flag])
+    assert result.exit_code == 0, result.output
+    (run,) = [p for p in (tmp_path / "counting").iterdir() if p.is_dir()]
+    assert json.loads((run / "metrics.json").read_text())["threads"] == expected
+    assert torch.get_num_threads() == before
