@@ -49,20 +49,68 @@ def main() -> None:
 
 @main.command("list")
 @data_dir_option
-def list_experiments(data_dir: str | None) -> None:
+@click.option("--long", "long_", is_flag=True, help="also what each experiment does, its profiles and missing files")
+def list_experiments(data_dir: str | None, long_: bool) -> None:
     """List the registered experiments and whether their data is available."""
     from .data import data_root
     from .experiments import EXPERIMENTS
 
     root = data_root(data_dir)
     table = Table(title=f"odekit experiments (data root: {root})")
-    for col in ("name", "thesis", "profiles", "data", "what"):
-        table.add_column(col, overflow="fold", no_wrap=col == "name")  # names stay whole: they are typed
+    columns = ("name", "thesis", "quick", "data") + (("profiles", "what") if long_ else ())
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=col in ("name", "quick"))  # names stay whole: they are typed
     for exp in EXPERIMENTS.values():
         missing = _missing_data(exp, root)
-        table.add_row(exp.name, exp.thesis_items, ", ".join(exp.profiles),
-                      "[green]available[/]" if not missing else f"[red]missing:[/] {'; '.join(missing)}", exp.summary)
+        if not missing:
+            data = "[green]available[/]"
+        else:
+            data = f"[red]missing:[/] {'; '.join(missing)}" if long_ else "[red]missing[/] (--long says what)"
+        row = [exp.name, exp.thesis_items, f"~{_minutes(exp.quick_seconds)}", data]
+        if long_:
+            row += [", ".join(exp.profiles), exp.summary]
+        table.add_row(*row)
     out_console.print(table)
+    if not long_:
+        out_console.print("`odekit run NAME --help` lists an experiment's settings; `odekit list --long` adds details")
+
+
+class _RunCommand(click.Command):
+    """``odekit run``: its help lists the experiments, and with a NAME that experiment's settings."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["odekit.run.args"] = list(args)  # --help is handled while parsing, before NAME is set
+        return super().parse_args(ctx, args)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .experiments import EXPERIMENTS
+
+        names = [a for a in ctx.meta.get("odekit.run.args", []) if not a.startswith("-")]
+        experiment = EXPERIMENTS.get(names[0]) if names else None
+        if experiment is None:
+            with formatter.section("Experiments"):
+                formatter.write_dl([(e.name, e.thesis_items) for e in EXPERIMENTS.values()])
+            return
+        with formatter.section(f"Settings of {experiment.name} (--set KEY=VALUE; defaults of the quick profile)"):
+            formatter.write_dl(_settings(experiment))
+
+
+def _settings(experiment) -> list[tuple[str, str]]:
+    """``(name, "type = quick default (smoke …, full …)")`` for each setting of ``experiment``."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(experiment.config_class)
+    rows = []
+    for f in dataclasses.fields(experiment.config_class):
+        if f.name == "profile":
+            continue
+        values = {p: experiment.profiles[p].get(f.name, f.default) for p in experiment.profiles}
+        quick = values.get("quick", f.default)
+        others = ", ".join(f"{p} {v!r}" for p, v in values.items() if p != "quick" and v != quick)
+        kind = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
+        rows.append((f.name, f"{kind} = {quick!r}" + (f" ({others})" if others else "")))
+    return rows
 
 
 @main.command()
@@ -79,7 +127,7 @@ def methods() -> None:
     out_console.print(table)
 
 
-@main.command()
+@main.command(cls=_RunCommand)
 @click.argument("name")
 @click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick", show_default=True,
               help="smoke: seconds; quick: minutes on a laptop CPU; full: the thesis protocol")

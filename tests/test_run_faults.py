@@ -314,3 +314,15 @@ def test_runs_use_the_experiments_threads_or_the_flag(tmp_path, counting_experim
     (run,) = [p for p in (tmp_path / "counting").iterdir() if p.is_dir()]
     assert json.loads((run / "metrics.json").read_text())["threads"] == expected
     assert torch.get_num_threads() == before
+
+
+def test_list_is_compact_and_run_help_lists_experiments_and_settings():
+    compact = CliRunner().invoke(main, ["list"])
+    long = CliRunner().invoke(main, ["list", "--long"])
+    assert compact.exit_code == 0 and long.exit_code == 0
+    assert len(compact.output.splitlines()) < 0.5 * len(long.output.splitlines())
+    general = CliRunner().invoke(main, ["run", "--help"])
+    assert "Experiments:" in general.output and "diffusion1d" in general.output and "stiff_scalar" in general.output
+    specific = CliRunner().invoke(main, ["run", "diffusion1d", "--help"])
+    assert "Settings of diffusion1d" in specific.output and "grid_sizes" in specific.output
+    assert "convergence_iters    int = 300 (smoke 50)" in specific.output
