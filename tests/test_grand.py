@@ -64,8 +64,23 @@ def test_source_shifts_the_initial_state_and_needs_source_nodes():
     model.source_nodes = None
     with pytest.raises(RuntimeError, match="set_source_nodes"):
         model(x, edge_index)
-    with pytest.raises(ValueError, match="boolean node mask"):
-        model.set_source_nodes(torch.arange(3))
+    with pytest.raises(ValueError, match="boolean node mask or a 1-D tensor of node indices"):
+        model.set_source_nodes(torch.ones(3))
+    with pytest.raises(RuntimeError, match="indices must lie in"):
+        model(x, edge_index, source_nodes=torch.tensor([0, x.shape[0]]))
+
+
+def test_source_nodes_as_index_or_mask_per_call_or_stored_agree():
+    edge_index, x, _ = _graph()
+    model = _grand("backprop", source=True).eval()
+    mask = torch.zeros(x.shape[0], dtype=torch.bool)
+    mask[[1, 4, 7]] = True
+    model.set_source_nodes(mask)
+    stored = model(x, edge_index)
+    by_index = model(x, edge_index, source_nodes=torch.tensor([1, 4, 7]))
+    model.set_source_nodes(torch.tensor([7, 1, 4]))
+    torch.testing.assert_close(by_index, stored, rtol=0, atol=0)
+    torch.testing.assert_close(model(x, edge_index), stored, rtol=0, atol=0)
     with pytest.raises(ValueError, match="initial_condition must be one of"):
         GRAND(5, 3, source=True, initial_condition="zeros")
 

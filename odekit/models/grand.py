@@ -115,11 +115,12 @@ class GRAND(nn.Module):
         """Counters of the latest solve (``nfe``; ``nfe_backward`` after ``backward()``)."""
         return self.block.stats
 
-    def set_source_nodes(self, mask: torch.Tensor) -> None:
-        """The labelled nodes that carry GRAND++'s source (a boolean mask over the nodes)."""
-        if mask.dtype != torch.bool or mask.ndim != 1:
-            raise ValueError("source nodes must be a 1-D boolean node mask")
-        self.source_nodes = mask
+    def set_source_nodes(self, nodes: torch.Tensor) -> None:
+        """The labelled nodes that carry GRAND++'s source, kept for every later ``forward``: a
+        boolean node mask or a 1-D tensor of node indices (PyG's ``data.train_mask`` or
+        ``train_idx`` alike). ``forward(..., source_nodes=)`` passes them per call instead."""
+        _check_nodes(nodes)
+        self.source_nodes = nodes
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Input dropout and the linear encoder; a mostly-zero ``x`` goes through a sparse product
@@ -131,14 +132,20 @@ class GRAND(nn.Module):
             h = torch.sparse.mm(dropped, self.encoder.weight.t()) + self.encoder.bias
         return self.norm(h) if self.norm is not None else h
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-        """Class scores at ``T`` (nodes × classes), or at each of ``times`` (len(times) × nodes × classes)."""
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, times: torch.Tensor | None = None, *,
+                source_nodes: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores at ``T`` (nodes × classes), or at each of ``times`` (len(times) × nodes × classes).
+
+        GRAND++ takes its source nodes (a mask or indices) as ``source_nodes`` or from
+        :meth:`set_source_nodes`."""
         h = self.encode(x)
         source = None
         if self.source:
-            if self.source_nodes is None or self.source_nodes.shape[0] != x.shape[0]:
-                raise RuntimeError("GRAND++ needs set_source_nodes(mask) with one entry per node before forward")
-            nodes = self.source_nodes.to(h.device)
+            nodes = self.source_nodes if source_nodes is None else _check_nodes(source_nodes)
+            if nodes is None:
+                raise RuntimeError("GRAND++ needs its source nodes: forward(x, edge_index, source_nodes=train_mask) "
+                                   "or set_source_nodes(mask or indices) before forward")
+            nodes = _node_mask(nodes.to(h.device), x.shape[0])
             source = labelled_source(h, nodes, self.source_scale)
             if self.initial_condition == "plus_source":
                 h = h + self.initial_source * source
@@ -147,3 +154,22 @@ class GRAND(nn.Module):
         inputs = self.field.prepare(h, edge_index, source)
         z = self.block(h, times, args=inputs, adjoint_params=self.field.adjoint_params())
         return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))
+
+
+def _check_nodes(nodes: torch.Tensor) -> torch.Tensor:
+    if not isinstance(nodes, torch.Tensor) or nodes.ndim != 1 or not (
+            nodes.dtype == torch.bool or not (nodes.is_floating_point() or nodes.is_complex())):
+        raise ValueError("source nodes must be a 1-D boolean node mask or a 1-D tensor of node indices, got "
+                         f"{getattr(nodes, 'dtype', type(nodes).__name__)} of shape {tuple(getattr(nodes, 'shape', ()))}")
+    return nodes
+
+
+def _node_mask(nodes: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """A boolean mask over ``num_nodes`` nodes from a mask or from indices, checked against the graph."""
+    if nodes.dtype == torch.bool:
+        if nodes.shape[0] != num_nodes:
+            raise RuntimeError(f"the source-node mask has {nodes.shape[0]} entries but the graph {num_nodes} nodes")
+        return nodes
+    if nodes.numel() and (int(nodes.min()) < 0 or int(nodes.max()) >= num_nodes):
+        raise RuntimeError(f"source-node indices must lie in [0, {num_nodes}); got {int(nodes.min())}…{int(nodes.max())}")
+    return torch.zeros(num_nodes, dtype=torch.bool, device=nodes.device).index_fill_(0, nodes.long(), True)
