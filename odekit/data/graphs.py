@@ -11,7 +11,7 @@ of the files of the last successful build: when the data root's files differ fro
 copies are replaced and PyG's ``processed/`` folder deleted, so that an updated, corrupted or
 restored file in the data root is always the one loaded, and a failure names the file that changed.
 
-The split protocol of GRAND / GRAND++ (REFERENCE.md §2 and §2b): keep the largest connected
+The split protocol of GRAND / GRAND++ (the authors' GRAND and GRAND++ code): keep the largest connected
 component; draw a development set of 1500 random nodes (5000 for Coauthor CS); take ``k``
 labelled nodes per class from it for training, the rest of it for validation; every other node
 is a test node. Seeded and reproducible.
@@ -246,7 +246,7 @@ def _load_arxiv(root: Path, pyg_root: Path):
 
 def rewire(data, how: str):
     """GRAND-nl-rw's graph: ``"gdc"`` (personalised-PageRank diffusion, top-64 per node, α = 0.05,
-    REFERENCE.md §2) or ``"two_hop"`` (edges to the neighbours' neighbours), as PyG transforms."""
+    the authors' GRAND code) or ``"two_hop"`` (edges to the neighbours' neighbours), as PyG transforms."""
     from torch_geometric import transforms
 
     if how == "gdc":

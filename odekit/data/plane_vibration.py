@@ -5,7 +5,7 @@ three accelerations (plus an ``Fs`` column set only in the first row and a trail
 column). It is looked up under ``<data root>/f16_gvt/pv.csv`` and, where missing, downloaded
 from the authors' repository and checked against its SHA-256.
 
-Preprocessing (thesis §3.5.3.2 and the authors' ``pvdat.py``, REFERENCE.md §1): z-score each
+Preprocessing (thesis §3.5.3.2 and the authors' ``pvdat.py``, the authors' HBNODE code): z-score each
 feature; drop the last 100 rows; keep a seeded random 90% of the time indices, sorted; split
 the kept indices contiguously 2:1:1 into train / validation / test; cut each part into
 non-overlapping windows of 65 kept indices. A window's inputs are its first 64 samples, its

@@ -4,7 +4,7 @@ The archive holds one ``.npy`` per trajectory (steps × 17 joint features). It i
 ``<data root>/walker/*.npy``; where absent it is downloaded from the ODE-LSTM authors' site and
 unpacked there (the site publishes no checksum: the loader checks every file's shape instead).
 
-Preprocessing as ODE-LSTM's ``Walker2dImitationData`` and REFERENCE.md §1: files sorted, then
+Preprocessing as ODE-LSTM's ``Walker2dImitationData`` and the authors' HBNODE code: files sorted, then
 shuffled with ``RandomState(125487)``: 15% test, 10% validation, the rest training; each step is
 kept with probability 0.9 (``RandomState(891374)``, drawn file by file); windows of 65 kept steps
 with stride 16. A window's inputs are its first 64 kept steps, the targets the next kept step of

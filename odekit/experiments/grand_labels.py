@@ -2,7 +2,7 @@
 Tables 4.4–4.8).
 
 GRAND++-l (the thesis's model: source at the run's training nodes, eq. 4.11's initial condition;
-and the authors' code: source at their seed-12345 nodes, ``X(0) = x + C``, REFERENCE.md §2b),
+and the authors' GRAND++ code: source at their seed-12345 nodes, ``X(0) = x + C``),
 GRAND-l and the PyG baselines, trained with k ∈ {1, 2, 5, 10, 20} labelled nodes per class on
 each split. GRAND++ integrates to Table 4.12's T, GRAND to the authors' T. Beside the accuracies:
 the unpaired (Welch, eq. 4.18) and paired (eq. 4.19) one-sided t-tests of GRAND++-l against GRAND-l

@@ -5,7 +5,7 @@ one checkpointed loop over the cells of a table.
 A *cell* is one training run: (dataset, model, labelled nodes per class, depth, split, seed).
 Training is full-batch cross-entropy on the training nodes. After every epoch the validation
 accuracy is measured; the reported test accuracy is the one at the best validation accuracy
-(REFERENCE.md §2). For the continuous models the early-stopping integrator also scans the
+(the authors' GRAND code). For the continuous models the early-stopping integrator also scans the
 integration time: the features are decoded at ``time_points`` times in ``(0, time_multiple·T]``
 and the best validation time is kept.
 """
@@ -33,7 +33,7 @@ from .base import ExperimentConfig, RunContext
 
 @dataclass(frozen=True)
 class GrandSettings:
-    """The authors' best GRAND settings for one dataset (REFERENCE.md §2, ``best_params.py``)."""
+    """The authors' best GRAND settings for one dataset (the authors' GRAND code, ``best_params.py``)."""
 
     hidden: int
     t_end: float
@@ -74,14 +74,14 @@ SETTINGS = {
                                 500, batch_norm=True, adjoint_method="rk4", adjoint_tol_scale=1.0, edge_sampling=0.8105),
 }
 # GRAND++'s runs (run_GNP.py) take epochs and max NFE from its command line, whose defaults are
-# these, and everything else from GRAND's best settings (REFERENCE.md §2b).
+# these, and everything else from GRAND's best settings (the authors' GRAND++ code).
 GRANDPP_EPOCHS, GRANDPP_MAX_NFE = 100, 100_000
 # Table 4.12: GRAND++'s depth for the low-label results of Table 4.3.
 GRANDPP_T = {"cora": 18.3, "citeseer": 8.0, "pubmed": 13.0, "coauthor_cs": 4.0, "computers": 3.2, "photo": 3.6}
 # The discrete baselines use the usual settings of their papers (the thesis gives none).
 BASELINE_TRAINING = {"lr": 0.01, "weight_decay": 5e-4, "epochs": 200, "hidden": 64, "dropout": 0.5}
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "rmsprop": torch.optim.RMSprop}
-# Planetoid graphs are re-split per run; the others keep the seed-12345 split (REFERENCE.md §2b).
+# Planetoid graphs are re-split per run; the others keep the seed-12345 split (the authors' GRAND++ code).
 FIXED_SPLIT_SEED = 12345
 RESPLIT = ("cora", "citeseer", "pubmed")
 DATASET_LABELS = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed", "coauthor_cs": "CoauthorCS",
@@ -103,7 +103,7 @@ class ModelSpec:
 
 MODELS = {
     "grand++-l": ModelSpec("GRAND++-l", source=True),
-    # the authors' code (REFERENCE.md §2b): source at their nodes, X(0) = x + C; beside the thesis's model
+    # the authors' GRAND++ code: source at their nodes, X(0) = x + C; beside the thesis's model
     "grand++-l-refsrc": ModelSpec("GRAND++-l (authors' code)", source=True, source_nodes="reference",
                                   initial_condition="plus_source"),
     "grand-l": ModelSpec("GRAND-l"),
@@ -124,14 +124,14 @@ class NodeClassificationConfig(ExperimentConfig):
     datasets: tuple[str, ...] = ("cora", "citeseer")
     splits: int = 100  # runs i = 0…splits−1 draw split seed i (Planetoid) — the thesis's 100 splits
     seeds: int = 20  # initialisations per split
-    epochs: int = 0  # 0: the authors' (GRAND: per dataset, REFERENCE.md §2; GRAND++: 100)
+    epochs: int = 0  # 0: the authors' (GRAND: per dataset, the authors' GRAND code; GRAND++: 100)
     baseline_epochs: int = 200
     method: str = "dopri5"
     gradient: str = "authors"  # "authors" (adjoint where they used it), "backprop" or "adjoint"
     tol_scale: float = 0.0  # 0: the authors' per dataset; otherwise atol = s·1e-7, rtol = s·1e-9
     step_size: float = 1.0  # fixed-step and proximal methods
     max_nfe: int = 0  # 0: the authors' (GRAND: per dataset; GRAND++: 100000)
-    source_nodes: str = "train"  # "train": the run's labelled nodes; "reference": REFERENCE.md §2b's quirk
+    source_nodes: str = "train"  # "train": the run's labelled nodes; "reference": the authors' GRAND++ code's choice
     source_scale: float = 1.0  # GRAND++'s C = source_scale·(x_i − x̄) (the authors' default 1)
     initial_source: float = 1.0  # X(0) = x + initial_source·C (the authors' icxb, default 1)
     initial_condition: str = "mass_shift"  # X(0) = x − c of eq. 4.11; "plus_source": x + initial_source·C (the code)
@@ -186,7 +186,7 @@ class GraphCache:
 
 
 def split_for(name: str, data, per_class: int, run: int):
-    """The split of run ``run`` (REFERENCE.md §2b): re-drawn per run for Planetoid, else fixed."""
+    """The split of run ``run`` (the authors' GRAND++ code): re-drawn per run for Planetoid, else fixed."""
     if name == "ogbn_arxiv":
         return graphs.official_split(data)
     seed = run if name in RESPLIT else FIXED_SPLIT_SEED
@@ -213,7 +213,7 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
     adjoint_options = {"step_size": config.step_size} if adjoint_method and not METHODS[adjoint_method].adaptive else None
     return GRAND(in_features, classes, hidden=config.hidden or s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
                  heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=spec.nonlinear,
-                 # the authors' nonlinear runs use the plain block, not hard attention (REFERENCE.md §2b)
+                 # the authors' nonlinear runs use the plain block, not hard attention (the authors' GRAND++ code)
                  edge_sampling=None if spec.nonlinear else s.edge_sampling,
                  initial_term=s.initial_term and not spec.source,
                  source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,

@@ -17,7 +17,7 @@ from ..models.sequence import HybridSizes
 from .base import Experiment, RunContext
 from .hybrid_training import HybridConfig, HybridTask, run_hybrid_experiment
 
-# REFERENCE.md §1: ξ = softplus(ξ̃) with ξ̃ = 0 trainable for both heavy-ball models; GHBNODE gates with tanh.
+# the authors' HBNODE code: ξ = softplus(ξ̃) with ξ̃ = 0 trainable for both heavy-ball models; GHBNODE gates with tanh.
 _XI = {"xi": math.log(2.0), "learn_xi": True}
 
 TASK = HybridTask(

@@ -2,7 +2,7 @@
 
 Irregular windows of 64 observed steps (90% kept) of ODE-LSTM's Walker2d trajectories; the task is
 next-step prediction (MSE). Sizes of Table 3.5 (a linear ODE network, a tanh-MLP jump, zero
-initial state), REFERENCE.md §1's heavy-ball settings (HBNODE ξ = ln 2 fixed; GHBNODE tanh gate,
+initial state), the heavy-ball settings of the authors' HBNODE code (HBNODE ξ = ln 2 fixed; GHBNODE tanh gate,
 ξ = softplus(1) trainable) and optimiser schedule (Adam 1e-3, a fresh Adam at 3e-3 from epoch 50,
 batch 256, clipping at 1). SONODE-RNN is left out as in the thesis (its solves fail on this data).
 Runs only where the trajectories are present (they download with internet).

@@ -4,7 +4,7 @@
 where the ODE is graph neural diffusion (eq. 4.5 with the attention of eqs. 4.6–4.7, see
 :class:`~odekit.models.graph_diffusion.GraphDiffusion`). GRAND++ adds the source ``C`` at a set of
 labelled nodes (eq. 4.12) and starts from eq. 4.11's shifted ``X(0) = x − c`` or, as the
-authors' code does, from ``X(0) = x + C`` (REFERENCE.md §2b). The models take PyG's
+authors' code does, from ``X(0) = x + C`` (the authors' GRAND++ code). The models take PyG's
 ``(x, edge_index)``; rewiring (GDC, two-hop) is a transform of the ``Data`` before the model sees
 it (:mod:`odekit.data.graphs`).
 

@@ -253,7 +253,7 @@ class GraphDiffusion(nn.Module):
 
 
 def labelled_source(x: torch.Tensor, labelled: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """GRAND++'s source (REFERENCE.md §2b): ``scale·(x_i − x̄)`` at labelled nodes ``i``, 0 elsewhere.
+    """GRAND++'s source (the authors' GRAND++ code): ``scale·(x_i − x̄)`` at labelled nodes ``i``, 0 elsewhere.
 
     ``x̄`` is the mean of the features over the labelled nodes.
     """

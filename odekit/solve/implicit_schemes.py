@@ -6,7 +6,7 @@ its stages have. The inner solvers (:mod:`odekit.solve.inner`) are the same for 
 
 * backward differences of order 1–4 (backward Euler 5.4–5.5, BDF2–4 of §5.2.3), with
   coefficients derived from the actual step times, so the same code takes uniform steps (the
-  standard BDF coefficients, REFERENCE.md §3), the clipped last step of a fixed grid, and
+  standard BDF coefficients, the authors' proximal-solver code), the clipped last step of a fixed grid, and
   the variable steps of the adaptive solver;
 * Crank–Nicolson (eq. 5.12): ``σ = h/2``, ``p = y_n + (h/2) f(t_n, y_n)``;
 * single-step multi-stage schemes (Algorithm 2) given by their lower-triangular matrix Λ.
@@ -76,7 +76,7 @@ class BackwardDifference:
     through ``(t1, z)`` and the points: ``w_0 z + Σ_j w_j y_j = f(t1, z)`` with ``w_j = ℓ_j'(t1)``,
     i.e. one proximal stage with ``σ = 1/w_0`` and ``p = −Σ_{j≥1} w_j y_j / w_0``. On a uniform
     grid this is ``(25/12) z − 4y_n + 3y_{n−1} − (4/3)y_{n−2} + (1/4)y_{n−3} = h f(z)`` for
-    BDF4, and so on (REFERENCE.md §3 gives the corrected indices of the thesis's BDF4).
+    BDF4, and so on (the authors' proximal-solver code has the corrected indices of the thesis's BDF4).
     """
 
     order: int
