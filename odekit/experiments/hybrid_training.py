@@ -196,7 +196,11 @@ def _report(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict)
 
 def _plot(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict, test: WindowSet) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 5, figsize=(24, 4.2))
+    # The test window across the top, the four training curves below: ~1,560 px wide at the
+    # report's 120 dpi, readable without zooming (one row of five was 2,867 px of small text).
+    fig = plt.figure(figsize=(13, 8))
+    grid = fig.add_gridspec(2, 4, height_ratios=(1.2, 1.0))
+    axes = [fig.add_subplot(grid[0, :])] + [fig.add_subplot(grid[1, i]) for i in range(4)]
     window = test.subset(slice(0, 1))
     feature = config.sample_feature
     length = window.x.shape[1]
@@ -226,7 +230,7 @@ def _plot(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict, t
     axes[0].axvline(length + 0.5, color="grey", linewidth=0.8)
     axes[0].set_title(f"test window, {task.features[feature]}" + (" (dashed: forecast)" if task.forecast else ""))
     axes[0].set_xlabel("observation")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=9)
     for ax, title in zip(axes[1:], ("training loss", "test loss", "forward NFE per batch", "backward NFE per batch")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -234,7 +238,7 @@ def _plot(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict, t
         ax.grid(True, alpha=0.3)
         if "loss" in title:
             ax.set_yscale("log")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=8)
     fig.suptitle(f"{task.name}: ODE-RNN hybrids ({task.thesis_figure})")
     fig.tight_layout()
     ctx.figure(task.figure, fig, caption=f"{task.thesis_figure}: learned curves on a test window, losses and NFE per "
