@@ -14,6 +14,7 @@ def invoke(*args):
     return result
 
 
+@pytest.mark.slow
 def test_run_work_precision_smoke_then_report(tmp_path):
     runs = tmp_path / "runs"
     result = invoke("run", "work_precision", "--profile", "smoke", "--out", str(runs), "--set", "repeats=1")

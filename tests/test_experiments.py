@@ -19,6 +19,7 @@ def test_landscape_gradients_match_autograd_and_vanish_at_the_minimiser(name):
     assert land.value(minimiser).abs() < 1e-12 and land.gradient(minimiser).abs().max() < 1e-12
 
 
+@pytest.mark.slow
 def test_hb_optim_demo_smoke(tmp_path):
     exp = get("hb_optim_demo")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
@@ -50,6 +51,7 @@ def test_nested_spheres_geometry():
     assert torch.equal(x, x2)
 
 
+@pytest.mark.slow
 def test_pointcloud_smoke_records_loss_and_nfe_per_iteration(tmp_path):
     exp = get("pointcloud")
     run_dir = execute(exp, exp.config("smoke", {"iterations": "4"}), tmp_path, tmp_path)
@@ -140,6 +142,7 @@ def _write_mnist(root):
                 fh.write(header + array.tobytes())
 
 
+@pytest.mark.slow
 def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
     _write_mnist(tmp_path / "data")
     exp = get("image_classification")
@@ -153,6 +156,7 @@ def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
     assert (run_dir / "figures" / "mnist_curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_nfe_vs_tolerance_smoke_on_a_mnist_fixture(tmp_path):
     _write_mnist(tmp_path / "data")
     exp = get("nfe_vs_tolerance")
@@ -165,6 +169,7 @@ def test_nfe_vs_tolerance_smoke_on_a_mnist_fixture(tmp_path):
     assert (run_dir / "figures" / "nfe_vs_tolerance.png").is_file()
 
 
+@pytest.mark.slow
 def test_stiff_scalar_smoke(tmp_path):
     exp = get("stiff_scalar")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
@@ -181,6 +186,7 @@ def test_stiff_scalar_smoke(tmp_path):
     assert (run_dir / "figures" / "fig5_2_error_vs_time.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_diffusion1d_smoke(tmp_path):
     exp = get("diffusion1d")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)

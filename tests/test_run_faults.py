@@ -78,6 +78,7 @@ def test_run_folders_made_in_the_same_second_are_distinct(tmp_path):
     assert len(set(folders)) == 5 and all(f.is_dir() for f in folders)
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_folders(tmp_path):
     procs = [spawn(*POINTCLOUD[:3], "--set", "iterations=1", out=tmp_path) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -99,6 +100,7 @@ def _unfinished(tmp_path, exp, data_root) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_live_run_is_never_resumed(tmp_path, counting_experiment):
     folder = _unfinished(tmp_path, counting_experiment, tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
@@ -147,6 +149,7 @@ def test_a_failed_run_keeps_its_traceback(tmp_path, counting_experiment):
     assert "Traceback (most recent call last)" in log and "_counting_run" in log
 
 
+@pytest.mark.slow
 def test_sigterm_interrupts_like_ctrl_c_and_resume_keeps_the_clock(tmp_path):
     first = spawn(*POINTCLOUD, out=tmp_path)
     wait_for_status(tmp_path / "pointcloud", first, "checkpoint.json")
@@ -165,6 +168,7 @@ def test_sigterm_interrupts_like_ctrl_c_and_resume_keeps_the_clock(tmp_path):
     assert final.seconds >= interrupted.seconds >= 0 and final.seconds > 0
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_resumes_to_the_uninterrupted_results(tmp_path):
     """Fault injection: kill -9 at a random moment, rerun the same command, compare everything computed.
 

@@ -131,6 +131,7 @@ def test_missing_plane_vibration_file_says_where_it_goes(tmp_path):
         pv.load_plane_vibration(tmp_path, download_if_missing=False)
 
 
+@pytest.mark.slow
 def test_plane_vibration_smoke_on_a_fixture(tmp_path):
     _write_pv_fixture(tmp_path / "data" / pv.FILE, 4000)
     exp = get("plane_vibration")
@@ -198,6 +199,7 @@ def test_walker2d_absent_says_where_the_files_go(tmp_path):
         walker2d.load_walker2d(tmp_path, download_if_missing=False)
 
 
+@pytest.mark.slow
 def test_walker2d_smoke_on_a_fixture(tmp_path):
     _write_walker_fixture(tmp_path / "data" / walker2d.FOLDER, files=20)
     exp = get("walker2d")
@@ -225,6 +227,7 @@ def test_adjoint_norms_see_the_gradient_of_the_last_prediction_only():
     assert norms["state"][0] == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_adjoint_decay_smoke_on_a_fixture(tmp_path):
     _write_pv_fixture(tmp_path / "data" / pv.FILE, 4000)
     exp = get("adjoint_decay")

@@ -49,7 +49,7 @@ def _solve(problem, method, times=None, **kwargs):
                         rtol=kwargs.pop("rtol", RTOL), atol=kwargs.pop("atol", ATOL), **kwargs)
 
 
-@pytest.mark.parametrize("name", ["robertson", "van_der_pol", "brusselator"])
+@pytest.mark.parametrize("name", ["robertson", pytest.param("van_der_pol", marks=pytest.mark.slow), "brusselator"])
 @pytest.mark.parametrize("method", ["ndf", "bdf", "auto"])
 def test_stiff_methods_match_scipy_bdf_in_error_and_cost(name, method):
     problem = CLASSICAL_PROBLEMS[name]
