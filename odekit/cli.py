@@ -33,8 +33,8 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
 
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None, metavar="N",
-    help="torch intra-op threads per experiment (default: the experiment's own, 1 for the small models here: "
-         "more threads slow them down, see the README)")
+    help="torch intra-op threads per experiment (default: the experiment's own measured best, 1 or 2; "
+         "pass 1 on a shared machine, see the README)")
 
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)"

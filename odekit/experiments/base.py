@@ -74,9 +74,12 @@ class Experiment:
     # Wall time of the quick profile on the 2-core reference machine (a fresh clone, quiet): orders
     # `odekit reproduce` cheap first and estimates the time left where no run has been timed here.
     quick_seconds: float = 60.0
-    # torch intra-op threads of its runs (``--threads`` overrides). One for every model of the thesis
-    # here: a small dopri5 solve measured 3.7× slower at 2 threads than at 1 on a quiet 2-core CPU,
-    # and a GRAND step on Cora 0.45 s at 1 thread against 12 s at 2 beside one busy process.
+    # torch intra-op threads of its runs (``--threads`` overrides). One suits the small models: a
+    # small dopri5 solve measured 3.7× slower at 2 threads than at 1 on a quiet 2-core CPU. The graph
+    # and convolution experiments set 2: on a quiet 2-core machine their quick profiles took 371 s
+    # (grand_labels), 241 s (image_classification), 116 s (grand_depth) at 1 thread against 265 s,
+    # 180 s, 90 s at 2; beside another busy process 1 is better (a GRAND step on Cora: 0.45 s at 1
+    # thread, 12 s at 2), so pass --threads 1 when the machine is shared.
     threads: int = 1
 
     def config(self, profile: str, overrides: dict[str, str] | None = None, **fixed: Any):

@@ -124,6 +124,7 @@ def _missing(root) -> list[str]:
 EXPERIMENT = Experiment(
     name="grand_labels",
     quick_seconds=265,
+    threads=2,  # sparse graph / conv products: 2 threads beat 1 on a quiet 2-core machine (measured)
     title="GRAND++ with few labelled nodes",
     thesis_items="Table 4.3, Fig 4.1, Tables 4.4–4.8",
     config_class=GrandLabelsConfig,
