@@ -24,13 +24,12 @@ from .errors import (
 from .events import EventGradient, combine, loop_event
 from .field import UserField, VectorField
 from .integrate import Event, LoopHooks, integrate
-from .methods import LoopOptions, Method, loop_options, make_controller, resolve, step_caps
+from .methods import LoopOptions, Method, loop_options, make_controller, pi_controller, resolve, step_caps
 from .norms import Norm, norm_for, tightest
 from .solution import DenseOutput, Solution, SolveStats, Status, publish
 from .state import State, StateLayout
 
 GRADIENTS = ("backprop", "adjoint", "checkpoint")
-STIFF_METHODS = ("auto", "ndf", "bdf")  # their adjoints default to adjoint_options={"trajectory": "interpolate"}
 
 _STATUS = {
     MaxStepsExceededError: Status.MAX_STEPS_EXCEEDED,
@@ -397,7 +396,7 @@ def solve(
         adjoint_norm = adjoint_options.pop("norm", "mixed")
         # The stiff methods read y(t) from the forward dense output: solved backwards, a stiff
         # problem's decaying modes grow, and the backward state is lost (docs/engine.md).
-        trajectory = adjoint_options.pop("trajectory", "interpolate" if method in STIFF_METHODS else "backsolve")
+        trajectory = adjoint_options.pop("trajectory", forward.method.adjoint_trajectory)
         choice_option("adjoint_options['trajectory']", trajectory, ("backsolve", "interpolate"))
         if adjoint_norm not in ("mixed", "seminorm") and not callable(adjoint_norm):
             raise InvalidInputError(
@@ -454,7 +453,7 @@ def solve(
 def _solve_per_sample(f: UserField, y0: torch.Tensor, t: torch.Tensor, method: str, rtol, atol,
                       options: dict[str, Any] | None, throw: bool) -> Solution:
     """The per-sample path of :func:`solve` (arguments checked here, the loop in ``per_sample``)."""
-    from .per_sample import Controller, check_method, solve_per_sample
+    from .per_sample import check_method, solve_per_sample
 
     if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
         raise InvalidInputError("per_sample=True needs y0 to be one real floating tensor of shape (batch, ...)")
@@ -462,12 +461,7 @@ def _solve_per_sample(f: UserField, y0: torch.Tensor, t: torch.Tensor, method: s
         raise InvalidInputError("t must be a floating tensor of shape (T,) or (batch, T)")
     resolved, options = resolve(method, options)
     check_method(resolved, options)
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        values = torch.as_tensor(value)
-        if not (bool(torch.isfinite(values).all()) and bool((values > 0).all())):
-            raise InvalidInputError(f"{name} must be positive and finite, got {value!r}")
-    keys = ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "first_step", "min_step", "max_step")
-    controller = Controller(rtol, atol, **{k: options[k] for k in keys if k in options})
+    controller = pi_controller(options, rtol, atol)
     max_steps, max_nfe = step_caps(options)
     ys, stats, status, message = solve_per_sample(f, y0, t, resolved, options, controller, max_steps=max_steps,
                                                   max_nfe=max_nfe, throw=throw)

@@ -33,7 +33,7 @@ import torch
 from .bdf import BDF, BDF_OPTIONS, NDF_KAPPA, BDFState, BDFStep, make_bdf
 from .controller import PIController, PIState, StepProposal
 from .inner import difference_increment
-from .methods import ADAPTIVE_OPTIONS, Method
+from .methods import ADAPTIVE_OPTIONS, Method, pi_controller
 from .norms import Tolerance, rms_norm
 from .runge_kutta import RungeKutta
 from .solution import SolveStats
@@ -238,12 +238,12 @@ class AutoSwitch:
 
 
 def make_auto(options: dict[str, Any], rtol: Tolerance, atol: Tolerance) -> AutoSwitch:
-    keys = ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "min_step", "max_step")
-    pi = PIController(rtol=rtol, atol=atol, **{k: options[k] for k in keys if k in options})
-    return AutoSwitch(RungeKutta(TABLEAUS["tsit5"]), pi, make_bdf("ndf", NDF_KAPPA)(options, rtol, atol))
+    return AutoSwitch(RungeKutta(TABLEAUS["tsit5"]), pi_controller(options, rtol, atol),
+                      make_bdf("ndf", NDF_KAPPA)(options, rtol, atol))
 
 
 AUTO_METHODS = (
     Method("auto", make_auto, adaptive=True, options=AUTO_OPTIONS, proposes_steps=True,
+           adjoint_trajectory="interpolate",
            description="tsit5, switching to the stiff NDF solver where stiffness is detected and back"),
 )

@@ -408,7 +408,9 @@ def make_bdf(name: str, kappa: tuple[float, ...]):
 
 BDF_METHODS = (
     Method("ndf", make_bdf("ndf", NDF_KAPPA), adaptive=True, options=BDF_OPTIONS, proposes_steps=True,
+           adjoint_trajectory="interpolate",
            description="stiff: variable-order NDF 1–5 (Shampine's, as scipy's BDF / ode15s), modified Newton"),
     Method("bdf", make_bdf("bdf", (0.0,) * (MAX_ORDER + 1)), adaptive=True, options=BDF_OPTIONS,
-           proposes_steps=True, description="stiff: variable-order BDF 1–5, modified Newton"),
+           proposes_steps=True, adjoint_trajectory="interpolate",
+           description="stiff: variable-order BDF 1–5, modified Newton"),
 )

@@ -15,7 +15,7 @@ import torch
 
 from .controller import FixedGrid, PIController, SolverProposed
 from .errors import InvalidInputError, did_you_mean, number_option
-from .norms import Norm
+from .norms import Norm, rms_norm
 from .runge_kutta import RungeKutta
 from .tableaus import TABLEAUS
 
@@ -60,6 +60,9 @@ class Method:
     options: tuple[str, ...]
     description: str = ""
     proposes_steps: bool = False  # the solver chooses its own steps (SolverProposed controller)
+    # Where the adjoint's backward solve takes y(t): solved backwards ("backsolve"), or read from the
+    # forward dense output ("interpolate": the stiff methods, whose decaying modes grow backwards).
+    adjoint_trajectory: str = "backsolve"
 
 
 # Every method by name: the table in odekit.solve.registry fills it from each family's tuple
@@ -137,9 +140,17 @@ def make_controller(method: Method, options: dict[str, Any], rtol, atol, norm: N
     if on_fixed_grid(method, options):
         return FixedGrid(options.get("step_size"), grid=None if grid is None else tuple(grid), open_ended=open_ended,
                          max_steps=options.get("max_num_steps", math.inf))
-    keys = ("first_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "min_step", "max_step")
-    pi = PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in keys if k in options})
+    pi = pi_controller(options, rtol, atol, norm)
     return SolverProposed(pi) if method.proposes_steps else pi
+
+
+# The options that configure a PIController (the rest of ADAPTIVE_OPTIONS belong to the loop).
+PI_OPTIONS = ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "first_step", "min_step", "max_step")
+
+
+def pi_controller(options: dict[str, Any], rtol, atol, norm: Norm = rms_norm) -> PIController:
+    """The PI(D) controller the checked ``options`` describe (rtol/atol checked by the controller)."""
+    return PIController(rtol=rtol, atol=atol, norm=norm, **{k: options[k] for k in PI_OPTIONS if k in options})
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
+from .controller import PIController
 from .errors import InvalidInputError, MaxStepsExceededError, NonFiniteError, StepSizeUnderflowError
 from .methods import Method
 from .runge_kutta import RungeKutta
@@ -35,23 +35,6 @@ from .solution import SolveStats, Status
 _MAX_NON_FINITE_RETRIES = 12  # as the single loop: non-finite stages before f is blamed
 _FAILURES = {MaxStepsExceededError: Status.MAX_STEPS_EXCEEDED, StepSizeUnderflowError: Status.STEP_SIZE_UNDERFLOW,
              NonFiniteError: Status.NON_FINITE}
-
-
-@dataclass(frozen=True)
-class Controller:
-    """The PI(D) controller's settings (those of :class:`~odekit.solve.controller.PIController`)."""
-
-    rtol: float | torch.Tensor
-    atol: float | torch.Tensor
-    safety: float = 0.9
-    ifactor: float = 10.0
-    dfactor: float = 0.2
-    pcoeff: float = 0.0
-    icoeff: float = 1.0
-    dcoeff: float = 0.0
-    first_step: float | None = None
-    min_step: float = 0.0
-    max_step: float = math.inf
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +55,7 @@ def check_method(method: Method, options: dict) -> None:
 
 
 def solve_per_sample(f: Callable, y0: torch.Tensor, t: torch.Tensor, method: Method, options: dict,
-                     controller: Controller, *, max_steps: int, max_nfe: int, throw: bool
+                     controller: PIController, *, max_steps: int, max_nfe: int, throw: bool
                      ) -> tuple[torch.Tensor, SolveStats, Status, str]:
     """Integrate each row of ``y0`` (shape ``(batch, …)``) through its output times.
 
@@ -140,7 +123,7 @@ def solve_per_sample(f: Callable, y0: torch.Tensor, t: torch.Tensor, method: Met
         hy = h.to(y.dtype)[:, None]
         stages = [k0]
         for i in range(1, co.stages):
-            increment = sum(float(a) * s for a, s in zip(co.a_rows[i].tolist(), stages) if a != 0.0)
+            increment = sum(a * stages[j] for j, a in solver._a[i])  # the tableau's nonzero a_ij, as floats
             stages.append(field(t_now + c[i] * h, y + hy * increment))
         evaluations = evaluations + running.long() * (co.stages - 1)
         K = torch.stack(stages)  # stages × batch × n
@@ -223,7 +206,7 @@ def _ulp(x: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(x, torch.full_like(x, math.inf)) - x
 
 
-def _initial_step(field, ctl: Controller, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor,
+def _initial_step(field, ctl: PIController, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor,
                   direction: torch.Tensor, order: float) -> torch.Tensor:
     """Hairer, Nørsett & Wanner's initial step (§II.4) per sample, as the single solve computes it."""
     if ctl.first_step is not None:
@@ -246,7 +229,7 @@ def _initial_step(field, ctl: Controller, t0: torch.Tensor, y0: torch.Tensor, f0
         return direction * h.clamp(min=ctl.min_step, max=ctl.max_step)
 
 
-def _next_step(ctl: Controller, h: torch.Tensor, ratio: torch.Tensor, accept: torch.Tensor,
+def _next_step(ctl: PIController, h: torch.Tensor, ratio: torch.Tensor, accept: torch.Tensor,
                previous: torch.Tensor, earlier: torch.Tensor, order: float) -> torch.Tensor:
     """The PI(D) controller's next step per sample (the formula of ``PIController.adapt``)."""
     gain = ctl.pcoeff + ctl.icoeff + ctl.dcoeff

@@ -22,6 +22,7 @@ import torch
 from .controller import FixedGrid, PIController
 from .errors import InvalidInputError, did_you_mean
 from .inner import InnerSolver
+from .methods import PI_OPTIONS
 from .norms import rms_norm
 
 
@@ -132,9 +133,6 @@ class RecursiveCheckpoint:
 
 GRADIENT_METHODS = {"backprop": Backprop, "adjoint": BacksolveAdjoint, "checkpoint": RecursiveCheckpoint}
 
-_PI_OPTIONS = ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "first_step", "min_step", "max_step")
-
-
 def _controller_settings(controller: PIController | FixedGrid | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(rtol/atol keywords, options)`` that say what ``controller`` says."""
     if controller is None:
@@ -146,7 +144,7 @@ def _controller_settings(controller: PIController | FixedGrid | None) -> tuple[d
         return {}, {} if controller.step_size is None else {"step_size": controller.step_size}
     if isinstance(controller, PIController):
         defaults = {f.name: f.default for f in dataclasses.fields(PIController)}
-        options = {k: getattr(controller, k) for k in _PI_OPTIONS if getattr(controller, k) != defaults[k]}
+        options = {k: getattr(controller, k) for k in PI_OPTIONS if getattr(controller, k) != defaults[k]}
         if controller.norm is not rms_norm:
             options["norm"] = controller.norm
         return {"rtol": controller.rtol, "atol": controller.atol}, options
