@@ -23,6 +23,25 @@ def data_root() -> Path:
     return Path(root)
 
 
+def _verdicts_of(experiment: Experiment, run_dir: Path) -> dict[str, dict]:
+    """The run's verdicts, after checking that every claim the experiment declares got one."""
+    import json
+
+    from odekit.experiments.claims import Outcome
+
+    verdicts = json.loads((run_dir / "verdicts.json").read_text()) if experiment.claims else {}
+    assert set(verdicts) == set(experiment.claims), experiment.name
+    for key, verdict in verdicts.items():
+        assert Outcome(verdict["outcome"]) and len(verdict["reason"]) > 10, (experiment.name, key, verdict)
+    return verdicts
+
+
+@pytest.fixture
+def verdicts_of():
+    """``verdicts_of(experiment, run_dir)``: every declared claim judged, with a reason."""
+    return _verdicts_of
+
+
 @dataclass
 class CountingConfig(ExperimentConfig):
     items: int = 5

@@ -42,7 +42,7 @@ def test_run_work_precision_smoke_then_report(tmp_path):
     report = (runs / "report.md").read_text()
     assert "## Work–precision of the explicit solvers (`work_precision`)" in report
     assert "figures/work_precision_van_der_pol.png" in report
-    assert "| metric | odekit | thesis | source | comparison |" in report
+    assert "| metric | odekit | thesis | source | verdict |" in report
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, counting_experiment):
@@ -110,10 +110,11 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
         text = build_report(tmp_path).read_text()
     finally:
         del EXPERIMENTS["thesis_check"]
-    assert "| accuracy | 81.5 | 83 ± 1 | Table 0.0, Cora | off by -1.5 (1.5 std) |" in text
+    assert "| accuracy | 81.5 | 83 ± 1 | Table 0.0, Cora | **differs**: off by -1.5 (1.5 std) |" in text
     assert "| nfe | 40 | — | no thesis counterpart |  |" in text
-    assert "| error | 2e-09 | 4e-07 | Table 0.1 | better: 0.005× the thesis's value |" in text
-    assert "| missing | not measured | 1 | Fig 0.0 | run the full profile |" in text
+    assert "| error | 2e-09 | 4e-07 | Table 0.1 | **agrees**: better: 0.005× the thesis's |" in text
+    assert ("| missing | not measured | 1 | Fig 0.0 | **not comparable**: this profile does not measure it; run the "
+            "full profile |") in text
     assert "Not run yet: `odekit run work_precision`." in text
 
 
@@ -123,7 +124,9 @@ def test_report_folds_a_large_unmeasured_grid_into_one_row():
 
     thesis = {f"cell {i}": ThesisNumber(50.0 + i, f"Table 4.{i % 2 + 1}, Cora", std=1.0)
               for i in range(MAX_UNMEASURED_ROWS + 5)}
-    rows = _comparison_rows({"cell 0": 50.5}, thesis)
-    assert rows[0] == ["cell 0", "50.5", "50 ± 1", "Table 4.1, Cora", "within ±1 std"]
+    rows, verdicts, unmeasured = _comparison_rows({"cell 0": 50.5}, thesis)
+    assert rows[0] == ["cell 0", "50.5", "50 ± 1", "Table 4.1, Cora", "**agrees**: within ±1 std"]
     assert rows[1:] == [[f"{MAX_UNMEASURED_ROWS + 4} more thesis numbers", "not measured", "—",
-                         "Table 4.1, Table 4.2", "run the full profile (or --set datasets=…)"]]
+                         "Table 4.1, Table 4.2",
+                         "**not comparable**: not in this profile; run the full profile (or --set datasets=…)"]]
+    assert len(verdicts) == 1 and unmeasured == MAX_UNMEASURED_ROWS + 4

@@ -20,9 +20,10 @@ def test_landscape_gradients_match_autograd_and_vanish_at_the_minimiser(name):
 
 
 @pytest.mark.slow
-def test_hb_optim_demo_smoke(tmp_path):
+def test_hb_optim_demo_smoke(tmp_path, verdicts_of):
     exp = get("hb_optim_demo")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
+    verdicts_of(exp, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = (run_dir / "tables" / "hb_optim_demo.csv").read_text().splitlines()
     assert len(rows) == 5  # header + 2 functions × 2 ODEs
@@ -52,9 +53,10 @@ def test_nested_spheres_geometry():
 
 
 @pytest.mark.slow
-def test_pointcloud_smoke_records_loss_and_nfe_per_iteration(tmp_path):
+def test_pointcloud_smoke_records_loss_and_nfe_per_iteration(tmp_path, verdicts_of):
     exp = get("pointcloud")
     run_dir = execute(exp, exp.config("smoke", {"iterations": "4"}), tmp_path, tmp_path)
+    verdicts_of(exp, run_dir)
     checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
     for kind in ("node", "anode", "sonode", "hbnode", "ghbnode"):
         history = checkpoint["histories"][f"{kind}/0"]
@@ -111,10 +113,11 @@ def test_silverbox_download_failure_says_where_to_put_the_file(tmp_path, monkeyp
         load_silverbox(tmp_path)
 
 
-def test_silverbox_growth_smoke(tmp_path):
+def test_silverbox_growth_smoke(tmp_path, verdicts_of):
     _write_silverbox(tmp_path / "data")
     exp = get("silverbox_growth")
     run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
+    verdicts_of(exp, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     growth = {k.split(":")[0]: v for k, v in metrics.items()}
     assert set(growth) == {"NODE", "ANODE", "SONODE", "HBNODE", "GHBNODE"}
@@ -143,10 +146,11 @@ def _write_mnist(root):
 
 
 @pytest.mark.slow
-def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
+def test_image_classification_smoke_on_a_mnist_fixture(tmp_path, verdicts_of):
     _write_mnist(tmp_path / "data")
     exp = get("image_classification")
     run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
+    verdicts_of(exp, run_dir)
     rows = (run_dir / "tables" / "mnist_epochs.csv").read_text().splitlines()
     assert rows[0] == "model,epoch,forward NFE,backward NFE,train s,train loss,test accuracy"
     assert [r.split(",")[0] for r in rows[1:]] == ["NODE", "ANODE", "SONODE", "HBNODE", "GHBNODE"]
@@ -157,10 +161,11 @@ def test_image_classification_smoke_on_a_mnist_fixture(tmp_path):
 
 
 @pytest.mark.slow
-def test_nfe_vs_tolerance_smoke_on_a_mnist_fixture(tmp_path):
+def test_nfe_vs_tolerance_smoke_on_a_mnist_fixture(tmp_path, verdicts_of):
     _write_mnist(tmp_path / "data")
     exp = get("nfe_vs_tolerance")
     run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
+    verdicts_of(exp, run_dir)
     rows = (run_dir / "tables" / "nfe_vs_tolerance.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 * 2
     for row in rows[1:]:
@@ -170,9 +175,10 @@ def test_nfe_vs_tolerance_smoke_on_a_mnist_fixture(tmp_path):
 
 
 @pytest.mark.slow
-def test_stiff_scalar_smoke(tmp_path):
+def test_stiff_scalar_smoke(tmp_path, verdicts_of):
     exp = get("stiff_scalar")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
+    verdicts_of(exp, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # Fig 5.2: the proximal scheme approaches exact backward Euler as its inner tolerance shrinks ...
     be = metrics["eq5.11, h=0.01: final error, backward Euler"]
@@ -187,9 +193,10 @@ def test_stiff_scalar_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_diffusion1d_smoke(tmp_path):
+def test_diffusion1d_smoke(tmp_path, verdicts_of):
     exp = get("diffusion1d")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
+    verdicts_of(exp, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = (run_dir / "tables" / "work_precision.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2 * 2 + 1 + 2  # schemes × inner × steps, adaptive BDF, explicit
@@ -208,7 +215,7 @@ def test_diffusion1d_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_grand_experiments_smoke_on_cora(tmp_path, data_root):
+def test_grand_experiments_smoke_on_cora(tmp_path, verdicts_of, data_root):
     from scipy import stats
 
     for name, tables in (("grand_labels", ("table4_3_labels", "table4_4_4_5_t_tests")),
@@ -216,6 +223,7 @@ def test_grand_experiments_smoke_on_cora(tmp_path, data_root):
                          ("grand_variants", ("table4_9_depth", "table4_10_labels"))):
         exp = get(name)
         run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", data_root)
+        verdicts_of(exp, run_dir)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert set(tables) <= set(manifest["tables"]), name
         for figure in manifest["figures"].values():

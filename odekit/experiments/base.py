@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..report import atomic
 from ..report.plots import pyplot
 from ..solve.errors import did_you_mean
+from .claims import Claim, ThesisNumber, Verdict
 from .rundir import (
     RunClock,
     RunLock,
@@ -46,16 +47,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ThesisNumber:
-    """A number printed in the thesis that one of our metrics reproduces."""
-
-    value: float
-    source: str  # e.g. "Table 4.3, Cora, 1 label/class"
-    std: float | None = None
-    higher_is_better: bool | None = None
-
-
-@dataclass(frozen=True)
 class Experiment:
     """A registered experiment: how to configure it, run it, and read its results."""
 
@@ -67,6 +58,8 @@ class Experiment:
     run: Callable[[Any, RunContext], None]
     summary: str = ""
     thesis: dict[str, ThesisNumber] = field(default_factory=dict)
+    # The thesis's qualitative claims (mostly about figures) that a run judges: ``RunContext.judge``.
+    claims: dict[str, Claim] = field(default_factory=dict)
     # Returns human-readable descriptions of missing data (empty list: everything is there).
     missing_data: Callable[[Path], list[str]] = lambda root: []
     # Fetches the missing data into the root (machines with internet); None if nothing downloads.
@@ -160,6 +153,7 @@ class RunContext:
         self.metrics: dict[str, Any] = read_json(out / "metrics.json", {})
         self.checkpoint: dict[str, Any] = read_json(out / "checkpoint.json", {})
         self.manifest: dict[str, Any] = read_json(out / "manifest.json", {"tables": {}, "figures": {}})
+        self.verdicts: dict[str, Any] = read_json(out / "verdicts.json", {})
         self.resumed = bool(self.checkpoint)  # whether this run continues an interrupted one
 
     def log(self, message: str) -> None:
@@ -197,6 +191,14 @@ class RunContext:
     def metric(self, key: str, value: Any) -> None:
         self.metrics[key] = value
         atomic.write_json(self.out / "metrics.json", self.metrics)
+
+    def judge(self, verdicts: dict[str, Verdict]) -> None:
+        """Record the run's verdicts on claims of ``experiment.claims`` (by key)."""
+        unknown = sorted(set(verdicts) - set(self.experiment.claims))
+        if unknown:
+            raise KeyError(f"{self.experiment.name} declares no claim {unknown}; it has {sorted(self.experiment.claims)}")
+        self.verdicts.update({key: verdict.as_dict() for key, verdict in verdicts.items()})
+        atomic.write_json(self.out / "verdicts.json", self.verdicts)
 
 
 class ExperimentRun:

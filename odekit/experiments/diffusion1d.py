@@ -28,6 +28,7 @@ from ..report.plots import pyplot
 from ..solve.inner import InnerSolver, ProximalProblem
 from ..solve.proximal import InnerSolveWarning
 from .base import Experiment, ExperimentConfig, RunContext, ThesisNumber
+from .claims import Claim, Ordering, Outcome, Verdict
 from .timing import median_time
 
 SCHEME_LABELS = {"prox_be": "backward Euler", "prox_cn": "Crank–Nicolson", "prox_bdf2": "BDF2",
@@ -216,6 +217,64 @@ def run(config: Diffusion1DConfig, ctx: RunContext) -> None:
     _plot_convergence(config, ctx, traces)
     timings = _scaling(config, ctx)
     _report_scaling(config, ctx, timings)
+    ctx.judge(_verdicts(config, rows, traces, timings))
+
+
+def _verdicts(config: Diffusion1DConfig, rows: dict, traces: dict, timings: dict) -> dict[str, Verdict]:
+    """Figs 5.3–5.5's claims on what the three parts measured."""
+    verdicts = {}
+    # Fig 5.3: to reach the best error an explicit solver gets, each proximal scheme (FR) needs fewer NFE
+    explicit = {c: [r for r in rows.values() if r["curve"] == c and math.isfinite(r["error"])]
+                for c in config.explicit_methods}
+    proximal = [f"{SCHEME_LABELS[s]} (fr)" for s in config.schemes] if "fr" in config.inner_solvers else []
+    pairs, shown = [], []
+    for curve, points in explicit.items():
+        if not points:
+            continue
+        best = min(points, key=lambda r: r["error"])
+        needed = {}
+        for scheme in proximal:
+            enough = [r["nfe"] for r in rows.values() if r["curve"] == scheme and r["error"] <= best["error"]]
+            needed[scheme] = min(enough) if enough else math.inf
+            pairs.append(needed[scheme] < best["nfe"])
+        shown.append(f"{curve} {best['nfe']} for error {best['error']:.2g}, against "
+                     + ", ".join(f"{k} {v:g}" for k, v in needed.items()))
+    verdicts["fewer_nfe_than_adaptive"] = (
+        Verdict(Outcome.AGREES if all(pairs) else Outcome.DIFFERS, "NFE to reach each explicit solver's best error: "
+                + "; ".join(shown)) if pairs else
+        Verdict(Outcome.NOT_COMPARABLE, "the run has no explicit solver or no FR proximal scheme"))
+    spans = {c: max(r["nfe"] for r in points) / min(r["nfe"] for r in points) for c, points in explicit.items()
+             if len(points) > 1}
+    verdicts["explicit_nfe_flat"] = (
+        Verdict(Outcome.AGREES if max(spans.values()) <= FLAT_NFE_SPAN else Outcome.DIFFERS,
+                f"largest / smallest NFE over tolerances {', '.join(f'{t:g}' for t in config.explicit_tolerances)} "
+                f"(flat: ≤ {FLAT_NFE_SPAN:g}): " + "; ".join(f"{c} {v:.3g}" for c, v in spans.items()))
+        if spans else Verdict(Outcome.NOT_COMPARABLE, "one explicit tolerance only"))
+    # Fig 5.4: iterations of each inner solver to reach 1e-8 of the exact step (inf: never)
+    iterations = {name: {"iterations": next((i + 1 for i, d in enumerate(trace["distances"]) if d <= 1e-8), math.inf)}
+                  for name, trace in traces.items()}
+    largest, smallest = max(config.grid_sizes), min(config.grid_sizes)
+    walls = {inner: {"wall": timings[f"{largest}|{inner}"]["wall_s"]} for inner in config.scaling_solvers
+             if f"{largest}|{inner}" in timings}
+    verdicts["fr_converges_fastest"] = EXPERIMENT.claims["fr_converges_fastest"].judge(
+        iterations, {}, "inner iterations to 1e-8 of the exact step")
+    verdicts["proximal_fastest_at_scale"] = EXPERIMENT.claims["proximal_fastest_at_scale"].judge(
+        walls, {}, f"wall seconds at N={largest}")
+    # Fig 5.5: the margin of FR over fixed point and Newton grows with N
+    margins = {other: [timings[f"{n}|{other}"]["wall_s"] / timings[f"{n}|fr"]["wall_s"] for n in (smallest, largest)]
+               for other in ("fixed_point", "newton") if all(f"{n}|{k}" in timings for n in (smallest, largest)
+                                                              for k in (other, "fr"))}
+    verdicts["margin_widens"] = (
+        Verdict(Outcome.AGREES if all(b > a for a, b in margins.values()) and largest > smallest else Outcome.DIFFERS,
+                f"wall time / FR's at N={smallest} → N={largest}: "
+                + "; ".join(f"{k} {a:.2g} → {b:.2g}" for k, (a, b) in margins.items()))
+        if margins else Verdict(Outcome.NOT_COMPARABLE, "the run timed neither fixed point nor Newton beside FR"))
+    return verdicts
+
+
+# Fig 5.3's "almost independent of the error": at most this ratio between an explicit solver's largest
+# and smallest NFE over its tolerances.
+FLAT_NFE_SPAN = 1.5
 
 
 def _report_work_precision(config: Diffusion1DConfig, ctx: RunContext, rows: dict) -> None:
@@ -329,12 +388,27 @@ EXPERIMENT = Experiment(
             "convergence on one step; time against grid size.",
     thesis={_table_key(s): ThesisNumber(v, f"Table 5.2, {SCHEME_LABELS[s]}", higher_is_better=False)
             for s, v in TABLE_5_2.items()},
+    claims={
+        "fewer_nfe_than_adaptive": Claim("Fig 5.3", "Adaptive explicit solvers (adaptive Heun, dopri5) need many more "
+                                                    "NFE than the proximal solvers for the same final error."),
+        "explicit_nfe_flat": Claim("Fig 5.3", "The explicit solvers' NFE barely depend on the error reached: their "
+                                              "steps are bound by stability."),
+        "fr_converges_fastest": Ordering("Fig 5.4", "Fletcher–Reeves converges fastest of GD, Nesterov, Nesterov "
+                                                    "with restart and FR on one proximal backward Euler step.",
+                                         quantity="iterations", low=("fr",),
+                                         high=("gd", "nesterov", "nesterov_restart")),
+        "proximal_fastest_at_scale": Ordering("Fig 5.5", "Proximal backward Euler (FR) is faster than fixed-point "
+                                                         "iteration and Newton–Raphson on the largest grid.",
+                                              quantity="wall", low=("fr",), high=("fixed_point", "newton")),
+        "margin_widens": Claim("Fig 5.5", "The proximal solver's margin over fixed point and Newton–Raphson widens "
+                                          "as the grid grows."),
+    },
     profiles={
         "smoke": {"n": 32, "t_end": 0.05, "step_sizes": (0.005, 0.025), "schemes": ("prox_be", "prox_bdf2"),
                   "adaptive_tolerances": (1e-3,), "explicit_tolerances": (1e-3,),
                   "convergence_solvers": ("gd", "fr", "lbfgs"), "convergence_iters": 50,
                   "grid_sizes": (16, 32), "scaling_steps": 2},
-        "quick": {"step_sizes": (1 / 2000, 0.05, 0.2), "explicit_tolerances": (1e-3,),
+        "quick": {"step_sizes": (1 / 2000, 0.05, 0.2), "explicit_tolerances": (1e-3, 1e-6),
                   "adaptive_tolerances": (1e-3, 1e-6), "grid_sizes": (64, 128, 256, 512)},
         "full": {"step_sizes": (1 / 2000, 1 / 500, 0.01, 0.02, 0.05, 0.1, 0.2),
                  "explicit_tolerances": (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6),

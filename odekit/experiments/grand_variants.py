@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..data import graphs
 from .base import Experiment, RunContext, ThesisNumber
+from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_9, TABLE_4_10
 from .node_classification import (
     DATASET_LABELS,
@@ -22,7 +23,9 @@ from .node_classification import (
     check_config,
     group,
     labels_text,
+    mean_accuracies,
     metric_key,
+    model_gaps,
     report_sweep,
     run_cells,
     runs_of,
@@ -60,12 +63,37 @@ def run(config: GrandVariantsConfig, ctx: RunContext) -> None:
                      x_name="depth T", x_label=_time_label,
                      caption="Table 4.9: GRAND-nl variants against depth T at 20 labelled nodes per class.",
                      figure_caption="Table 4.9 as a figure (solid: odekit, dashed: thesis).")
+    ctx.judge(_verdicts(config, mean_accuracies(group(done, by_depth, lambda c: c.t_end)),
+                        mean_accuracies(group(done, by_labels, lambda c: float(c.per_class)))))
     if by_labels:
         report_sweep(ctx, group(done, by_labels, lambda c: float(c.per_class)), TABLE_4_10, name="table4_10_labels",
                      x_name="labelled nodes per class", x_label=labels_text,
                      caption="Table 4.10 (two-hop rows: Tables 4.6–4.8): GRAND-nl variants against labelled nodes "
                              "per class.",
                      figure_caption="Table 4.10 as a figure (solid: odekit, dashed: thesis).")
+
+
+# Table 4.9's "deep": the claim is about the largest depths of each dataset (the thesis: 16–128).
+DEEP_T = 16
+PAIRS = (("grand++-nl", "grand-nl"), ("grand++-nl-rw-gdc", "grand-nl-rw-gdc"),
+         ("grand++-nl-rw-two_hop", "grand-nl-rw-two_hop"))
+
+
+def _verdicts(config: GrandVariantsConfig, by_depth: dict, by_labels: dict) -> dict[str, Verdict]:
+    deepest = [pair for ours, theirs in PAIRS
+               for pair in model_gaps(by_depth, ours, theirs, lambda d, xs: [x for x in xs[-1:] if x >= DEEP_T],
+                                      x_name=f"{MODELS[ours].label} vs {MODELS[theirs].label}, T=")]
+    lowest = [pair for ours, theirs in PAIRS
+              for pair in model_gaps(by_labels, ours, theirs, lambda d, xs: xs[:1],
+                                     x_name=f"{MODELS[ours].label} vs {MODELS[theirs].label}, k=")]
+    return {
+        "source_helps_deep": gap_verdict(deepest, "test accuracy (%) with vs without the source at the deepest T",
+                                         f"the run has no depth T ≥ {DEEP_T} with both models "
+                                         f"(its depths: {', '.join(f'{t:g}' for t in config.depths) or 'none'})"),
+        "no_gain_low_labels": gap_verdict(lowest, "test accuracy (%) with vs without the source at the lowest "
+                                                  "labelling rate", "the run has no labelling-rate sweep",
+                                          holds=lambda gap: gap <= 0),
+    }
 
 
 def _thesis() -> dict[str, ThesisNumber]:
@@ -101,5 +129,11 @@ EXPERIMENT = Experiment(
     },
     run=run,
     thesis=_thesis(),
+    claims={
+        "source_helps_deep": Claim("Table 4.9", "With the source term, GRAND++-nl (-rw) outperforms GRAND-nl (-rw) "
+                                                "when the network is deep (CiteSeer, T = 128: 74.2 vs 65.2)."),
+        "no_gain_low_labels": Claim("Table 4.10", "At low labelling rates the source term no longer helps GRAND-nl "
+                                                  "(-rw)."),
+    },
     missing_data=lambda root: graphs.missing("cora", root),
 )

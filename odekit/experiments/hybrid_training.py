@@ -9,9 +9,9 @@ atomically so that ``adjoint_decay`` can reuse them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from ..models.zoo import count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
 from .base import ExperimentConfig, RunContext
-from .training import train_epoch
+from .claims import Claim, ThesisNumber, judge_orderings
+from .training import EpochResume, train_epoch
 
 LABELS = {"odernn": "ODE-RNN", "anode": "ANODE-RNN", "sonode": "SONODE-RNN", "hbnode": "HBNODE-RNN",
           "ghbnode": "GHBNODE-RNN"}
@@ -35,6 +36,7 @@ class HybridTask:
     name: str
     figure: str
     thesis_figure: str
+    thesis_table: str  # the table of the thesis's model sizes and parameter counts
     features: tuple[str, ...]
     sizes: dict[str, HybridSizes]
     thesis_parameters: dict[str, int]
@@ -43,6 +45,17 @@ class HybridTask:
     forecast: int
     next_step_weight: float
     load: Callable[[Path], dict[str, WindowSet]]
+    claims: dict[str, Claim]  # the thesis's claims about the figure, judged per run (mostly Orderings)
+    thesis_epochs: int  # the length of the thesis's training, quoted beside each verdict
+
+    def thesis_numbers(self) -> dict[str, ThesisNumber]:
+        """The parameter counts of the thesis's table (ours must lie within 2 %)."""
+        return {parameters_key(kind): ThesisNumber(count, f"{self.thesis_table}, {LABELS[kind]}", rel_tol=0.02)
+                for kind, count in self.thesis_parameters.items()}
+
+
+def parameters_key(kind: str) -> str:
+    return f"{LABELS[kind]}: parameters"
 
 
 @dataclass
@@ -99,13 +112,18 @@ def evaluate(model: ODERNN, data: WindowSet, plan: TrainingPlan) -> dict[str, fl
 
 
 def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, plan: TrainingPlan,
-                 log: Callable[[str], None], advance: Callable[[], None], weights: Path | None = None) -> list[dict]:
-    """Train ``model``; returns one record per epoch."""
+                 log: Callable[[str], None], advance: Callable[[], None], weights: Path | None = None,
+                 resume: Path | None = None) -> list[dict]:
+    """Train ``model``; returns one record per epoch. With ``resume``, the state after each epoch is kept
+    there and a stopped training continues from it."""
     torch.manual_seed(plan.seed)
     shuffle = torch.Generator().manual_seed(plan.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=plan.lr)
-    epochs = []
-    for epoch in range(1, plan.epochs + 1):
+    partial = EpochResume(resume)
+    epochs = partial.restore(model, optimiser, shuffle)
+    for _ in epochs:
+        advance()
+    for epoch in range(len(epochs) + 1, plan.epochs + 1):
         if epoch == plan.switch_epoch:
             optimiser = torch.optim.Adam(model.parameters(), lr=plan.lr_after)
         order = torch.randperm(len(train), generator=shuffle)
@@ -116,11 +134,13 @@ def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, p
                   "test_forecast_mse": scores["forecast_mse"], "nfe_forward": done.nfe_forward,
                   "nfe_backward": done.nfe_backward, "test_nfe": scores["nfe"], "train_seconds": done.seconds}
         epochs.append(record)
+        partial.save(model, optimiser, shuffle, epochs)
         log(f"{label} epoch {epoch}: train {record['train_loss']:.4f}, test {record['test_loss']:.4f}, "
             f"NFE {record['nfe_forward']:.0f}/{record['nfe_backward']:.0f} per batch, {done.seconds:.0f} s")
         advance()
     if weights is not None:
         atomic.write_state(weights, model)
+    partial.finish()
     return epochs
 
 
@@ -165,7 +185,7 @@ def run_hybrid_experiment(task: HybridTask, config: HybridConfig, ctx: RunContex
                 advance(config.epochs)
                 continue
             done[kind] = train_hybrid(build_model(task, kind, config), LABELS[kind], train, test, plan, ctx.log,
-                                      advance, ctx.out / f"weights_{kind}.pt")
+                                      advance, ctx.out / f"weights_{kind}.pt", ctx.out / f"unfinished_{kind}.pt")
             ctx.save_checkpoint()
     _report(task, config, ctx, done)
     _plot(task, config, ctx, done, test)
@@ -185,13 +205,27 @@ def _report(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict)
                    round(float(np.mean([e["nfe_forward"] for e in done[kind]])), 1))
         ctx.metric(f"{LABELS[kind]}: backward NFE per batch (mean over epochs)",
                    round(float(np.mean([e["nfe_backward"] for e in done[kind]])), 1))
-        ctx.metric(f"{LABELS[kind]}: parameters (thesis {task.thesis_parameters[kind]:,})", params)
+        ctx.metric(parameters_key(kind), params)
+    _judge(task, config, ctx, done)
     loss = (f"{task.next_step_weight:g}·next-step MSE + {task.forecast}-step forecast MSE" if task.forecast
             else "next-step MSE")
     ctx.table(f"{task.figure}_epochs", ["model", "parameters", "epoch", "train loss", "test loss", "test forecast MSE",
                                         "forward NFE", "backward NFE", "train s"], rows,
               caption=f"{task.name}, per epoch: losses ({loss}) and NFE per batch; tolerance {config.tol:g}, "
                       f"{config.gradient} gradients.")
+
+
+def _judge(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict) -> None:
+    """The task's claims on what the run measured: last-epoch losses and mean NFE per batch."""
+    summary = {kind: {"test_loss": runs[-1]["test_loss"], "train_loss": runs[-1]["train_loss"],
+                      "nfe_forward": float(np.mean([e["nfe_forward"] for e in runs])),
+                      "nfe_backward": float(np.mean([e["nfe_backward"] for e in runs]))}
+               for kind, runs in done.items() if kind in config.models}
+    trained = f"after {config.epochs} epoch(s), thesis {task.thesis_epochs}"
+    names = {"test_loss": f"test loss {trained}", "train_loss": f"training loss {trained}",
+             "nfe_forward": f"forward NFE per batch ({trained})",
+             "nfe_backward": f"backward NFE per batch ({trained})"}
+    ctx.judge(judge_orderings(task.claims, summary, LABELS, names))
 
 
 def _plot(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict, test: WindowSet) -> None:

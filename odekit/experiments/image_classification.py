@@ -10,20 +10,22 @@ rate so that a 2-core CPU sees the curves start in a few minutes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..data import images
 from ..models import MODEL_KINDS, image_model
+from ..models.zoo import THESIS_PARAMS, count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
+from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
 from .pointcloud import LABELS
-from .training import train_epoch
+from .training import EpochResume, train_epoch
 
 LOADERS = {"mnist": images.load_mnist, "cifar10": images.load_cifar10}
 
@@ -68,18 +70,22 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
 
 
 def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None], advance: Callable[[], None],
-                weights: Path | None = None) -> list[dict]:
+                weights: Path | None = None, resume: Path | None = None) -> list[dict]:
     """Train one model of Table 3.3 as ``config`` says; per epoch: NFE per batch, time, loss, test accuracy.
 
-    The trained weights are written to ``weights`` when given.
+    The trained weights are written to ``weights`` when given; with ``resume``, the state after each
+    epoch is kept there and a stopped training continues from it.
     """
     (x_train, y_train), (x_test, y_test) = data
     torch.manual_seed(config.seed)
     model = image_model(kind, config.dataset, method=config.method, rtol=config.tol, atol=config.tol)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     shuffle = torch.Generator().manual_seed(config.seed)
-    epochs = []
-    for epoch in range(1, config.epochs + 1):
+    partial = EpochResume(resume)
+    epochs = partial.restore(model, optimiser, shuffle)
+    for _ in epochs:
+        advance()
+    for epoch in range(len(epochs) + 1, config.epochs + 1):
         order = torch.randperm(len(x_train), generator=shuffle)
         batches = (order[first: first + config.batch_size] for first in range(0, len(order), config.batch_size))
         done = train_epoch(model, optimiser, batches,
@@ -91,10 +97,27 @@ def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None]
                        "test_nfe": test_nfe})
         log(f"{LABELS[kind]} epoch {epoch}: loss {done.loss:.3f}, test accuracy {accuracy:.3f}, "
             f"NFE {done.nfe_forward:.1f}/{done.nfe_backward:.1f}, {done.seconds:.0f} s")
+        partial.save(model, optimiser, shuffle, epochs)
         advance()
     if weights is not None:
         atomic.write_state(weights, model)
+    partial.finish()
     return epochs
+
+
+def parameters_key(kind: str, dataset: str) -> str:
+    return f"{LABELS[kind]}: parameters ({dataset})"
+
+
+def _judge(config: ImageConfig, ctx: RunContext, done: dict) -> None:
+    summary = {kind: {"nfe_forward": float(np.mean([e["nfe_forward"] for e in runs])),
+                      "nfe_backward": float(np.mean([e["nfe_backward"] for e in runs])),
+                      "train_seconds": float(sum(e["train_seconds"] for e in runs)),
+                      "test_error": 1.0 - runs[-1]["test_accuracy"]} for kind, runs in done.items()}
+    trained = f"{config.dataset}, {config.epochs} epoch(s) (thesis 40)"
+    ctx.judge(judge_orderings(EXPERIMENT.claims, summary, LABELS, {
+        "nfe_forward": f"forward NFE per batch, {trained}", "nfe_backward": f"backward NFE per batch, {trained}",
+        "train_seconds": f"training seconds, {trained}", "test_error": f"test error (1 − accuracy), {trained}"}))
 
 
 def run(config: ImageConfig, ctx: RunContext) -> None:
@@ -110,7 +133,8 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
             if kind in done:
                 advance(config.epochs)
                 continue
-            done[kind] = train_model(kind, config, data, ctx.log, advance, ctx.out / f"weights_{kind}.pt")
+            done[kind] = train_model(kind, config, data, ctx.log, advance, ctx.out / f"weights_{kind}.pt",
+                                     ctx.out / f"unfinished_{kind}.pt")
             ctx.save_checkpoint()
 
     rows = []
@@ -124,6 +148,8 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
                    round(float(np.mean([e["nfe_forward"] for e in done[kind]])), 1))
         ctx.metric(f"{LABELS[kind]}: backward NFE per batch (mean over epochs)",
                    round(float(np.mean([e["nfe_backward"] for e in done[kind]])), 1))
+        ctx.metric(parameters_key(kind, config.dataset), count_parameters(image_model(kind, config.dataset)))
+    _judge(config, ctx, done)
     ctx.table(f"{config.dataset}_epochs", ["model", "epoch", "forward NFE", "backward NFE", "train s", "train loss",
                                            "test accuracy"], rows,
               caption=f"{config.dataset}: per-epoch NFE per batch, training time, loss and test accuracy "
@@ -164,6 +190,20 @@ EXPERIMENT = Experiment(
         "full": {},
     },
     run=run,
+    thesis={parameters_key(kind, dataset): ThesisNumber(count, f"Table 3.3, {dataset}, {LABELS[kind]}", rel_tol=0.02)
+            for dataset in LOADERS for kind, count in THESIS_PARAMS[dataset].items()},
+    claims={
+        "fewer_forward_nfe": heavy_ball_beats("nfe_forward", FIRST_ORDER_AND_SONODE, "Fig 3.7 / 3.1",
+                                              "HBNODE and GHBNODE need far fewer forward NFE than NODE, ANODE and "
+                                              "SONODE."),
+        "fewer_backward_nfe": heavy_ball_beats("nfe_backward", FIRST_ORDER_AND_SONODE, "Fig 3.7 / 3.1",
+                                               "HBNODE and GHBNODE need far fewer backward NFE than NODE, ANODE and "
+                                               "SONODE."),
+        "faster_training": heavy_ball_beats("train_seconds", FIRST_ORDER_AND_SONODE, "Fig 3.7 / 3.1",
+                                            "HBNODE and GHBNODE train faster (less wall time)."),
+        "higher_accuracy": heavy_ball_beats("test_error", FIRST_ORDER_AND_SONODE, "Fig 3.7 / 3.1",
+                                            "HBNODE and GHBNODE reach slightly higher test accuracy."),
+    },
     missing_data=images.mnist_missing,
     download=images.download_mnist,
 )

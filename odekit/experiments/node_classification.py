@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,20 +366,21 @@ def run_cells(config: NodeClassificationConfig, ctx: RunContext, cells: list[Cel
 
 
 def summarise(results: list[dict]) -> tuple[float | None, float | None, int, int]:
-    """Mean and std (in %) of the test accuracy of successful runs, their count, and the failures."""
+    """Mean and std (in %) of the test accuracy of successful runs (std ``None`` for a single run), their
+    count, and the failures."""
     ok = [100 * r["test"] for r in results if r["test"] is not None]
     failed = len(results) - len(ok)
     if not ok:
         return None, None, 0, failed
     mean = sum(ok) / len(ok)
-    std = math.sqrt(sum((v - mean) ** 2 for v in ok) / (len(ok) - 1)) if len(ok) > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in ok) / (len(ok) - 1)) if len(ok) > 1 else None  # one run: no spread
     return mean, std, len(ok), failed
 
 
 def format_accuracy(mean: float | None, std: float | None, failed: int = 0) -> str:
     if mean is None:
         return "NA"
-    text = f"{mean:.2f} ± {std:.2f}"
+    text = f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
     return text + (f" ({failed} failed)" if failed else "")
 
 
@@ -407,6 +409,24 @@ def thesis_cell(table: dict, model: str, dataset: str, x: float):
 
 def metric_key(dataset: str, model: str, x_label: str) -> str:
     return f"{DATASET_LABELS[dataset]}, {x_label}, {MODELS[model].label} (%)"
+
+
+def mean_accuracies(grouped: dict) -> dict[tuple[str, str, float], float]:
+    """Mean test accuracy (%) of each (dataset, model, x) of ``grouped`` that has a successful run."""
+    means = {key: summarise(results)[0] for key, results in grouped.items()}
+    return {key: mean for key, mean in means.items() if mean is not None}
+
+
+def model_gaps(means: dict, better: str, worse: str, xs: Callable[[str, list[float]], list[float]],
+               x_name: str = "") -> list[tuple[str, float, float]]:
+    """``(where, better's mean, worse's mean)`` on every dataset at the ``xs(dataset, swept values)`` both have."""
+    pairs = []
+    for dataset in dict.fromkeys(d for d, _, _ in means):
+        shared = sorted({x for d, m, x in means if d == dataset and m == better}
+                        & {x for d, m, x in means if d == dataset and m == worse})
+        for x in xs(dataset, shared):
+            pairs.append((f"{DATASET_LABELS[dataset]} {x_name}{x:g}", means[(dataset, better, x)], means[(dataset, worse, x)]))
+    return pairs
 
 
 def report_sweep(ctx: RunContext, grouped: dict, table: dict, *, name: str, x_name: str, x_label, caption: str,
@@ -442,7 +462,7 @@ def _plot_sweep(ctx: RunContext, grouped: dict, table: dict, name: str, x_name: 
         for i, model in enumerate(models):
             xs = sorted(x for d, m, x in grouped if d == dataset and m == model)
             stats = [summarise(grouped[(dataset, model, x)]) for x in xs]
-            shown = [(x, s[0], s[1]) for x, s in zip(xs, stats) if s[0] is not None]
+            shown = [(x, s[0], s[1] or 0.0) for x, s in zip(xs, stats) if s[0] is not None]
             colour = f"C{i}"
             if shown:
                 ax.errorbar([p[0] for p in shown], [p[1] for p in shown], yerr=[p[2] for p in shown], color=colour,

@@ -17,9 +17,11 @@ import torch
 
 from ..data.synthetic import nested_spheres
 from ..models import MODEL_KINDS, pointcloud_model
+from ..models.zoo import THESIS_PARAMS, count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
+from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
 
 LABELS = {"node": "NODE", "anode": "ANODE", "sonode": "SONODE", "hbnode": "HBNODE", "ghbnode": "GHBNODE"}
 
@@ -92,12 +94,23 @@ def run(config: PointCloudConfig, ctx: RunContext) -> None:
         ctx.metric(f"{LABELS[kind]}: forward NFE per iteration (mean)", round(float(stack["nfe_forward"].mean()), 1))
         ctx.metric(f"{LABELS[kind]}: backward NFE per iteration (mean)",
                    round(float(stack["nfe_backward"].mean()), 1))
+        ctx.metric(parameters_key(kind), count_parameters(pointcloud_model(kind)))
+    quantities = {kind: {"final_loss": float(stack["loss"][:, -1].mean()), "nfe_forward": float(stack["nfe_forward"].mean()),
+                         "nfe_backward": float(stack["nfe_backward"].mean())} for kind, stack in summary.items()}
+    trained = f"{config.iterations} iterations (thesis 300), mean of {config.runs} runs"
+    ctx.judge(judge_orderings(EXPERIMENT.claims, quantities, LABELS, {
+        "final_loss": f"final training loss after {trained}", "nfe_forward": f"forward NFE per iteration, {trained}",
+        "nfe_backward": f"backward NFE per iteration, {trained}"}))
     ctx.table("pointcloud", ["model", "runs", "final loss mean", "final loss std", "forward NFE mean",
                              "backward NFE mean", "forward NFE max", "backward NFE max", "ms per iteration"], rows,
               caption=f"Point-cloud separation, {config.iterations} Adam iterations, tolerance {config.tol:g}, "
                       f"{config.runs} runs per model; NFE per iteration averaged over iterations and runs.")
     _plot_curves(config, ctx, summary)
     _plot_evolution(config, ctx)
+
+
+def parameters_key(kind: str) -> str:
+    return f"{LABELS[kind]}: parameters"
 
 
 def _plot_curves(config, ctx, summary) -> None:
@@ -160,4 +173,16 @@ EXPERIMENT = Experiment(
         "full": {"runs": 100, "iterations": 300},
     },
     run=run,
+    thesis={parameters_key(kind): ThesisNumber(count, f"Table 3.2, {LABELS[kind]}", rel_tol=0.02)
+            for kind, count in THESIS_PARAMS["pointcloud"].items()},
+    claims={
+        "lower_loss": heavy_ball_beats("final_loss", ("node",), "Fig 3.6",
+                                       "HBNODE and GHBNODE drive the training loss towards zero while NODE cannot "
+                                       "separate the classes (lower final loss than NODE)."),
+        "fewer_forward_nfe": heavy_ball_beats("nfe_forward", FIRST_ORDER_AND_SONODE, "Fig 3.6",
+                                              "HBNODE and GHBNODE need fewer forward NFE than NODE, ANODE and SONODE."),
+        "fewer_backward_nfe": heavy_ball_beats("nfe_backward", FIRST_ORDER_AND_SONODE, "Fig 3.6",
+                                               "HBNODE and GHBNODE need fewer backward NFE than NODE, ANODE and "
+                                               "SONODE."),
+    },
 )

@@ -23,6 +23,7 @@ from ..models.initial import VectorMomentum
 from ..models.layers import InputDrivenLinear, LinearInterpolation
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
+from .claims import Ordering, judge_orderings
 from .pointcloud import LABELS
 
 
@@ -77,6 +78,9 @@ def run(config: SilverboxConfig, ctx: RunContext) -> None:
     for kind in config.models:
         ctx.metric(f"{LABELS[kind]}: log10 mean ‖h(t)‖ at t={config.steps - 1}",
                    round(float(np.log10(norms[kind][-1])), 3))
+    growth = {kind: {"log_norm": float(np.log10(norms[kind][-1]))} for kind in config.models}
+    ctx.judge(judge_orderings(EXPERIMENT.claims, growth, LABELS,
+                              {"log_norm": f"log10 mean ‖h(t)‖ at t={config.steps - 1}"}))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kind in config.models:
         ax.plot(t.numpy(), np.log10(norms[kind]), label=LABELS[kind])
@@ -100,6 +104,13 @@ EXPERIMENT = Experiment(
             "keeps it under control for large t.",
     profiles={"smoke": {"inits": 2, "steps": 16}, "quick": {}, "full": {}},
     run=run,
+    claims={
+        "faster_growth": Ordering("Fig 3.3", "‖h(t)‖ of ANODE, SONODE and HBNODE grows much faster than NODE's.",
+                                  quantity="log_norm", low=("node",), high=("anode", "sonode", "hbnode")),
+        "ghbnode_controlled": Ordering("Fig 3.3", "GHBNODE keeps ‖h(t)‖ under control for large t: below ANODE's, "
+                                                  "SONODE's and HBNODE's.",
+                                       quantity="log_norm", low=("ghbnode",), high=("anode", "sonode", "hbnode")),
+    },
     missing_data=silverbox.missing,
     download=silverbox.download,
 )

@@ -9,6 +9,7 @@ Newton inner solve to round-off.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from .. import solve
 from ..data.stiff_problems import SCALAR_PROBLEMS
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
+from .claims import Claim, Outcome, Verdict
 
 EXACT_INNER = {"inner": "newton", "inner_tol": 0.0, "inner_res_tol": 1e-15, "inner_max_iters": 50}
 
@@ -46,6 +48,7 @@ def run(config: StiffScalarConfig, ctx: RunContext) -> None:
     t = torch.linspace(0.0, config.t_end, config.outputs, dtype=torch.float64)
     solvers = _solvers(config)
     curves: dict[str, list[float]] = {}
+    finals: dict[tuple[str, float, str], float] = {}
     rows = []
     with ctx.progress(len(config.steps) * len(SCALAR_PROBLEMS) * len(solvers), "stiff scalar ODEs") as advance:
         for h in config.steps:
@@ -59,6 +62,7 @@ def run(config: StiffScalarConfig, ctx: RunContext) -> None:
                         curves[f"{problem}|{label}"] = errors.tolist()
                     extra = sol.stats.extra
                     final = errors[-1].item()
+                    finals[(problem, h, label)] = final
                     rows.append([problem, h, label, f"{final:.3e}", f"{errors.max().item():.3e}", sol.stats.nfe,
                                  extra.get("inner_iterations", 0), extra.get("inner_iterations_max", 0)])
                     ctx.metric(f"{problem}, h={h:g}: final error, {label}", float(f"{final:.4g}"))
@@ -67,7 +71,32 @@ def run(config: StiffScalarConfig, ctx: RunContext) -> None:
                                "inner iterations", "max inner iterations"], rows,
               caption=f"Steps {', '.join(map(str, config.steps))} on [0, {config.t_end}]; proximal BE by gradient "
                       f"descent (η = {config.inner_step}) from h_k, stopped at ‖z_(i+1) − z_i‖ ≤ ε.")
+    ctx.judge(_verdicts(config, finals, [label for label in solvers if label.startswith("prox")]))
     _plot(config, ctx, t, curves, list(solvers))
+
+
+def _verdicts(config: StiffScalarConfig, finals: dict, proximal: list[str]) -> dict[str, Verdict]:
+    """Fig 5.2's two claims at the thesis's step (the first of ``config.steps``), on both equations."""
+    h = config.steps[0]
+    gaps, shown = [], []
+    for problem in SCALAR_PROBLEMS:
+        gap = [abs(finals[(problem, h, label)] - finals[(problem, h, "backward Euler")]) for label in proximal]
+        gaps.append(all(b <= a for a, b in itertools.pairwise(gap)))
+        shown.append(f"{problem}: " + ", ".join(f"{g:.2g}" for g in gap))
+    approach = Verdict(Outcome.AGREES if all(gaps) else Outcome.DIFFERS,
+                       f"|error(prox BE) − error(BE)| at t={config.t_end:g}, h={h:g}, for ε = "
+                       f"{', '.join(label.split('=')[1] for label in proximal)}: {'; '.join(shown)}")
+    tightest = proximal[-1]
+    wins, shown = [], []
+    for problem in SCALAR_PROBLEMS:
+        for step in config.steps:
+            prox, euler = finals[(problem, step, tightest)], finals[(problem, step, "forward Euler")]
+            if step == h:
+                wins.append(prox < euler)
+            shown.append(f"{problem} h={step:g}: {prox:.3g} vs {euler:.3g}")
+    beats = Verdict(Outcome.AGREES if all(wins) else Outcome.DIFFERS,
+                    f"final error of {tightest} vs forward Euler (judged at the thesis's h={h:g}): {'; '.join(shown)}")
+    return {"prox_approaches_backward_euler": approach, "prox_beats_forward_euler": beats}
 
 
 def _plot(config, ctx, t, curves, labels) -> None:
@@ -107,4 +136,13 @@ EXPERIMENT = Experiment(
         "full": {"t_end": 4.0, "inner_tolerances": (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7), "outputs": 401},
     },
     run=run,
+    claims={
+        "prox_approaches_backward_euler": Claim(
+            "Fig 5.2 (a), (c)", "Proximal backward Euler approaches backward Euler as the inner tolerance ε "
+                                "shrinks, on eq. 5.10 and eq. 5.11."),
+        "prox_beats_forward_euler": Claim(
+            "Fig 5.2 (b), (d)", "With a small enough ε, proximal backward Euler accumulates less error than forward "
+                                "Euler at step 0.01 (eq. 5.10), and forward Euler does much worse on the stiff eq. "
+                                "5.11."),
+    },
 )

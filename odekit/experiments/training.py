@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from ..report import atomic
 
 
 @dataclass
@@ -40,3 +44,38 @@ def train_epoch(model: torch.nn.Module, optimiser: torch.optim.Optimizer, batche
     seconds = time.perf_counter() - start
     model.eval()
     return EpochRecord(float(np.mean(losses)), float(np.mean(forward)), float(np.mean(backward)), seconds)
+
+
+class EpochResume:
+    """The state of an unfinished training, written atomically after every epoch, so that a stopped
+    run continues from its last finished epoch instead of from the model's first.
+
+    It holds the model's and optimiser's state dicts, the shuffling generator's state and the
+    per-epoch records. ``path=None`` keeps nothing (callers that need no resume).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def restore(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                generator: torch.Generator) -> list[dict]:
+        """Load the saved state into the three objects; returns the records of the finished epochs."""
+        if self.path is None or not self.path.is_file():
+            return []
+        saved = torch.load(self.path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        return saved["records"]
+
+    def save(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, generator: torch.Generator,
+             records: list[dict]) -> None:
+        if self.path is not None:
+            atomic.write_torch(self.path, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                           "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                                           "records": records})
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from ..data import walker2d
 from ..models.sequence import HybridSizes
 from .base import Experiment, RunContext
+from .claims import heavy_ball_beats
 from .hybrid_training import HybridConfig, HybridTask, run_hybrid_experiment
 
 TASK = HybridTask(
     name="Walker2d",
     figure="fig3_11_walker2d",
     thesis_figure="Fig 3.11",
+    thesis_table="Table 3.5",
     features=tuple(f"joint feature {i}" for i in range(walker2d.FEATURES)),
     sizes={"odernn": HybridSizes(24, jump_hidden=(72, 48)), "anode": HybridSizes(24, jump_hidden=(72, 48)),
            "sonode": HybridSizes(23, jump_hidden=(46, 46)), "hbnode": HybridSizes(24, jump_hidden=(48, 48)),
@@ -32,6 +34,18 @@ TASK = HybridTask(
     forecast=0,
     next_step_weight=1.0,
     load=walker2d.load_walker2d,
+    claims={
+        f"fewer_{direction}_nfe": heavy_ball_beats(f"nfe_{direction}", ("odernn", "anode"), "Fig 3.11",
+                                                   f"HBNODE-RNN and GHBNODE-RNN need far fewer {direction} NFE "
+                                                   "than ODE-RNN and ANODE-RNN.")
+        for direction in ("forward", "backward")
+    } | {
+        f"lower_{split}_loss": heavy_ball_beats(f"{split}_loss", ("odernn", "anode"), "Fig 3.11",
+                                                f"HBNODE-RNN and GHBNODE-RNN reach much lower {word} losses than "
+                                                "ODE-RNN and ANODE-RNN.")
+        for split, word in (("train", "training"), ("test", "test"))
+    },
+    thesis_epochs=500,
 )
 
 
@@ -61,6 +75,8 @@ EXPERIMENT = Experiment(
         "full": {},
     },
     run=run,
+    thesis=TASK.thesis_numbers(),
+    claims=TASK.claims,
     missing_data=walker2d.missing,
     download=walker2d.download,
 )

@@ -27,13 +27,18 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_state(path: Path, module) -> None:
-    """A module's ``state_dict`` in ``torch.save`` format, written atomically."""
+def write_torch(path: Path, payload: Any) -> None:
+    """``payload`` (tensors, state dicts, plain containers) in ``torch.save`` format, written atomically."""
     import torch
 
     buffer = io.BytesIO()
-    torch.save(module.state_dict(), buffer)
+    torch.save(payload, buffer)
     write_bytes(path, buffer.getvalue())
+
+
+def write_state(path: Path, module) -> None:
+    """A module's ``state_dict`` in ``torch.save`` format, written atomically."""
+    write_torch(path, module.state_dict())
 
 
 def write_text(path: Path, text: str) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import platform
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..experiments.claims import Outcome, ThesisNumber, Verdict, format_number, number_verdict
 from . import atomic
 
 MAX_TABLE_ROWS = 40
@@ -31,9 +33,7 @@ def latest_complete_run(runs: Path, name: str) -> Path | None:
 
 
 def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return format_number(value)
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -42,45 +42,65 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _comparison_rows(metrics: dict[str, Any], thesis: dict) -> list[list[str]]:
-    """Each metric beside the thesis number it reproduces, and thesis numbers we have not measured."""
-    rows = []
+def _verdict_text(verdict: Verdict) -> str:
+    return f"**{verdict.outcome.value}**: {verdict.reason}"
+
+
+def _comparison_rows(metrics: dict[str, Any],
+                     thesis: dict[str, ThesisNumber]) -> tuple[list[list[str]], list[Verdict], int]:
+    """Each metric beside the thesis number it reproduces with a verdict; the thesis numbers not measured
+    (and how many)."""
+    rows, verdicts = [], []
     for key, value in metrics.items():
         ref = thesis.get(key)
         if ref is None:
             rows.append([key, _format(value), "—", "no thesis counterpart", ""])
             continue
+        verdict = number_verdict(value, ref)
+        verdicts.append(verdict)
         ref_text = _format(ref.value) + (f" ± {_format(ref.std)}" if ref.std is not None else "")
-        verdict = ""
-        if isinstance(value, (int, float)):
-            gap = value - ref.value
-            if ref.std is not None:
-                within = abs(gap) <= ref.std
-                verdict = "within ±1 std" if within else f"off by {_format(gap)} ({_format(abs(gap) / ref.std)} std)"
-            elif ref.higher_is_better is not None and ref.value:
-                ratio = value / ref.value
-                better = ratio >= 1 if ref.higher_is_better else ratio <= 1
-                verdict = f"{'better' if better else 'worse'}: {_format(ratio)}× the thesis's value"
-            else:
-                verdict = f"difference {_format(gap)}"
-        rows.append([key, _format(value), ref_text, ref.source, verdict])
+        rows.append([key, _format(value), ref_text, ref.source, _verdict_text(verdict)])
     unmeasured = [(key, ref) for key, ref in thesis.items() if key not in metrics]
+    not_run = Verdict(Outcome.NOT_COMPARABLE, "this profile does not measure it; run the full profile")
     if len(unmeasured) <= MAX_UNMEASURED_ROWS:
-        rows += [[key, "not measured", _format(ref.value), ref.source, "run the full profile"] for key, ref in unmeasured]
+        rows += [[key, "not measured", _format(ref.value), ref.source, _verdict_text(not_run)]
+                 for key, ref in unmeasured]
     else:  # a grid of table cells the quick profile does not cover: one line, not hundreds
         tables = sorted({ref.source.split(",")[0] for _, ref in unmeasured})
         rows.append([f"{len(unmeasured)} more thesis numbers", "not measured", "—", ", ".join(tables),
-                     "run the full profile (or --set datasets=…)"])
-    return rows
+                     _verdict_text(Verdict(Outcome.NOT_COMPARABLE, "not in this profile; run the full profile "
+                                                                   "(or --set datasets=…)"))])
+    return rows, verdicts, len(unmeasured)
 
 
-def _section(experiment, runs: Path, report_dir: Path) -> str:
+def _claim_rows(experiment, recorded: dict[str, Any]) -> tuple[list[list[str]], list[Verdict]]:
+    """Every claim the experiment declares, with the run's verdict (or why there is none)."""
+    rows, verdicts = [], []
+    for key, claim in experiment.claims.items():
+        verdict = (Verdict.from_dict(recorded[key]) if key in recorded else
+                   Verdict(Outcome.NOT_COMPARABLE, "this run recorded no verdict (it predates the check, or its "
+                                                   "profile does not measure it); rerun with --fresh"))
+        verdicts.append(verdict)
+        rows.append([claim.source, claim.statement, _verdict_text(verdict)])
+    return rows, verdicts
+
+
+def _tally(verdicts: list[Verdict], unmeasured: int) -> str:
+    counts = Counter(v.outcome for v in verdicts)
+    plural = {Outcome.AGREES: "agree", Outcome.DIFFERS: "differ", Outcome.NOT_COMPARABLE: "not comparable"}
+    parts = [f"{counts[o]} {plural[o]}" for o in Outcome if counts[o]]
+    if unmeasured:
+        parts.append(f"{unmeasured} thesis numbers outside this profile")
+    return ", ".join(parts) or "—"
+
+
+def _section(experiment, run: Path | None, report_dir: Path) -> tuple[str, str]:
+    """The experiment's part of the report, and the tally of its verdicts."""
     lines = [f"## {experiment.title} (`{experiment.name}`)", "",
              f"*Thesis: {experiment.thesis_items}.* {experiment.summary}", ""]
-    run = latest_complete_run(runs, experiment.name)
     if run is None:
         lines += [f"Not run yet: `odekit run {experiment.name}`.", ""]
-        return "\n".join(lines)
+        return "\n".join(lines), "—"
     status = json.loads((run / "status.json").read_text())
     config = json.loads((run / "config.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
@@ -91,10 +111,18 @@ def _section(experiment, runs: Path, report_dir: Path) -> str:
     settings = [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in config.items()]
     lines += ["<details><summary>configuration</summary>", "", _markdown_table(["setting", "value"], settings), "",
               "</details>", ""]
+    recorded = json.loads((run / "verdicts.json").read_text()) if (run / "verdicts.json").exists() else {}
+    verdicts: list[Verdict] = []
+    unmeasured = 0
+    if experiment.claims:
+        rows, judged = _claim_rows(experiment, recorded)
+        verdicts += judged
+        lines += ["### The thesis's claims", "", _markdown_table(["source", "thesis claim", "verdict"], rows), ""]
     if metrics or experiment.thesis:
+        rows, judged, unmeasured = _comparison_rows(metrics, experiment.thesis)
+        verdicts += judged
         lines += ["### Numbers beside the thesis", "",
-                  _markdown_table(["metric", "odekit", "thesis", "source", "comparison"],
-                                  _comparison_rows(metrics, experiment.thesis)), ""]
+                  _markdown_table(["metric", "odekit", "thesis", "source", "verdict"], rows), ""]
     for name, entry in manifest.get("figures", {}).items():
         lines += [f"![{entry.get('caption') or name}]({rel / entry['file']})", "", f"*{entry.get('caption', '')}*", ""]
     for name, entry in manifest.get("tables", {}).items():
@@ -104,7 +132,7 @@ def _section(experiment, runs: Path, report_dir: Path) -> str:
         lines += [f"### Table `{name}`", "", entry.get("caption", ""), "", _markdown_table(header, shown), ""]
         if len(rows) > len(shown):
             lines += [f"({len(rows) - len(shown)} more rows in [{entry['file']}]({rel / entry['file']}))", ""]
-    return "\n".join(lines)
+    return "\n".join(lines), _tally(verdicts, unmeasured)
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -128,11 +156,16 @@ def build_report(runs: Path, out: Path | None = None) -> Path:
         "number they reproduce (Xia 2023, *Towards Faster and More Accurate Neural ODEs*); quick-profile runs "
         "use fewer epochs, splits and seeds than the thesis, so gaps there are expected and reported as they are.",
         "",
-        "| experiment | thesis | latest run |", "|---|---|---|",
+        "Every thesis item an experiment covers gets a verdict: **agrees**, **differs**, or **not comparable** "
+        "(with the reason: most often that the quick profile does not measure it).",
+        "",
+        "| experiment | thesis | latest run | verdicts |", "|---|---|---|---|",
     ]
+    body = []
     for exp in EXPERIMENTS.values():
         run = latest_complete_run(runs, exp.name)
-        header.append(f"| `{exp.name}` | {exp.thesis_items} | {run.name if run else 'not run'} |")
-    body = [_section(exp, runs, out.parent) for exp in EXPERIMENTS.values()]
+        text, tally = _section(exp, run, out.parent)
+        body.append(text)
+        header.append(f"| `{exp.name}` | {exp.thesis_items} | {run.name if run else 'not run'} | {tally} |")
     atomic.write_text(out, "\n".join(header) + "\n\n" + "\n\n".join(body) + "\n")
     return out
