@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import click
 from rich.console import Console
@@ -244,20 +245,19 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
     failures, skipped, reused = [], [], []
     start = time.time()
     try:
-        for i, (experiment, config, estimate, done) in enumerate(plan, 1):
+        for i, (experiment, config, _, done, missing) in enumerate(plan, 1):
             if done is not None:
                 reused.append(experiment.name)
                 console.print(f"[green]done[/] {experiment.name}: complete run of these settings in {done} "
                               "(--fresh reruns it)")
                 continue
-            missing = _missing_data(experiment, root)
             if missing:
                 skipped.append(experiment.name)
                 console.print(f"[yellow]skip[/] {experiment.name}: data not available ({'; '.join(missing)}); "
                               f"`odekit run {experiment.name}` downloads it where there is internet")
                 continue
             # Estimates are quick-profile times: other profiles get no time left.
-            left = sum(e for _, _, e, d in plan[i - 1:] if d is None)
+            left = sum(entry.estimate for entry in plan[i - 1:] if entry.done is None and not entry.missing)
             eta = f" · about {_minutes(left)} left" if profile == "quick" else ""
             console.rule(f"[{i}/{len(plan)}] {experiment.name} ({profile}){eta}")
             try:
@@ -280,8 +280,16 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
         sys.exit(1)
 
 
-def _reproduce_plan(chosen: list, profile: str, runs: Path, root: Path, fresh: bool) -> list[tuple]:
-    """``(experiment, config, estimated seconds, complete run or None)`` per experiment, cheapest first.
+class PlannedRun(NamedTuple):
+    experiment: Any
+    config: Any
+    estimate: float  # seconds
+    done: Path | None  # a complete run of the same settings on the same data
+    missing: list[str]  # descriptions of the data it lacks
+
+
+def _reproduce_plan(chosen: list, profile: str, runs: Path, root: Path, fresh: bool) -> list[PlannedRun]:
+    """One :class:`PlannedRun` per experiment, cheapest first.
 
     The estimate is the time this machine's latest complete run of the profile took (its runs
     folder), else the experiment's measured quick-profile time on the 2-core reference machine.
@@ -295,8 +303,9 @@ def _reproduce_plan(chosen: list, profile: str, runs: Path, root: Path, fresh: b
         settings = json.loads(json.dumps(config_to_dict(config)))
         done = latest_complete(runs, experiment.name, settings, root)
         estimate = done[1].seconds if done is not None and done[1].seconds else experiment.quick_seconds
-        plan.append((experiment, config, estimate, None if fresh or done is None else done[0]))
-    return sorted(plan, key=lambda entry: entry[2])
+        plan.append(PlannedRun(experiment, config, estimate, None if fresh or done is None else done[0],
+                               _missing_data(experiment, root)))
+    return sorted(plan, key=lambda entry: entry.estimate)
 
 
 def _minutes(seconds: float) -> str:

@@ -306,8 +306,11 @@ def test_reproduce_runs_cheap_experiments_first():
     from odekit.experiments import EXPERIMENTS
 
     plan = _reproduce_plan(list(EXPERIMENTS.values()), "quick", Path("/nonexistent-runs"), Path("/nonexistent"), False)
-    estimates = [entry[2] for entry in plan]
-    assert estimates == sorted(estimates) and plan[0][0].name == "stiff_scalar"
+    estimates = [entry.estimate for entry in plan]
+    assert estimates == sorted(estimates) and plan[0].experiment.name == "stiff_scalar"
+    # what lacks data is known up front, so the time left leaves it out
+    missing = {entry.experiment.name: entry.missing for entry in plan}
+    assert missing["grand_labels"] and missing["walker2d"] and not missing["stiff_scalar"]
 
 
 @pytest.mark.parametrize("flag,expected", [([], 1), (["--threads", "2"], 2)])
