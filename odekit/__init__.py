@@ -19,6 +19,7 @@ from .solve import (  # noqa: I001
     PIController,
     Proximal,
     ProxBDF,
+    ImplicitDifferentiation,
     RecursiveCheckpoint,
     Solver,
     SolveSettings,
@@ -47,6 +48,6 @@ __all__ = [
     # the solve as objects; every one is in odekit.solve
     "Solver", "Proximal", "RK4", "Dopri5", "Tsit5", "Dopri8", "NDF", "Auto", "ProxBDF", "LBFGS", "FletcherReeves",
     "NewtonKrylov",
-    "PIController", "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint",
+    "PIController", "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint", "ImplicitDifferentiation",
     "SolveSettings",
 ]

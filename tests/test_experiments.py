@@ -220,7 +220,9 @@ def test_grand_experiments_smoke_on_cora(tmp_path, verdicts_of, data_root):
 
     for name, tables in (("grand_labels", ("table4_3_labels", "table4_4_4_5_t_tests")),
                          ("grand_depth", ("table4_1_continuous_depth", "table4_1_gnn_layers")),
-                         ("grand_variants", ("table4_9_depth", "table4_10_labels"))):
+                         ("grand_variants", ("table4_9_depth", "table4_10_labels")),
+                         ("hb_grand", ("hb_grand_depth", "hb_grand_labels", "hb_grand_t_tests", "hb_grand_costs",
+                                       "hb_grand_energy"))):
         exp = get(name)
         run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", data_root)
         verdicts_of(exp, run_dir)

@@ -69,8 +69,9 @@ def test_rewiring_adds_two_hop_and_diffusion_edges():
 
 
 def test_ogbn_arxiv_offline_says_where_to_put_it(tmp_path, monkeypatch):
-    import ogb.nodeproppred
     from urllib.error import URLError
+
+    import ogb.nodeproppred
 
     def offline(*args, **kwargs):
         (tmp_path / "pyg" / "ogbn_arxiv").mkdir(parents=True)  # a half-written folder, as a failed download leaves

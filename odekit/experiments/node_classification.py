@@ -100,6 +100,7 @@ class ModelSpec:
     rewiring: str | None = None  # "gdc" or "two_hop"
     source_nodes: str | None = None  # "train" / "reference"; None: the config's choice
     initial_condition: str | None = None  # "mass_shift" / "plus_source"; None: the config's choice
+    heavy_ball: str | None = None  # "hb" / "ghb": the second-order (heavy-ball) diffusion of HB-GRAND
 
 
 MODELS = {
@@ -114,6 +115,12 @@ MODELS = {
     "grand++-nl-rw-gdc": ModelSpec("GRAND++-nl-rw (gdc)", nonlinear=True, source=True, rewiring="gdc"),
     "grand-nl-rw-two_hop": ModelSpec("GRAND-nl-rw (two-hop)", nonlinear=True, rewiring="two_hop"),
     "grand++-nl-rw-two_hop": ModelSpec("GRAND++-nl-rw (two-hop)", nonlinear=True, source=True, rewiring="two_hop"),
+    # beyond the thesis: the heavy-ball diffusion X'' + γX' = (A − I)X (+ C), its §4.7 / ch. 6 future work
+    "hb-grand-l": ModelSpec("HB-GRAND-l", heavy_ball="hb"),
+    "hb-grand++-l": ModelSpec("HB-GRAND++-l", source=True, heavy_ball="hb"),
+    "ghb-grand-l": ModelSpec("GHB-GRAND-l", heavy_ball="ghb"),
+    "ghb-grand++-l": ModelSpec("GHB-GRAND++-l", source=True, heavy_ball="ghb"),
+    "hb-grand-nl": ModelSpec("HB-GRAND-nl", nonlinear=True, heavy_ball="hb"),
     **{name: ModelSpec(label, baseline=name) for name, label in BASELINES.items()},
 }
 
@@ -141,6 +148,8 @@ class NodeClassificationConfig(ExperimentConfig):
     time_scan: str = "every_epoch"  # or "best_epoch": scan time once, for the best-validation epoch
     hidden: int = 0  # GRAND width; 0: the authors' per dataset (Table 4.2 uses 81 on ogbn-arxiv)
     threads: int = 0  # torch threads (0: leave torch's default)
+    damping: float = 0.5  # heavy-ball models: the initial γ (trained)
+    initial_velocity: str = "zero"  # heavy-ball models: M(0) = 0, or "learned" (M(0) = W X(0))
     float64: bool = False
     extra_options: dict[str, Any] = field(default_factory=dict)  # engine options (e.g. {"inner": "anderson"})
 
@@ -161,6 +170,10 @@ def check_config(config: NodeClassificationConfig, models: tuple[str, ...]) -> N
     if config.initial_condition not in GRAND.INITIAL_CONDITIONS:
         raise ValueError(f"initial_condition must be one of {GRAND.INITIAL_CONDITIONS}, "
                          f"got {config.initial_condition!r}")
+    if config.initial_velocity not in GRAND.VELOCITIES:
+        raise ValueError(f"initial_velocity must be one of {GRAND.VELOCITIES}, got {config.initial_velocity!r}")
+    if not 0 < config.damping < GRAND.DAMPING_BOUND:
+        raise ValueError(f"damping (the initial γ) must lie in (0, {GRAND.DAMPING_BOUND:g}), got {config.damping}")
     if config.time_scan not in ("every_epoch", "best_epoch"):
         raise ValueError(f"time_scan must be 'every_epoch' or 'best_epoch', got {config.time_scan!r}")
     if config.splits < 1 or config.seeds < 1 or config.time_points < 1:
@@ -220,6 +233,7 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
                  source=spec.source, source_scale=config.source_scale, initial_source=config.initial_source,
                  initial_condition=spec.initial_condition or config.initial_condition,
                  input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm, cached=True,
+                 heavy_ball=spec.heavy_ball, damping=config.damping, initial_velocity=config.initial_velocity,
                  method=config.method, rtol=tol * 1e-9, atol=tol * 1e-7, gradient=gradient, options=options,
                  adjoint_method=adjoint_method, adjoint_rtol=adjoint_tol * 1e-9, adjoint_atol=adjoint_tol * 1e-7,
                  adjoint_options=adjoint_options,
@@ -409,6 +423,19 @@ def thesis_cell(table: dict, model: str, dataset: str, x: float):
 
 def metric_key(dataset: str, model: str, x_label: str) -> str:
     return f"{DATASET_LABELS[dataset]}, {x_label}, {MODELS[model].label} (%)"
+
+
+def paired_accuracies(done: dict, cells: list[Cell], challenger: str, base: str, x_of
+                      ) -> dict[tuple[str, float], list[tuple[float, float]]]:
+    """Test accuracies (%) of ``challenger`` and ``base`` on the same split and seed, by (dataset, x);
+    pairs where either run failed are left out."""
+    by_key = {(c.dataset, c.model, x_of(c), c.run, c.seed): done[c.key]["test"] for c in cells if c.key in done}
+    pairs: dict[tuple[str, float], list[tuple[float, float]]] = {}
+    for (dataset, model, x, run, seed), ours in by_key.items():
+        theirs = by_key.get((dataset, base, x, run, seed))
+        if model == challenger and ours is not None and theirs is not None:
+            pairs.setdefault((dataset, x), []).append((100 * ours, 100 * theirs))
+    return pairs
 
 
 def mean_accuracies(grouped: dict) -> dict[tuple[str, str, float], float]:

@@ -159,7 +159,7 @@ def _plot_evolution(config, ctx) -> None:
 
 EXPERIMENT = Experiment(
     name="pointcloud",
-    quick_seconds=115,
+    quick_seconds=65,
     title="Point-cloud separation with the five ODE models",
     thesis_items="Fig 3.6, Table 3.2",
     config_class=PointCloudConfig,
@@ -168,8 +168,8 @@ EXPERIMENT = Experiment(
     profiles={
         "smoke": {"runs": 1, "iterations": 3, "tol": 1e-3},
         # NFE grow with training (about 30 per pass at initialisation, about 180 after 300 iterations),
-        # so the quick profile follows the first 40 iterations of the 10 runs (about 4 minutes).
-        "quick": {"runs": 10, "iterations": 40},
+        # so the quick profile follows the first 40 iterations of 6 runs (about a minute).
+        "quick": {"runs": 6, "iterations": 40},
         "full": {"runs": 100, "iterations": 300},
     },
     run=run,

@@ -102,9 +102,14 @@ class HeavyBall(nn.Module):
     def xi(self) -> torch.Tensor:
         return F.softplus(self.chi) if self.chi is not None else torch.zeros(())
 
-    def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+    def own_parameters(self) -> tuple[nn.Parameter, ...]:
+        """The trainable damping and skip parameters (``ω``, ``χ``), not those of ``f``."""
+        return tuple(p for p in (self.omega, self.chi) if isinstance(p, nn.Parameter))
+
+    def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], *args):
+        """``args`` (the solve's ``args``) reach ``f`` unchanged: ``f(t, h, *args)``."""
         h, m = state
-        dm = self.f(t, h) - self.gamma * m
+        dm = self.f(t, h, *args) - self.gamma * m
         if self.chi is not None:
             dm = dm - F.softplus(self.chi) * h
         return self.gate(m), dm

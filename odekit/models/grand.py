@@ -1,4 +1,4 @@
-"""GRAND and GRAND++ node classifiers (thesis §4.2–4.4) on the odekit engine.
+"""GRAND and GRAND++ node classifiers (thesis §4.2–4.4), and their heavy-ball forms, on the odekit engine.
 
 ``dropout → Linear(F → hidden) → [BatchNorm] → ODE from 0 to T → ReLU → dropout → Linear(hidden → classes)``
 where the ODE is graph neural diffusion (eq. 4.5 with the attention of eqs. 4.6–4.7, see
@@ -23,6 +23,7 @@ from torch import nn
 from ..solve import SolveStats
 from ..solve.spec import SolveSettings
 from .block import ODEBlock
+from .dynamics import HeavyBall, ghbnode, hbnode
 from .graph_diffusion import GraphDiffusion, labelled_source, mass_shifted_initial
 from .sparse_input import SparseInputDropout
 
@@ -52,6 +53,18 @@ class GRAND(nn.Module):
             ``"plus_source"``: ``X(0) = x + initial_source·C`` (the authors' code).
         input_dropout, dropout: dropout before the encoder and before the decoder.
         batch_norm: batch normalisation after the encoder (the authors' Photo / arXiv setting).
+        heavy_ball: ``None`` integrates GRAND's first-order diffusion ``X' = F(X)``; ``"hb"`` the
+            heavy-ball system of eq. 3.43 on it, ``X' = M``, ``M' = −γ M + F(X)``, i.e. the damped
+            wave equation ``X'' + γ X' = F(X)`` (HB-GRAND, the second-order graph ODE the thesis
+            leaves as future work, §4.7 and ch. 6); ``"ghb"`` the gated form of eq. 3.56,
+            ``X' = tanh(M)``, ``M' = −γ M + F(X) − ξ X``. ``F`` is the diffusion (with GRAND++'s source).
+        damping, learn_damping: the initial ``γ`` (in ``(0, 2)``, stored as ``γ = 2·sigmoid(ω)``) and
+            whether it is trained. A mode of the linear diffusion with rate ``λ`` (an eigenvalue of
+            ``σ(α)(I − A)``, in ``[0, 2)``) solves ``s² + γ s + λ = 0``: for ``γ < 2√λ`` it is
+            underdamped and decays at ``γ/2`` instead of GRAND's ``λ``. The default 0.5 leaves the
+            modes with ``λ > 1/16`` underdamped; the thesis gives no value, this is ours.
+        initial_velocity: ``"zero"``: ``M(0) = 0``; ``"learned"``: ``M(0) = W X(0)`` with a linear
+            layer that starts at zero.
         max_nfe: a solve that needs more evaluations raises
             :class:`~odekit.solve.MaxStepsExceededError` (the authors' guard; a deep ``T`` with a
             stiff attention can otherwise run for hours).
@@ -62,6 +75,9 @@ class GRAND(nn.Module):
     """
 
     INITIAL_CONDITIONS = ("plus_source", "mass_shift")
+    HEAVY_BALL = ("hb", "ghb")
+    VELOCITIES = ("zero", "learned")
+    DAMPING_BOUND = 2.0
 
     def __init__(
         self,
@@ -84,6 +100,10 @@ class GRAND(nn.Module):
         input_dropout: float = 0.5,
         dropout: float = 0.0,
         batch_norm: bool = False,
+        heavy_ball: str | None = None,
+        damping: float = 0.5,
+        learn_damping: bool = True,
+        initial_velocity: str = "zero",
         max_nfe: int = 2000,
         settings: SolveSettings | None = None,
         **solve_keywords: Any,
@@ -93,12 +113,25 @@ class GRAND(nn.Module):
             raise ValueError(f"t_end (the depth T) must be positive, got {t_end}")
         if initial_condition not in self.INITIAL_CONDITIONS:
             raise ValueError(f"initial_condition must be one of {self.INITIAL_CONDITIONS}, got {initial_condition!r}")
+        if heavy_ball is not None and heavy_ball not in self.HEAVY_BALL:
+            raise ValueError(f"heavy_ball must be None or one of {self.HEAVY_BALL}, got {heavy_ball!r}")
+        if initial_velocity not in self.VELOCITIES:
+            raise ValueError(f"initial_velocity must be one of {self.VELOCITIES}, got {initial_velocity!r}")
         self.encoder = nn.Linear(in_features, hidden)
         self.norm = nn.BatchNorm1d(hidden) if batch_norm else None
         self.field = GraphDiffusion(hidden, attention_dim, heads, nonlinear, initial_term,
                                     attention_normalisation, edge_sampling, cached)
+        self.heavy: HeavyBall | None = None
+        self.velocity: nn.Linear | None = None
+        if heavy_ball is not None:
+            make = hbnode if heavy_ball == "hb" else ghbnode
+            self.heavy = make(self.field, gamma=damping, learn_gamma=learn_damping, epsilon=self.DAMPING_BOUND)
+            if initial_velocity == "learned":
+                self.velocity = nn.Linear(hidden, hidden)
+                nn.init.zeros_(self.velocity.weight)
+                nn.init.zeros_(self.velocity.bias)
         settings = SolveSettings.of(settings, solve_keywords).with_options(max_nfe=max_nfe)
-        self.block = ODEBlock(self.field, t_end, settings=settings)
+        self.block = ODEBlock(self.field if self.heavy is None else self.heavy, t_end, settings=settings)
         self.decoder = nn.Linear(hidden, classes)
         self.source, self.source_scale, self.initial_source = source, source_scale, initial_source
         self.initial_condition = initial_condition
@@ -138,6 +171,16 @@ class GRAND(nn.Module):
 
         GRAND++ takes its source nodes (a mask or indices) as ``source_nodes`` or from
         :meth:`set_source_nodes`."""
+        z = self.features(x, edge_index, times, source_nodes=source_nodes)
+        return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))
+
+    def adjoint_params(self) -> tuple[torch.Tensor, ...]:
+        """What the adjoint differentiates besides the state: the diffusion's tensors and the damping."""
+        return self.field.adjoint_params() + (self.heavy.own_parameters() if self.heavy is not None else ())
+
+    def features(self, x: torch.Tensor, edge_index: torch.Tensor, times: torch.Tensor | None = None, *,
+                 source_nodes: torch.Tensor | None = None) -> torch.Tensor:
+        """The diffused features ``X`` at ``T`` (or at each of ``times``) before the decoder."""
         h = self.encode(x)
         source = None
         if self.source:
@@ -152,8 +195,10 @@ class GRAND(nn.Module):
             else:
                 h = mass_shifted_initial(h, nodes, self.field.graph(edge_index, h.shape[0]).degrees)
         inputs = self.field.prepare(h, edge_index, source)
-        z = self.block(h, times, args=inputs, adjoint_params=self.field.adjoint_params())
-        return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))
+        if self.heavy is None:
+            return self.block(h, times, args=inputs, adjoint_params=self.adjoint_params())
+        m = self.velocity(h) if self.velocity is not None else torch.zeros_like(h)
+        return self.block((h, m), times, args=inputs, adjoint_params=self.adjoint_params())[0]
 
 
 def _check_nodes(nodes: torch.Tensor) -> torch.Tensor:

@@ -280,3 +280,19 @@ def mass_shifted_initial(x: torch.Tensor, labelled: torch.Tensor, degrees: torch
     centred = x[labelled] - x[labelled].mean(dim=0, keepdim=True)
     target = (centred / degrees[labelled, None].to(x.dtype)).sum(dim=0)
     return x - (x.sum(dim=0) - target) / x.shape[0]
+
+
+def dirichlet_energy(x: torch.Tensor, edge_index: torch.Tensor, degrees: torch.Tensor | None = None) -> torch.Tensor:
+    """``E(X) = Σ_(i,j)∈E ‖x_i − x_j‖² / (2N)``: how far the node features are from the diffusion's rest state.
+
+    Over-smoothing is ``E(X(t)) → 0`` as ``t`` grows. With attention normalised over rows the rest
+    state is consensus (every ``x_i`` equal); normalised over columns (mass-conserving) it is
+    ``x_i ∝ d_i`` at uniform attention, so pass ``degrees`` (``Adjacency.degrees``) to measure the
+    energy of ``x_i / d_i`` instead. ``x`` is nodes × features, or times × nodes × features (one
+    energy per time). Self-loops contribute nothing.
+    """
+    if degrees is not None:
+        x = x / degrees.to(x.dtype)[:, None]
+    target, source = edge_index
+    differences = x[..., target, :] - x[..., source, :]
+    return differences.square().sum(dim=(-2, -1)) / (2 * x.shape[-2])

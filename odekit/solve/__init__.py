@@ -42,6 +42,7 @@ from .spec import (
     Heun2,
     Heun3,
     ImplicitAdams,
+    ImplicitDifferentiation,
     InnerSolver,
     Midpoint,
     Nesterov,
@@ -69,5 +70,5 @@ __all__ = [
     "Dopri5", "Tsit5", "Dopri8", "ExplicitAdams", "ImplicitAdams", "NDF", "BDF", "Auto", "ProxBDF",
     "GradientDescent", "FixedPoint", "Nesterov", "FletcherReeves", "LBFGS", "Anderson", "Newton", "NewtonKrylov",
     "InnerSolver", "PIController",
-    "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint", "SolveSettings",
+    "FixedGrid", "Backprop", "BacksolveAdjoint", "RecursiveCheckpoint", "ImplicitDifferentiation", "SolveSettings",
 ]

@@ -29,7 +29,7 @@ from .norms import Norm, norm_for, tightest
 from .solution import DenseOutput, Solution, SolveStats, Status, publish
 from .state import State, StateLayout
 
-GRADIENTS = ("backprop", "adjoint", "checkpoint")
+GRADIENTS = ("backprop", "adjoint", "checkpoint", "implicit")
 
 _STATUS = {
     MaxStepsExceededError: Status.MAX_STEPS_EXCEEDED,
@@ -293,7 +293,10 @@ def solve(
             ``"adjoint"`` solves the continuous adjoint backwards (thesis eqs. 2.31, 2.38,
             3.2–3.3) with memory independent of the number of steps; ``"checkpoint"`` gives
             backprop's gradient (of the discretisation) in O(√steps) memory by re-taking the
-            steps from saved states (explicit Runge–Kutta methods; parameters as for the adjoint).
+            steps from saved states (explicit Runge–Kutta methods; parameters as for the adjoint);
+            ``"implicit"`` (proximal methods) backpropagates through the steps but differentiates
+            each converged implicit stage by the implicit function theorem, solving
+            ``(I − σ ∂f/∂z)ᵀ λ = g`` by GMRES, so memory does not grow with the inner iterations.
         options: method options (``odekit methods``); unknown names are an error.
         adjoint_*: settings of the backward solve; they default to the forward ones.
             ``adjoint_params`` are the tensors ``f`` depends on (default: ``f.parameters()``
@@ -363,6 +366,16 @@ def solve(
     options = dict(options or {})
     if step_size is not None:
         options["step_size"] = step_size
+    if gradient == "implicit":
+        from .proximal import PROXIMAL_METHODS
+
+        proximal = [m.name for m in PROXIMAL_METHODS]
+        if method not in proximal:
+            raise InvalidInputError(f"gradient='implicit' differentiates the implicit stages of the proximal methods "
+                                    f"({', '.join(proximal)}); {method!r} has none: use 'backprop' or 'adjoint'")
+        if event_fn is not None or dense:
+            raise InvalidInputError("gradient='implicit' takes neither event_fn nor dense=True")
+        options["stage_gradient"], gradient = "implicit", "backprop"
     forward = Integration.create(method, options, rtol, atol, _user_norm(options.get("norm"), layout), times, throw)
     flat0 = layout.flatten(y0)
     if not bool(torch.isfinite(flat0.detach()).all()):

@@ -246,6 +246,32 @@ def gmres(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, rtol:
     return torch.stack(basis[:m], dim=1) @ y
 
 
+def implicit_stage(problem: ProximalProblem, z_star: torch.Tensor, rtol: float, max_dim: int) -> torch.Tensor:
+    """The converged stage ``z*`` with the gradient of the implicit function theorem attached.
+
+    ``z*`` solves ``z = center + σ f(t, z)``. Differentiating that equation instead of the
+    iterations that found it: for an incoming gradient ``g``, ``λ`` solves the linear adjoint system
+    ``(I − σ ∂f/∂z)ᵀ λ = g`` (GMRES on vector–Jacobian products, to ``rtol``), and the gradients
+    are ``λ`` for ``center`` and ``σ (∂f/∂θ)ᵀ λ`` for everything ``f`` depends on. Memory holds one
+    evaluation of ``f`` per stage, however many inner iterations the forward solve took (the
+    thesis's closing idea: the adjoint of an optimisation problem is an optimisation problem).
+    """
+    z0 = z_star.detach().requires_grad_(True)
+    with torch.enable_grad():
+        fz = problem.field(problem.t, z0, problem.side)
+    mapped = problem.center + problem.sigma * fz
+    if not mapped.requires_grad:
+        return z_star.detach()
+
+    def transposed(v: torch.Tensor) -> torch.Tensor:
+        (vjp,) = torch.autograd.grad(fz, z0, v, retain_graph=True, allow_unused=True)
+        return v if vjp is None else v - problem.sigma * vjp
+
+    mapped.register_hook(lambda g: gmres(transposed, g, rtol, max_dim))
+    # the value is the converged z*; only the gradient goes through ``mapped``
+    return mapped + (z_star.detach() - mapped).detach()
+
+
 def newton_krylov(problem: ProximalProblem, z: torch.Tensor, krylov_rtol: float, krylov_dim: int) -> Iterates:
     """Jacobian-free Newton–Krylov: each Newton correction solves ``(∂r/∂z) δ = −r`` by GMRES.
 

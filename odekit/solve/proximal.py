@@ -20,9 +20,16 @@ from typing import Any
 
 import torch
 
-from .errors import InnerSolveError, InnerSolveWarning, InvalidInputError, NonFiniteError, choice_option
+from .errors import (
+    InnerSolveError,
+    InnerSolveWarning,
+    InvalidInputError,
+    NonFiniteError,
+    choice_option,
+    number_option,
+)
 from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, combine, lagrange_weights
-from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem
+from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem, implicit_stage
 from .methods import ADAPTIVE_OPTIONS, Method
 from .norms import tightest
 from .solution import SolveStats
@@ -30,7 +37,12 @@ from .solution import SolveStats
 PROXIMAL_OPTIONS = (
     "step_size", "inner", "inner_step", "inner_tol", "inner_res_tol", "inner_max_iters", "inner_memory",
     "krylov_rtol", "krylov_dim", "jvp", "warm_start", "on_inner_failure", "max_num_steps", "max_nfe",
+    "stage_gradient", "implicit_rtol",
 )
+# How a stage's gradient is taken: backprop through the inner iterations ("unrolled", the authors'
+# choice for GRAND), or the implicit function theorem on the converged stage ("implicit",
+# ``solve(..., gradient="implicit")``).
+STAGE_GRADIENTS = ("unrolled", "implicit")
 ADAPTIVE_PROXIMAL_OPTIONS = tuple(dict.fromkeys(PROXIMAL_OPTIONS + ADAPTIVE_OPTIONS + ("order",)))
 _INNER_KEYS = {"inner": "method", "inner_step": "step", "inner_tol": "tol", "inner_res_tol": "res_tol",
                "inner_max_iters": "max_iters", "inner_memory": "memory", "krylov_rtol": "krylov_rtol",
@@ -54,8 +66,9 @@ class ProximalSolver:
     fsal = False
 
     def __init__(self, name: str, scheme: Scheme, inner: InnerSolver, *, adaptive: bool, warm_start: str,
-                 jvp: str, on_inner_failure: str) -> None:
+                 jvp: str, on_inner_failure: str, stage_gradient: str = "unrolled", implicit_rtol: float = 1e-10) -> None:
         self.name, self.scheme, self.inner = name, scheme, inner
+        self.stage_gradient, self.implicit_rtol = stage_gradient, implicit_rtol
         self.order = scheme.order
         self.error_order = scheme.order + 1  # local error of an order-q step scales as h^(q+1)
         self.adaptive = adaptive
@@ -105,7 +118,13 @@ class ProximalSolver:
                 guess = predicted  # the error estimate's predictor is already the extrapolation to t1
             else:
                 guess = self._predict(times, states, t, self._keep)
-            result = self.inner(ProximalProblem(field, t, center, sigma, self.jvp), guess)
+            problem = ProximalProblem(field, t, center, sigma, self.jvp)
+            implicit = self.stage_gradient == "implicit" and torch.is_grad_enabled()
+            if implicit:  # no graph of the iterations: the gradient comes from the converged stage
+                with torch.no_grad():
+                    result = self.inner(problem, guess.detach())
+            else:
+                result = self.inner(problem, guess)
             self.solves += 1
             self.iterations += result.iterations
             self.iterations_max = max(self.iterations_max, result.iterations)
@@ -127,6 +146,8 @@ class ProximalSolver:
                         f"within {self.inner.max_iters} iterations (residual RMS {result.residual_norm:.3g}); "
                         + _FIXES
                     )
+            if implicit:
+                return implicit_stage(problem, result.z, self.implicit_rtol, max(self.inner.krylov_dim, 200))
             return result.z
 
         y1 = scheme.advance(field, past_times, past_states, t1, solve_stage)
@@ -194,6 +215,8 @@ def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, An
         warm_start=_choice(options, "warm_start", "extrapolate", ("extrapolate", "previous")),
         jvp=_choice(options, "jvp", JVP_MODES[0], JVP_MODES),
         on_inner_failure=_choice(options, "on_inner_failure", "warn", ("warn", "raise")),
+        stage_gradient=_choice(options, "stage_gradient", "unrolled", STAGE_GRADIENTS),
+        implicit_rtol=number_option("implicit_rtol", options.get("implicit_rtol", 1e-10), gt=0, lt=1),
     )
 
 

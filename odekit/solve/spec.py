@@ -131,7 +131,14 @@ class RecursiveCheckpoint:
     params: Sequence[torch.Tensor] | None = None
 
 
-GRADIENT_METHODS = {"backprop": Backprop, "adjoint": BacksolveAdjoint, "checkpoint": RecursiveCheckpoint}
+@dataclass(frozen=True)
+class ImplicitDifferentiation:
+    """Backprop through the steps, each converged implicit stage differentiated by the implicit
+    function theorem (proximal methods): memory does not grow with the inner iterations."""
+
+
+GRADIENT_METHODS = {"backprop": Backprop, "adjoint": BacksolveAdjoint, "checkpoint": RecursiveCheckpoint,
+                    "implicit": ImplicitDifferentiation}
 
 def _controller_settings(controller: PIController | FixedGrid | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(rtol/atol keywords, options)`` that say what ``controller`` says."""
@@ -179,6 +186,8 @@ def expand(settings: dict[str, Any]) -> dict[str, Any]:
         settings["options"] = {**options, **control}
     if isinstance(gradient, Backprop):
         settings["gradient"] = "backprop"
+    elif isinstance(gradient, ImplicitDifferentiation):
+        settings["gradient"] = "implicit"
     elif isinstance(gradient, RecursiveCheckpoint):
         settings.update(gradient="checkpoint", adjoint_params=gradient.params)
     elif isinstance(gradient, BacksolveAdjoint):
@@ -195,7 +204,8 @@ def expand(settings: dict[str, Any]) -> dict[str, Any]:
                         adjoint_options=adjoint_options)
     elif not isinstance(gradient, str):
         raise InvalidInputError(f"gradient must be one of {tuple(GRADIENT_METHODS)} or Backprop(), "
-                                f"BacksolveAdjoint(…), RecursiveCheckpoint(…), got {gradient!r}")
+                                f"BacksolveAdjoint(…), RecursiveCheckpoint(…), ImplicitDifferentiation(), "
+                                f"got {gradient!r}")
     return settings
 
 
