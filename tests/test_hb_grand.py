@@ -1,6 +1,5 @@
 """Heavy-ball graph diffusion (HB-GRAND): the linear theory checked numerically, and the model end to end."""
 
-
 import numpy as np
 import pytest
 import torch
