@@ -106,8 +106,9 @@ def _settings(experiment) -> list[tuple[str, str]]:
     for f in dataclasses.fields(experiment.config_class):
         if f.name == "profile":
             continue
-        values = {p: experiment.profiles[p].get(f.name, f.default) for p in experiment.profiles}
-        quick = values.get("quick", f.default)
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # e.g. dict fields
+        values = {p: experiment.profiles[p].get(f.name, default) for p in experiment.profiles}
+        quick = values.get("quick", default)
         others = ", ".join(f"{p} {v!r}" for p, v in values.items() if p != "quick" and v != quick)
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
         rows.append((f.name, f"{kind} = {quick!r}" + (f" ({others})" if others else "")))

@@ -333,3 +333,5 @@ def test_list_is_compact_and_run_help_lists_experiments_and_settings():
     specific = CliRunner().invoke(main, ["run", "diffusion1d", "--help"])
     assert "Settings of diffusion1d" in specific.output and "grid_sizes" in specific.output
     assert "convergence_iters    int = 300 (smoke 50)" in specific.output
+    graph = CliRunner().invoke(main, ["run", "hb_grand", "--help"])  # a field with a default factory
+    assert "extra_options" in graph.output and "dict = {}" in graph.output and "MISSING" not in graph.output
