@@ -191,3 +191,13 @@ def test_odenvp_log_likelihood_equals_the_change_of_variables_by_brute_force():
     torch.testing.assert_close(model(x), expected, rtol=1e-7, atol=1e-7)
     samples = model.sample(3, torch.Generator().manual_seed(0))
     assert samples.shape == (3, 1, 4, 4) and ((samples >= 0) & (samples <= 1)).all()
+
+
+def test_a_cnf_takes_settings_as_an_object_or_as_keywords():
+    from odekit.solve.spec import SolveSettings
+
+    flow = CNF(Linear(A), trace="exact", settings=SolveSettings(method="rk4", options={"step_size": 0.01}))
+    out = flow(torch.ones(2, 3, dtype=F64))
+    assert flow.stats.method == "rk4" and out.log_det[0].item() == pytest.approx(A.trace().item(), rel=1e-9)
+    with pytest.raises(Exception, match="not both"):
+        CNF(Linear(A), settings=SolveSettings(), rtol=1e-3)

@@ -20,7 +20,9 @@ from .node_classification import (
     MODELS,
     Cell,
     NodeClassificationConfig,
+    accuracy_lost,
     check_config,
+    depth_cells,
     group,
     mean_accuracies,
     metric_key,
@@ -50,8 +52,7 @@ def _layers_label(n: float) -> str:
 
 def cells_of(config: GrandDepthConfig) -> tuple[list[Cell], list[Cell]]:
     runs = runs_of(config)
-    continuous = [Cell(d, m, config.per_class, run, seed, t_end=float(t)) for d in config.datasets
-                  for t in config.depths for run, seed in runs for m in config.models]
+    continuous = depth_cells(config, config.depths, config.per_class)
     discrete = [Cell(d, b, config.per_class, run, seed, depth=n) for d in config.datasets for n in config.layers
                 for run, seed in runs for b in config.baselines]
     return continuous, discrete
@@ -109,14 +110,7 @@ def _drop(means: dict, dataset: str, model: str) -> tuple[float, float, float, f
 
 def _verdicts(continuous: dict, discrete: dict) -> dict[str, Verdict]:
     """Table 4.1's two claims on the run's mean accuracies."""
-    pairs = []
-    for dataset in dict.fromkeys(d for d, _, _ in continuous):
-        ours, theirs = _drop(continuous, dataset, "grand++-l"), _drop(continuous, dataset, "grand-l")
-        if ours and theirs and ours[2] == theirs[2]:
-            # "holds its accuracy better": GRAND++-l's loss from shallow to deep is the smaller one
-            pairs.append((f"{DATASET_LABELS[dataset]} T={ours[0]:g}→{ours[2]:g}", theirs[1] - theirs[3],
-                          ours[1] - ours[3]))
-    holds = gap_verdict(pairs, "accuracy lost from the shallowest to the deepest T, GRAND-l vs GRAND++-l (points)",
+    holds = gap_verdict(accuracy_lost(continuous, "grand++-l", "grand-l"), "accuracy lost from the shallowest to the deepest T, GRAND-l vs GRAND++-l (points)",
                         "the run has GRAND-l and GRAND++-l at fewer than two common depths")
     collapses, shown = [], []
     for dataset, model in dict.fromkeys((d, m) for d, m, _ in discrete):

@@ -21,12 +21,12 @@ from .claims import Claim, Outcome, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_3, TABLE_4_4, TABLE_4_5
 from .node_classification import (
     DATASET_LABELS,
-    GRANDPP_T,
     MODELS,
     Cell,
     NodeClassificationConfig,
     check_config,
     group,
+    label_cells,
     labels_text,
     mean_accuracies,
     metric_key,
@@ -34,7 +34,6 @@ from .node_classification import (
     paired_accuracies,
     report_sweep,
     run_cells,
-    runs_of,
 )
 
 
@@ -42,12 +41,6 @@ from .node_classification import (
 class GrandLabelsConfig(NodeClassificationConfig):
     models: tuple[str, ...] = ("grand++-l", "grand++-l-refsrc", "grand-l", "gcn", "gat", "sage", "monet")
     labels: tuple[int, ...] = (1, 2, 5, 10, 20)
-
-
-def cells_of(config: GrandLabelsConfig) -> list[Cell]:
-    return [Cell(dataset, model, k, run, seed, t_end=GRANDPP_T.get(dataset) if MODELS[model].source else None)
-            for dataset in config.datasets for k in config.labels for run, seed in runs_of(config)
-            for model in config.models]
 
 
 def _t_tests(ctx: RunContext, config: GrandLabelsConfig, done: dict, cells: list[Cell]) -> dict:
@@ -118,7 +111,7 @@ def _t_key(dataset: str, k: int, kind: str) -> str:
 
 def run(config: GrandLabelsConfig, ctx: RunContext) -> None:
     check_config(config, config.models)
-    cells = cells_of(config)
+    cells = label_cells(config, config.labels)
     done = run_cells(config, ctx, cells, "Table 4.3: accuracy vs labels per class")
     report_sweep(ctx, group(done, cells, lambda c: float(c.per_class)), TABLE_4_3, name="table4_3_labels",
                  x_name="labelled nodes per class", x_label=labels_text,

@@ -16,19 +16,19 @@ from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_9, TABLE_4_10
 from .node_classification import (
     DATASET_LABELS,
-    GRANDPP_T,
     MODELS,
-    Cell,
     NodeClassificationConfig,
     check_config,
+    depth_at_20_labels,
+    depth_cells,
     group,
+    label_cells,
     labels_text,
     mean_accuracies,
     metric_key,
     model_gaps,
     report_sweep,
     run_cells,
-    runs_of,
 )
 
 
@@ -41,26 +41,13 @@ class GrandVariantsConfig(NodeClassificationConfig):
     datasets: tuple[str, ...] = ("cora", "citeseer", "pubmed")
 
 
-def _time_label(t: float) -> str:
-    return f"T={t:g}, 20 labels/class"
-
-
-def cells_of(config: GrandVariantsConfig) -> tuple[list[Cell], list[Cell]]:
-    runs = runs_of(config)
-    by_depth = [Cell(d, m, 20, run, seed, t_end=float(t)) for d in config.datasets for t in config.depths
-                for run, seed in runs for m in config.models]
-    by_labels = [Cell(d, m, k, run, seed, t_end=GRANDPP_T.get(d) if MODELS[m].source else None)
-                 for d in config.datasets for k in config.labels for run, seed in runs for m in config.models]
-    return by_depth, by_labels
-
-
 def run(config: GrandVariantsConfig, ctx: RunContext) -> None:
     check_config(config, config.models)
-    by_depth, by_labels = cells_of(config)
+    by_depth, by_labels = depth_cells(config, config.depths, 20), label_cells(config, config.labels)
     done = run_cells(config, ctx, by_depth + by_labels, "Tables 4.9–4.10: GRAND-nl variants")
     if by_depth:
         report_sweep(ctx, group(done, by_depth, lambda c: c.t_end), TABLE_4_9, name="table4_9_depth",
-                     x_name="depth T", x_label=_time_label,
+                     x_name="depth T", x_label=depth_at_20_labels,
                      caption="Table 4.9: GRAND-nl variants against depth T at 20 labelled nodes per class.",
                      figure_caption="Table 4.9 as a figure (solid: odekit, dashed: thesis).")
     ctx.judge(_verdicts(config, mean_accuracies(group(done, by_depth, lambda c: c.t_end)),
@@ -98,7 +85,7 @@ def _verdicts(config: GrandVariantsConfig, by_depth: dict, by_labels: dict) -> d
 
 def _thesis() -> dict[str, ThesisNumber]:
     numbers = {}
-    for table, label, source in ((TABLE_4_9, _time_label, "Table 4.9"), (TABLE_4_10, labels_text, "Table 4.10")):
+    for table, label, source in ((TABLE_4_9, depth_at_20_labels, "Table 4.9"), (TABLE_4_10, labels_text, "Table 4.10")):
         for model, per_dataset in table.items():
             if model.endswith("two_hop"):
                 source = "Tables 4.6–4.8"

@@ -31,21 +31,23 @@ from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1, TABLE_4_3
 from .node_classification import (
     DATASET_LABELS,
-    GRANDPP_T,
     MODELS,
     Cell,
     GraphCache,
     NodeClassificationConfig,
+    accuracy_lost,
     build_model,
     check_config,
+    depth_at_20_labels,
+    depth_cells,
     group,
+    label_cells,
     labels_text,
     mean_accuracies,
     model_gaps,
     paired_accuracies,
     report_sweep,
     run_cells,
-    runs_of,
 )
 
 # each heavy-ball model beside the first-order model it extends
@@ -62,19 +64,6 @@ class HBGrandConfig(NodeClassificationConfig):
     energy_dampings: tuple[float, ...] = (0.5, 1.9)  # γ of HB-GRAND-l in that figure
 
 
-def _time_label(t: float) -> str:
-    return f"T={t:g}, 20 labels/class"
-
-
-def cells_of(config: HBGrandConfig) -> tuple[list[Cell], list[Cell]]:
-    runs = runs_of(config)
-    by_depth = [Cell(d, m, 20, run, seed, t_end=float(t)) for d in config.datasets for t in config.depths
-                for run, seed in runs for m in config.models]
-    by_labels = [Cell(d, m, k, run, seed, t_end=GRANDPP_T.get(d) if MODELS[m].source else None)
-                 for d in config.datasets for k in config.labels for run, seed in runs for m in config.models]
-    return by_depth, by_labels
-
-
 def _check(config: HBGrandConfig) -> None:
     check_config(config, config.models)
     if any(t <= 0 for t in config.depths) or config.energy_t_end <= 0:
@@ -86,14 +75,14 @@ def _check(config: HBGrandConfig) -> None:
 
 def run(config: HBGrandConfig, ctx: RunContext) -> None:
     _check(config)
-    by_depth, by_labels = cells_of(config)
+    by_depth, by_labels = depth_cells(config, config.depths, 20), label_cells(config, config.labels)
     done = run_cells(config, ctx, by_depth + by_labels, "HB-GRAND beside GRAND")
     sweeps = [(name, cells, x_of, x_name) for name, cells, x_of, x_name in (
         ("depth", by_depth, lambda c: c.t_end, "depth T"),
         ("labels", by_labels, lambda c: float(c.per_class), "labelled nodes per class")) if cells]
     for name, cells, x_of, x_name in sweeps:
         report_sweep(ctx, group(done, cells, x_of), TABLE_4_1 if name == "depth" else TABLE_4_3,
-                     name=f"hb_grand_{name}", x_name=x_name, x_label=_time_label if name == "depth" else labels_text,
+                     name=f"hb_grand_{name}", x_name=x_name, x_label=depth_at_20_labels if name == "depth" else labels_text,
                      caption=f"Heavy-ball models beside GRAND against {x_name} (thesis numbers: the first-order "
                              "models' Table 4.1 / 4.3 rows).",
                      figure_caption=f"Test accuracy against {x_name}: heavy-ball models beside GRAND (dashed: "
@@ -180,13 +169,7 @@ def _verdicts(config: HBGrandConfig, done: dict, by_depth: list[Cell], energies:
     kept = [(f"{DATASET_LABELS[d]} T={config.energy_t_end:g} {label}", value, per["GRAND-l"])
             for d, per in energies.items() for label, value in per.items() if label.startswith("HB-GRAND-l")]
     means = mean_accuracies(group(done, by_depth, lambda c: c.t_end))
-    drops = []
-    for dataset in config.datasets:
-        shared = sorted({t for d, m, t in means if d == dataset and m == "hb-grand-l"}
-                        & {t for d, m, t in means if d == dataset and m == "grand-l"})
-        if len(shared) > 1:
-            lost = {m: means[(dataset, m, shared[0])] - means[(dataset, m, shared[-1])] for m in ("grand-l", "hb-grand-l")}
-            drops.append((f"{DATASET_LABELS[dataset]} T={shared[0]:g}→{shared[-1]:g}", lost["grand-l"], lost["hb-grand-l"]))
+    drops = accuracy_lost(means, "hb-grand-l", "grand-l")
     nfe = {key: float(np.mean([r["nfe_forward"] for r in results if r["test"] is not None]))
            for key, results in group(done, by_depth, lambda c: c.t_end).items()
            if any(r["test"] is not None for r in results)}

@@ -193,6 +193,11 @@ def run_hybrid_experiment(task: HybridTask, config: HybridConfig, ctx: RunContex
 
 def _report(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict) -> None:
     rows = []
+    # what each model ended with: last-epoch losses, NFE per batch averaged over the epochs
+    summary = {kind: {"test_loss": done[kind][-1]["test_loss"], "train_loss": done[kind][-1]["train_loss"],
+                      "nfe_forward": float(np.mean([e["nfe_forward"] for e in done[kind]])),
+                      "nfe_backward": float(np.mean([e["nfe_backward"] for e in done[kind]]))}
+               for kind in config.models}
     for kind in config.models:
         params = count_parameters(build_model(task, kind, config))
         for e in done[kind]:
@@ -201,12 +206,11 @@ def _report(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict)
                          f"{e['train_seconds']:.1f}"])
         last = done[kind][-1]
         ctx.metric(f"{LABELS[kind]}: test loss after epoch {last['epoch']}", round(last["test_loss"], 5))
-        ctx.metric(f"{LABELS[kind]}: forward NFE per batch (mean over epochs)",
-                   round(float(np.mean([e["nfe_forward"] for e in done[kind]])), 1))
+        ctx.metric(f"{LABELS[kind]}: forward NFE per batch (mean over epochs)", round(summary[kind]["nfe_forward"], 1))
         ctx.metric(f"{LABELS[kind]}: backward NFE per batch (mean over epochs)",
-                   round(float(np.mean([e["nfe_backward"] for e in done[kind]])), 1))
+                   round(summary[kind]["nfe_backward"], 1))
         ctx.metric(parameters_key(kind), params)
-    _judge(task, config, ctx, done)
+    _judge(task, config, ctx, summary)
     loss = (f"{task.next_step_weight:g}·next-step MSE + {task.forecast}-step forecast MSE" if task.forecast
             else "next-step MSE")
     ctx.table(f"{task.figure}_epochs", ["model", "parameters", "epoch", "train loss", "test loss", "test forecast MSE",
@@ -215,12 +219,8 @@ def _report(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict)
                       f"{config.gradient} gradients.")
 
 
-def _judge(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict) -> None:
+def _judge(task: HybridTask, config: HybridConfig, ctx: RunContext, summary: dict) -> None:
     """The task's claims on what the run measured: last-epoch losses and mean NFE per batch."""
-    summary = {kind: {"test_loss": runs[-1]["test_loss"], "train_loss": runs[-1]["train_loss"],
-                      "nfe_forward": float(np.mean([e["nfe_forward"] for e in runs])),
-                      "nfe_backward": float(np.mean([e["nfe_backward"] for e in runs]))}
-               for kind, runs in done.items() if kind in config.models}
     trained = f"after {config.epochs} epoch(s), thesis {task.thesis_epochs}"
     names = {"test_loss": f"test loss {trained}", "train_loss": f"training loss {trained}",
              "nfe_forward": f"forward NFE per batch ({trained})",

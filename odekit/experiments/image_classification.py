@@ -109,11 +109,15 @@ def parameters_key(kind: str, dataset: str) -> str:
     return f"{LABELS[kind]}: parameters ({dataset})"
 
 
-def _judge(config: ImageConfig, ctx: RunContext, done: dict) -> None:
-    summary = {kind: {"nfe_forward": float(np.mean([e["nfe_forward"] for e in runs])),
-                      "nfe_backward": float(np.mean([e["nfe_backward"] for e in runs])),
-                      "train_seconds": float(sum(e["train_seconds"] for e in runs)),
-                      "test_error": 1.0 - runs[-1]["test_accuracy"]} for kind, runs in done.items()}
+def _summary(done: dict, kinds) -> dict[str, dict[str, float]]:
+    """Per model: NFE per batch averaged over the epochs, total training seconds, last test error."""
+    return {kind: {"nfe_forward": float(np.mean([e["nfe_forward"] for e in done[kind]])),
+                   "nfe_backward": float(np.mean([e["nfe_backward"] for e in done[kind]])),
+                   "train_seconds": float(sum(e["train_seconds"] for e in done[kind])),
+                   "test_error": 1.0 - done[kind][-1]["test_accuracy"]} for kind in kinds}
+
+
+def _judge(config: ImageConfig, ctx: RunContext, summary: dict) -> None:
     trained = f"{config.dataset}, {config.epochs} epoch(s) (thesis 40)"
     ctx.judge(judge_orderings(EXPERIMENT.claims, summary, LABELS, {
         "nfe_forward": f"forward NFE per batch, {trained}", "nfe_backward": f"backward NFE per batch, {trained}",
@@ -138,18 +142,18 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
             ctx.save_checkpoint()
 
     rows = []
+    summary = _summary(done, config.models)
     for kind in config.models:
         for e in done[kind]:
             rows.append([LABELS[kind], e["epoch"], f"{e['nfe_forward']:.1f}", f"{e['nfe_backward']:.1f}",
                          f"{e['train_seconds']:.1f}", f"{e['train_loss']:.4f}", f"{e['test_accuracy']:.4f}"])
         last = done[kind][-1]
         ctx.metric(f"{LABELS[kind]}: test accuracy after epoch {last['epoch']}", round(last["test_accuracy"], 4))
-        ctx.metric(f"{LABELS[kind]}: forward NFE per batch (mean over epochs)",
-                   round(float(np.mean([e["nfe_forward"] for e in done[kind]])), 1))
+        ctx.metric(f"{LABELS[kind]}: forward NFE per batch (mean over epochs)", round(summary[kind]["nfe_forward"], 1))
         ctx.metric(f"{LABELS[kind]}: backward NFE per batch (mean over epochs)",
-                   round(float(np.mean([e["nfe_backward"] for e in done[kind]])), 1))
+                   round(summary[kind]["nfe_backward"], 1))
         ctx.metric(parameters_key(kind, config.dataset), count_parameters(image_model(kind, config.dataset)))
-    _judge(config, ctx, done)
+    _judge(config, ctx, summary)
     ctx.table(f"{config.dataset}_epochs", ["model", "epoch", "forward NFE", "backward NFE", "train s", "train loss",
                                            "test accuracy"], rows,
               caption=f"{config.dataset}: per-epoch NFE per batch, training time, loss and test accuracy "

@@ -403,6 +403,23 @@ def runs_of(config: NodeClassificationConfig) -> list[tuple[int, int]]:
     return [(run, seed) for run in range(config.splits) for seed in range(config.seeds)]
 
 
+def depth_cells(config, depths, per_class: int) -> list[Cell]:
+    """Every model of ``config`` integrated to each of ``depths`` at ``per_class`` labels, on every split."""
+    return [Cell(d, m, per_class, run, seed, t_end=float(t)) for d in config.datasets for t in depths
+            for run, seed in runs_of(config) for m in config.models]
+
+
+def label_cells(config, labels) -> list[Cell]:
+    """Every model of ``config`` at each of ``labels`` labelled nodes per class and its dataset's T:
+    Table 4.12's for the models with a source, the authors' GRAND T otherwise."""
+    return [Cell(d, m, k, run, seed, t_end=GRANDPP_T.get(d) if MODELS[m].source else None)
+            for d in config.datasets for k in labels for run, seed in runs_of(config) for m in config.models]
+
+
+def depth_at_20_labels(t: float) -> str:
+    return f"T={t:g}, 20 labels/class"
+
+
 def labels_text(k: float) -> str:
     return f"{k:g} label{'s' if k != 1 else ''}/class"
 
@@ -444,15 +461,28 @@ def mean_accuracies(grouped: dict) -> dict[tuple[str, str, float], float]:
     return {key: mean for key, mean in means.items() if mean is not None}
 
 
+def _shared(means: dict, dataset: str, a: str, b: str) -> list[float]:
+    """The swept values at which both models have a mean on ``dataset``, in order."""
+    return sorted({x for d, m, x in means if d == dataset and m == a} & {x for d, m, x in means if d == dataset and m == b})
+
+
 def model_gaps(means: dict, better: str, worse: str, xs: Callable[[str, list[float]], list[float]],
                x_name: str = "") -> list[tuple[str, float, float]]:
     """``(where, better's mean, worse's mean)`` on every dataset at the ``xs(dataset, swept values)`` both have."""
+    return [(f"{DATASET_LABELS[dataset]} {x_name}{x:g}", means[(dataset, better, x)], means[(dataset, worse, x)])
+            for dataset in dict.fromkeys(d for d, _, _ in means)
+            for x in xs(dataset, _shared(means, dataset, better, worse))]
+
+
+def accuracy_lost(means: dict, model: str, baseline: str) -> list[tuple[str, float, float]]:
+    """``(where, baseline's loss, model's loss)``: accuracy points each loses from the shallowest to the
+    deepest ``T`` both ran, per dataset — the pairs of the claim that ``model`` holds its accuracy better."""
     pairs = []
     for dataset in dict.fromkeys(d for d, _, _ in means):
-        shared = sorted({x for d, m, x in means if d == dataset and m == better}
-                        & {x for d, m, x in means if d == dataset and m == worse})
-        for x in xs(dataset, shared):
-            pairs.append((f"{DATASET_LABELS[dataset]} {x_name}{x:g}", means[(dataset, better, x)], means[(dataset, worse, x)]))
+        shared = _shared(means, dataset, model, baseline)
+        if len(shared) > 1:
+            lost = {m: means[(dataset, m, shared[0])] - means[(dataset, m, shared[-1])] for m in (model, baseline)}
+            pairs.append((f"{DATASET_LABELS[dataset]} T={shared[0]:g}→{shared[-1]:g}", lost[baseline], lost[model]))
     return pairs
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..solve import SolveStats
 from ..solve.spec import SolveSettings
+from .block import ODEBlock
 
 TRACES = ("hutchinson", "exact")
 NOISES = ("rademacher", "gaussian")
@@ -108,22 +109,29 @@ class CNF(nn.Module):
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         if t_end <= 0:
             raise ValueError(f"t_end must be positive, got {t_end}")
-        self.dynamics = CNFDynamics(net, trace, regularise)
-        self.t_end, self.noise = t_end, noise
-        defaults = {"rtol": 1e-5, "atol": 1e-5, **solve_keywords}
-        self.settings = SolveSettings.of(settings, defaults, gradient="adjoint")
-        self.stats = SolveStats(method=self.settings.method)
+        self.noise = noise
+        settings = SolveSettings.of(settings, solve_keywords, gradient="adjoint", rtol=1e-5, atol=1e-5)
+        self.block = ODEBlock(CNFDynamics(net, trace, regularise), t_end, settings=settings)
+
+    @property
+    def dynamics(self) -> CNFDynamics:
+        return self.block.dynamics
+
+    @property
+    def t_end(self) -> float:
+        return self.block.t_end
+
+    @property
+    def stats(self) -> SolveStats:
+        """Counters of the latest solve (``nfe``; ``nfe_backward`` after ``backward()``)."""
+        return self.block.stats
 
     def forward(self, z: torch.Tensor, *, reverse: bool = False) -> FlowResult:
         """Flow ``z`` from ``t = 0`` to ``T`` (``reverse``: from ``T`` back to 0, for sampling)."""
-        batch = z.shape[0]
-        zeros = z.new_zeros(batch)
+        zeros = z.new_zeros(z.shape[0])
         state = (z, zeros) + ((zeros, zeros) if self.dynamics.regularise else ())
         t = torch.tensor([self.t_end, 0.0] if reverse else [0.0, self.t_end], dtype=z.dtype, device=z.device)
-        sol = self.settings.solve(self.dynamics, state, t, args=self._noise(z),
-                                  adjoint_params=tuple(p for p in self.parameters() if p.requires_grad))
-        self.stats = sol.stats
-        final = tuple(y[-1] for y in sol.ys)
+        final = tuple(y[-1] for y in self.block(state, times=t, args=self._noise(z)))
         # integrating from T down to 0 accumulates the integrals with the opposite sign
         sign = -1.0 if reverse else 1.0
         extra = final[2:] if self.dynamics.regularise else (zeros, zeros)

@@ -32,10 +32,6 @@ def latest_complete_run(runs: Path, name: str) -> Path | None:
     return None
 
 
-def _format(value: Any) -> str:
-    return format_number(value)
-
-
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]  # a "|" ends a cell
@@ -54,16 +50,16 @@ def _comparison_rows(metrics: dict[str, Any],
     for key, value in metrics.items():
         ref = thesis.get(key)
         if ref is None:
-            rows.append([key, _format(value), "—", "no thesis counterpart", ""])
+            rows.append([key, format_number(value), "—", "no thesis counterpart", ""])
             continue
         verdict = number_verdict(value, ref)
         verdicts.append(verdict)
-        ref_text = _format(ref.value) + (f" ± {_format(ref.std)}" if ref.std is not None else "")
-        rows.append([key, _format(value), ref_text, ref.source, _verdict_text(verdict)])
+        ref_text = format_number(ref.value) + (f" ± {format_number(ref.std)}" if ref.std is not None else "")
+        rows.append([key, format_number(value), ref_text, ref.source, _verdict_text(verdict)])
     unmeasured = [(key, ref) for key, ref in thesis.items() if key not in metrics]
     not_run = Verdict(Outcome.NOT_COMPARABLE, "this profile does not measure it; run the full profile")
     if len(unmeasured) <= MAX_UNMEASURED_ROWS:
-        rows += [[key, "not measured", _format(ref.value), ref.source, _verdict_text(not_run)]
+        rows += [[key, "not measured", format_number(ref.value), ref.source, _verdict_text(not_run)]
                  for key, ref in unmeasured]
     else:  # a grid of table cells the quick profile does not cover: one line, not hundreds
         tables = sorted({ref.source.split(",")[0] for _, ref in unmeasured})
