@@ -67,3 +67,19 @@ def _settings_property(name: str) -> property:
 
 for _field in dataclasses.fields(SolveSettings):
     setattr(ODEBlock, _field.name, _settings_property(_field.name))
+
+
+class OneBlock:
+    """For a model whose whole solve is one ``self.block`` (an :class:`ODEBlock`): its depth and the
+    counters of its latest call, so training loops read ``model.stats.nfe`` / ``.nfe_backward``."""
+
+    block: ODEBlock
+
+    @property
+    def t_end(self) -> float:
+        return self.block.t_end
+
+    @property
+    def stats(self) -> SolveStats:
+        """Counters of the latest solve (``nfe``; ``nfe_backward`` after ``backward()``)."""
+        return self.block.stats

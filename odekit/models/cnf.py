@@ -22,9 +22,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ..solve import SolveStats
 from ..solve.spec import SolveSettings
-from .block import ODEBlock
+from .block import ODEBlock, OneBlock
 
 TRACES = ("hutchinson", "exact")
 NOISES = ("rademacher", "gaussian")
@@ -88,7 +87,7 @@ class FlowResult(NamedTuple):
     jacobian: torch.Tensor
 
 
-class CNF(nn.Module):
+class CNF(OneBlock, nn.Module):
     """One FFJORD block: ``z(T)`` from ``z(0)`` by ``dz/dt = net(t, z)``, with the log-determinant.
 
     Args:
@@ -116,15 +115,6 @@ class CNF(nn.Module):
     @property
     def dynamics(self) -> CNFDynamics:
         return self.block.dynamics
-
-    @property
-    def t_end(self) -> float:
-        return self.block.t_end
-
-    @property
-    def stats(self) -> SolveStats:
-        """Counters of the latest solve (``nfe``; ``nfe_backward`` after ``backward()``)."""
-        return self.block.stats
 
     def forward(self, z: torch.Tensor, *, reverse: bool = False) -> FlowResult:
         """Flow ``z`` from ``t = 0`` to ``T`` (``reverse``: from ``T`` back to 0, for sampling)."""

@@ -20,15 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..solve import SolveStats
 from ..solve.spec import SolveSettings
-from .block import ODEBlock
+from .block import ODEBlock, OneBlock
 from .dynamics import HeavyBall, ghbnode, hbnode
 from .graph_diffusion import GraphDiffusion, labelled_source, mass_shifted_initial
 from .sparse_input import SparseInputDropout
 
 
-class GRAND(nn.Module):
+class GRAND(OneBlock, nn.Module):
     """GRAND-l / GRAND-nl, and with ``source=True`` GRAND++-l / GRAND++-nl.
 
     Args:
@@ -138,15 +137,6 @@ class GRAND(nn.Module):
         self.input_dropout, self.dropout = input_dropout, dropout
         self.source_nodes: torch.Tensor | None = None
         self._input_dropout = SparseInputDropout(cached)
-
-    @property
-    def t_end(self) -> float:
-        return self.block.t_end
-
-    @property
-    def stats(self) -> SolveStats:
-        """Counters of the latest solve (``nfe``; ``nfe_backward`` after ``backward()``)."""
-        return self.block.stats
 
     def set_source_nodes(self, nodes: torch.Tensor) -> None:
         """The labelled nodes that carry GRAND++'s source, kept for every later ``forward``: a

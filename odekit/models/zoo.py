@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .block import ODEBlock
+from .block import ODEBlock, OneBlock
 from .dynamics import FirstOrder, SecondOrder, ghbnode, hbnode
 from .initial import ImageMomentum, VectorMomentum, ZeroAugment
 from .layers import ConvTimeField, MLPField
@@ -34,17 +34,12 @@ THESIS_PARAMS = {
 }
 
 
-class ContinuousDepthModel(nn.Module):
+class ContinuousDepthModel(OneBlock, nn.Module):
     """``readout(h(T))`` where the state starts at ``initial(x)`` and flows through ``block``."""
 
     def __init__(self, initial: nn.Module, block: ODEBlock, readout: nn.Module) -> None:
         super().__init__()
         self.initial, self.block, self.readout = initial, block, readout
-
-    @property
-    def stats(self):
-        """Counters of the latest forward pass (backward NFE appear after ``backward()``)."""
-        return self.block.stats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         final = self.block(self.initial(x))
