@@ -294,9 +294,10 @@ def solve(
             3.2–3.3) with memory independent of the number of steps; ``"checkpoint"`` gives
             backprop's gradient (of the discretisation) in O(√steps) memory by re-taking the
             steps from saved states (explicit Runge–Kutta methods; parameters as for the adjoint);
-            ``"implicit"`` (proximal methods) backpropagates through the steps but differentiates
-            each converged implicit stage by the implicit function theorem, solving
-            ``(I − σ ∂f/∂z)ᵀ λ = g`` by GMRES, so memory does not grow with the inner iterations.
+            ``"implicit"`` (proximal, implicit Runge–Kutta and BDF methods) backpropagates through
+            the steps but differentiates each converged implicit stage by the implicit function
+            theorem, solving ``(I − σ ∂f/∂z)ᵀ λ = g`` (coupled stages: ``(I − h A ⊗ J)ᵀ λ = g``) by
+            GMRES, so memory does not grow with the inner (Newton, FR, …) iterations.
         options: method options (``odekit methods``); unknown names are an error.
         adjoint_*: settings of the backward solve; they default to the forward ones.
             ``adjoint_params`` are the tensors ``f`` depends on (default: ``f.parameters()``
@@ -367,12 +368,13 @@ def solve(
     if step_size is not None:
         options["step_size"] = step_size
     if gradient == "implicit":
-        from .proximal import PROXIMAL_METHODS
+        from .methods import METHODS
 
-        proximal = [m.name for m in PROXIMAL_METHODS]
-        if method not in proximal:
-            raise InvalidInputError(f"gradient='implicit' differentiates the implicit stages of the proximal methods "
-                                    f"({', '.join(proximal)}); {method!r} has none: use 'backprop' or 'adjoint'")
+        implicit = [name for name, m in METHODS.items() if "stage_gradient" in m.options]
+        if method not in implicit:
+            raise InvalidInputError(f"gradient='implicit' differentiates the implicit stages of the proximal, implicit "
+                                    f"Runge–Kutta and BDF methods ({', '.join(implicit)}); {method!r} has none: use "
+                                    "'backprop' or 'adjoint'")
         if event_fn is not None or dense:
             raise InvalidInputError("gradient='implicit' takes neither event_fn nor dense=True")
         options["stage_gradient"], gradient = "implicit", "backprop"

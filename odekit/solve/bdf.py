@@ -26,21 +26,27 @@ Step and order selection are the solver's own (the loop pairs it with
 :class:`~odekit.solve.controller.SolverProposed`): the step stays constant for ``q + 1`` steps
 after a change, then the order among ``q − 1, q, q + 1`` allowing the longest next step is
 chosen. Newton failure halves the step.
+
+With option ``stage_gradient="implicit"`` (``solve(..., gradient="implicit")``) Newton runs without
+a graph and each converged corrector is differentiated by the implicit function theorem
+(:func:`~odekit.solve.inner.implicit_stage`) instead of through the Newton iterations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .controller import StepProposal
 from .errors import InvalidInputError, NonFiniteError, choice_option, number_option
-from .inner import difference_increment, gmres
+from .inner import STAGE_GRADIENT_OPTIONS, UNROLLED, ProximalProblem, StageGradient, difference_increment, gmres
 from .linear import DenseLU, SingularMatrixError, SparseLU, factorize, sparse_pattern
 from .methods import ADAPTIVE_OPTIONS, Method
 from .norms import Tolerance
@@ -69,7 +75,7 @@ Preconditioner = Callable[[float, torch.Tensor, float], Callable[[torch.Tensor],
 BDF_OPTIONS = tuple(k for k in ADAPTIVE_OPTIONS if k not in (
     "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "norm",
     "step_size", "grid_constructor", "perturb", "interp")) + (
-    "max_order", "jacobian", "linear_solver", "dense_max", "krylov_dim", "krylov_rtol", "preconditioner")
+    "max_order", "jacobian", "linear_solver", "dense_max", "krylov_dim", "krylov_rtol", "preconditioner") + STAGE_GRADIENT_OPTIONS
 
 
 def _coefficients(kappa: tuple[float, ...]) -> tuple[list[float], list[float], list[float]]:
@@ -144,7 +150,7 @@ class BDF:
     def __init__(self, name: str, kappa: tuple[float, ...], rtol: Tolerance, atol: Tolerance, *,
                  max_order: int = MAX_ORDER, jacobian: str = "auto", linear_solver: str = "auto",
                  dense_max: int = DEFAULT_DENSE_MAX, krylov_dim: int = 30, krylov_rtol: float = 0.1,
-                 preconditioner: Preconditioner | None = None) -> None:
+                 preconditioner: Preconditioner | None = None, stage_gradient: StageGradient = UNROLLED) -> None:
         self.name = name
         self.order = max_order
         self.error_order = 2  # the first step is order 1, its local error O(h²) (sets the initial step)
@@ -153,6 +159,7 @@ class BDF:
         self.rtol, self.atol = rtol, atol
         self.jacobian_mode, self.linear_solver, self.dense_max = jacobian, linear_solver, dense_max
         self.krylov_dim, self.krylov_rtol, self.preconditioner = krylov_dim, krylov_rtol, preconditioner
+        self.stage_gradient = stage_gradient
         self.newton_tol: float = math.nan  # set from the dtype at init
         self.counts = {"jacobians": 0, "autograd_jacobian_columns": 0, "lu_factorizations": 0, "newton_iterations": 0,
                        "newton_failures": 0, "jvps": 0, "singular_matrices": 0, "jacobian_fallbacks": 0}
@@ -187,11 +194,17 @@ class BDF:
         c = h / self.alpha[q]
         scale = self._scale(predicted)
         linear = state.linear
-        converged, d, y, iterations = self._newton(field, t1, predicted, psi, c, scale, linear, t0, y0)
-        if not converged and iterations >= 0 and not linear.current and self._uses_dense(y0):
-            # An old Jacobian: take a fresh one and try once more before shortening the step.
-            self._refresh(field, t0, y0, linear)
+        implicit = self.stage_gradient.applies()
+        with torch.no_grad() if implicit else contextlib.nullcontext():
             converged, d, y, iterations = self._newton(field, t1, predicted, psi, c, scale, linear, t0, y0)
+            if not converged and iterations >= 0 and not linear.current and self._uses_dense(y0):
+                # An old Jacobian: take a fresh one and try once more before shortening the step.
+                self._refresh(field, t0, y0, linear)
+                converged, d, y, iterations = self._newton(field, t1, predicted, psi, c, scale, linear, t0, y0)
+        if implicit and converged:
+            # The corrector solves y = (y_p − ψ) + c f(t1, y): a proximal stage with centre y_p − ψ, σ = c.
+            y = self.stage_gradient.attach(ProximalProblem(field, t1, predicted - psi, c, side=-1), y)
+            d = y - predicted
         if not converged:
             self.counts["newton_failures"] += 1
             # f went non-finite: a NaN ratio sends the loop down its non-finite path (retry shorter,
@@ -401,6 +414,7 @@ def make_bdf(name: str, kappa: tuple[float, ...]):
             krylov_dim=number_option("krylov_dim", options.get("krylov_dim", 30), ge=1, integer=True),
             krylov_rtol=number_option("krylov_rtol", options.get("krylov_rtol", 0.1), gt=0, lt=1),
             preconditioner=_preconditioner_option(options.get("preconditioner")),
+            stage_gradient=StageGradient.from_options(options),
         )
 
     return build

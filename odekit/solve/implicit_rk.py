@@ -25,11 +25,15 @@ above (option ``inner`` picks any inner method; ``"fixed_point"`` is torchdiffeq
 iteration). Complex states use dense Newton at any size: GMRES here assumes real inner products.
 Every operation is out of place, so backprop
 through the inner iterations differentiates the step; the solves stop near machine precision
-relative to the state's size so that this derivative is the derivative of a smooth map.
+relative to the state's size so that this derivative is the derivative of a smooth map. With
+option ``stage_gradient="implicit"`` (``solve(..., gradient="implicit")``) the stages are solved
+without a graph and differentiated by the implicit function theorem instead
+(:func:`~odekit.solve.inner.implicit_stage`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,8 +48,11 @@ from .implicit_tableaus import IMPLICIT_TABLEAUS, ImplicitTableau
 from .inner import (
     INNER_METHODS,
     JVP_MODES,
+    STAGE_GRADIENT_OPTIONS,
+    UNROLLED,
     InnerSolver,
     ProximalProblem,
+    StageGradient,
     difference_increment,
     forward_tangent,
 )
@@ -56,7 +63,7 @@ from .solution import SolveStats
 
 Field = Callable[..., torch.Tensor]
 
-IMPLICIT_RK_OPTIONS = FIXED_OPTIONS + ("max_iters", "inner", "inner_tol", "jvp")
+IMPLICIT_RK_OPTIONS = FIXED_OPTIONS + ("max_iters", "inner", "inner_tol", "jvp") + STAGE_GRADIENT_OPTIONS
 DEFAULT_MAX_ITERS = 100  # torchdiffeq's default for its stage iteration
 DENSE_NEWTON_MAX = 64  # largest system solved by dense Newton by default (it costs one f call per unknown)
 # Stop the stage solve at residual (or Newton update) RMS ≤ tol·(1 + RMS|y0|): a few dozen ulps, above the
@@ -97,6 +104,10 @@ class CoupledStages:
         F = self.derivatives(w)
         self._last = (w, F)  # the inner methods take the product at the point whose residual they just formed
         return w - (self.ha @ F).reshape(-1)
+
+    def fixed_point_map(self, w: torch.Tensor) -> torch.Tensor:
+        """``G(W) = h (A ⊗ I) F(y0 + W)``, whose fixed point is the stages (``R = W − G(W)``)."""
+        return (self.ha @ self.derivatives(w)).reshape(-1)
 
     def jvp(self, w: torch.Tensor, v: torch.Tensor, r_w: torch.Tensor) -> torch.Tensor:
         """``(∂R/∂W) v`` by finite differences of ``f`` per stage (or forward-mode autograd, ``jvp_mode``)."""
@@ -153,12 +164,14 @@ class ImplicitRungeKutta:
     adaptive = False
 
     def __init__(self, tableau: ImplicitTableau, *, max_iters: int = DEFAULT_MAX_ITERS, inner: str | None = None,
-                 inner_tol: float | None = None, jvp: str = JVP_MODES[0]) -> None:
+                 inner_tol: float | None = None, jvp: str = JVP_MODES[0],
+                 stage_gradient: StageGradient = UNROLLED) -> None:
         self.tableau = tableau
         self.name = tableau.name
         self.order = tableau.order
         self.error_order = tableau.order + 1  # local error of an order-p step scales as h^(p+1)
         self.max_iters, self.inner, self.inner_tol, self.jvp = max_iters, inner, inner_tol, jvp
+        self.stage_gradient = stage_gradient
         self._c = [float(x) for x in tableau.c]
         self._a = [[float(x) for x in row] for row in tableau.a]
         self._b = [float(x) for x in tableau.b]
@@ -297,7 +310,9 @@ class ImplicitRungeKutta:
         return solver
 
     def _solve(self, problem: Any, guess: torch.Tensor, size: int, dtype: torch.dtype, tol: float) -> torch.Tensor:
-        result = self._inner_solver(size, dtype)(problem, guess, res_tol=tol, tol=tol)
+        implicit = self.stage_gradient.applies()
+        with torch.no_grad() if implicit else contextlib.nullcontext():
+            result = self._inner_solver(size, dtype)(problem, guess, res_tol=tol, tol=tol)
         self.solves += 1
         self.iterations += result.iterations
         self.iterations_max = max(self.iterations_max, result.iterations)
@@ -307,12 +322,12 @@ class ImplicitRungeKutta:
                 self.worst_residual = max(self.worst_residual, result.residual_norm)
             else:
                 self.worst_residual = math.inf
-        return result.z
+        return self.stage_gradient.attach(problem, result.z) if implicit else result.z
 
 
 def make_implicit_rk_solver(tableau: ImplicitTableau, options: dict[str, Any]) -> ImplicitRungeKutta:
     """A solver for ``tableau`` configured from the method options (``max_iters``, ``inner``, ``inner_tol``,
-    ``jvp``), validated here."""
+    ``jvp``, ``stage_gradient``, ``implicit_rtol``), validated here."""
     max_iters = positive_int_option(options, "max_iters", DEFAULT_MAX_ITERS)
     inner = options.get("inner")
     if inner is not None:
@@ -323,7 +338,8 @@ def make_implicit_rk_solver(tableau: ImplicitTableau, options: dict[str, Any]) -
                                 f"{inner_tol!r}")
     jvp = choice_option("jvp", options.get("jvp", JVP_MODES[0]), JVP_MODES)
     return ImplicitRungeKutta(tableau, max_iters=max_iters, inner=inner,
-                              inner_tol=None if inner_tol is None else float(inner_tol), jvp=jvp)
+                              inner_tol=None if inner_tol is None else float(inner_tol), jvp=jvp,
+                              stage_gradient=StageGradient.from_options(options))
 
 
 IMPLICIT_RK_METHODS = tuple(

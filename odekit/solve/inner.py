@@ -25,11 +25,12 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .errors import InvalidInputError, did_you_mean, number_option
+from .errors import InvalidInputError, choice_option, did_you_mean, number_option
 from .norms import rms_norm
 
 Field = Callable[[float, torch.Tensor], torch.Tensor]
@@ -57,6 +58,10 @@ class ProximalProblem:
 
     def residual(self, z: torch.Tensor) -> torch.Tensor:
         return z - self.center - self.sigma * self.field(self.t, z, self.side)
+
+    def fixed_point_map(self, z: torch.Tensor) -> torch.Tensor:
+        """``G(z) = center + σ f(t, z)``, whose fixed point is the stage (``r = z − G(z)``)."""
+        return self.center + self.sigma * self.field(self.t, z, self.side)
 
     def jvp(self, z: torch.Tensor, v: torch.Tensor, r_z: torch.Tensor) -> torch.Tensor:
         """``(∂r/∂z) v = v − σ (∂f/∂z) v``, one evaluation of ``f``.
@@ -246,30 +251,77 @@ def gmres(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, rtol:
     return torch.stack(basis[:m], dim=1) @ y
 
 
-def implicit_stage(problem: ProximalProblem, z_star: torch.Tensor, rtol: float, max_dim: int) -> torch.Tensor:
+# How a converged stage's gradient is taken: backprop through the inner iterations ("unrolled", the
+# authors' choice for GRAND), or the implicit function theorem on the converged stage ("implicit",
+# ``solve(..., gradient="implicit")``). The options every implicit solver takes for it:
+STAGE_GRADIENTS = ("unrolled", "implicit")
+STAGE_GRADIENT_OPTIONS = ("stage_gradient", "implicit_rtol")
+
+
+class FixedPointStage(Protocol):
+    """An implicit stage as a fixed point ``z = G(z)``: :class:`ProximalProblem`, or the coupled
+    stages of an implicit Runge–Kutta step."""
+
+    def fixed_point_map(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class StageGradient:
+    """How the implicit solvers differentiate their stages (options ``stage_gradient``, ``implicit_rtol``).
+
+    ``"implicit"``: the stage is solved without a graph (:meth:`applies` says when) and
+    :meth:`attach` gives the converged value the gradient of the implicit function theorem, so
+    memory does not grow with the inner (Newton, Fletcher–Reeves, …) iterations.
+    """
+
+    mode: str = "unrolled"
+    rtol: float = 1e-10  # GMRES tolerance of the adjoint system, relative to the incoming gradient
+    max_dim: int = 200  # GMRES products per adjoint solve at most
+
+    @classmethod
+    def from_options(cls, options: dict) -> StageGradient:
+        mode = choice_option("stage_gradient", options.get("stage_gradient", "unrolled"), STAGE_GRADIENTS)
+        return cls(mode, number_option("implicit_rtol", options.get("implicit_rtol", 1e-10), gt=0, lt=1))
+
+    def applies(self) -> bool:
+        """Whether this stage solve runs without a graph (implicit mode, and a gradient wanted)."""
+        return self.mode == "implicit" and torch.is_grad_enabled()
+
+    def attach(self, stage: FixedPointStage, z_star: torch.Tensor) -> torch.Tensor:
+        """``z*`` with the implicit gradient (:func:`implicit_stage`)."""
+        return implicit_stage(stage, z_star, self.rtol, self.max_dim)
+
+
+UNROLLED = StageGradient()  # the default: backprop through the inner iterations
+
+
+def implicit_stage(stage: FixedPointStage, z_star: torch.Tensor, rtol: float, max_dim: int) -> torch.Tensor:
     """The converged stage ``z*`` with the gradient of the implicit function theorem attached.
 
-    ``z*`` solves ``z = center + σ f(t, z)``. Differentiating that equation instead of the
+    ``z*`` solves ``z = G(z)`` (a proximal stage: ``G(z) = center + σ f(t, z)``; coupled implicit
+    RK stages: ``G(W) = h (A ⊗ I) F(y0 + W)``). Differentiating that equation instead of the
     iterations that found it: for an incoming gradient ``g``, ``λ`` solves the linear adjoint system
-    ``(I − σ ∂f/∂z)ᵀ λ = g`` (GMRES on vector–Jacobian products, to ``rtol``), and the gradients
-    are ``λ`` for ``center`` and ``σ (∂f/∂θ)ᵀ λ`` for everything ``f`` depends on. Memory holds one
-    evaluation of ``f`` per stage, however many inner iterations the forward solve took (the
+    ``(I − ∂G/∂z)ᵀ λ = g`` (for a proximal stage ``(I − σ ∂f/∂z)ᵀ λ = g``; GMRES on
+    vector–Jacobian products, to ``rtol``), and ``λ`` is then backpropagated through one evaluation
+    of ``G`` into everything it depends on (the stage's centre, ``f``'s parameters). Memory holds
+    one evaluation of ``G`` per stage, however many inner iterations the forward solve took (the
     thesis's closing idea: the adjoint of an optimisation problem is an optimisation problem).
     """
     z0 = z_star.detach().requires_grad_(True)
     with torch.enable_grad():
-        fz = problem.field(problem.t, z0, problem.side)
-    mapped = problem.center + problem.sigma * fz
+        mapped = stage.fixed_point_map(z0)
     if not mapped.requires_grad:
         return z_star.detach()
 
     def transposed(v: torch.Tensor) -> torch.Tensor:
-        (vjp,) = torch.autograd.grad(fz, z0, v, retain_graph=True, allow_unused=True)
-        return v if vjp is None else v - problem.sigma * vjp
+        (vjp,) = torch.autograd.grad(mapped, z0, v, retain_graph=True, allow_unused=True)
+        return v if vjp is None else v - vjp
 
-    mapped.register_hook(lambda g: gmres(transposed, g, rtol, max_dim))
+    # The hook sits on a view: the products above start from ``mapped`` and must not re-enter it.
+    hooked = mapped.view_as(mapped)
+    hooked.register_hook(lambda g: gmres(transposed, g, rtol, max_dim))
     # the value is the converged z*; only the gradient goes through ``mapped``
-    return mapped + (z_star.detach() - mapped).detach()
+    return hooked + (z_star.detach() - mapped).detach()
 
 
 def newton_krylov(problem: ProximalProblem, z: torch.Tensor, krylov_rtol: float, krylov_dim: int) -> Iterates:

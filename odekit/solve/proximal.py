@@ -26,10 +26,18 @@ from .errors import (
     InvalidInputError,
     NonFiniteError,
     choice_option,
-    number_option,
 )
 from .implicit_schemes import SCHEMES, BackwardDifference, Scheme, combine, lagrange_weights
-from .inner import DEFAULT_INNER, INNER_METHODS, JVP_MODES, InnerSolver, ProximalProblem, implicit_stage
+from .inner import (
+    DEFAULT_INNER,
+    INNER_METHODS,
+    JVP_MODES,
+    STAGE_GRADIENT_OPTIONS,
+    UNROLLED,
+    InnerSolver,
+    ProximalProblem,
+    StageGradient,
+)
 from .methods import ADAPTIVE_OPTIONS, Method
 from .norms import tightest
 from .solution import SolveStats
@@ -37,12 +45,7 @@ from .solution import SolveStats
 PROXIMAL_OPTIONS = (
     "step_size", "inner", "inner_step", "inner_tol", "inner_res_tol", "inner_max_iters", "inner_memory",
     "krylov_rtol", "krylov_dim", "jvp", "warm_start", "on_inner_failure", "max_num_steps", "max_nfe",
-    "stage_gradient", "implicit_rtol",
-)
-# How a stage's gradient is taken: backprop through the inner iterations ("unrolled", the authors'
-# choice for GRAND), or the implicit function theorem on the converged stage ("implicit",
-# ``solve(..., gradient="implicit")``).
-STAGE_GRADIENTS = ("unrolled", "implicit")
+) + STAGE_GRADIENT_OPTIONS
 ADAPTIVE_PROXIMAL_OPTIONS = tuple(dict.fromkeys(PROXIMAL_OPTIONS + ADAPTIVE_OPTIONS + ("order",)))
 _INNER_KEYS = {"inner": "method", "inner_step": "step", "inner_tol": "tol", "inner_res_tol": "res_tol",
                "inner_max_iters": "max_iters", "inner_memory": "memory", "krylov_rtol": "krylov_rtol",
@@ -66,9 +69,9 @@ class ProximalSolver:
     fsal = False
 
     def __init__(self, name: str, scheme: Scheme, inner: InnerSolver, *, adaptive: bool, warm_start: str,
-                 jvp: str, on_inner_failure: str, stage_gradient: str = "unrolled", implicit_rtol: float = 1e-10) -> None:
+                 jvp: str, on_inner_failure: str, stage_gradient: StageGradient = UNROLLED) -> None:
         self.name, self.scheme, self.inner = name, scheme, inner
-        self.stage_gradient, self.implicit_rtol = stage_gradient, implicit_rtol
+        self.stage_gradient = stage_gradient
         self.order = scheme.order
         self.error_order = scheme.order + 1  # local error of an order-q step scales as h^(q+1)
         self.adaptive = adaptive
@@ -119,7 +122,7 @@ class ProximalSolver:
             else:
                 guess = self._predict(times, states, t, self._keep)
             problem = ProximalProblem(field, t, center, sigma, self.jvp)
-            implicit = self.stage_gradient == "implicit" and torch.is_grad_enabled()
+            implicit = self.stage_gradient.applies()
             if implicit:  # no graph of the iterations: the gradient comes from the converged stage
                 with torch.no_grad():
                     result = self.inner(problem, guess.detach())
@@ -147,7 +150,7 @@ class ProximalSolver:
                         + _FIXES
                     )
             if implicit:
-                return implicit_stage(problem, result.z, self.implicit_rtol, max(self.inner.krylov_dim, 200))
+                return self.stage_gradient.attach(problem, result.z)
             return result.z
 
         y1 = scheme.advance(field, past_times, past_states, t1, solve_stage)
@@ -215,8 +218,7 @@ def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, An
         warm_start=_choice(options, "warm_start", "extrapolate", ("extrapolate", "previous")),
         jvp=_choice(options, "jvp", JVP_MODES[0], JVP_MODES),
         on_inner_failure=_choice(options, "on_inner_failure", "warn", ("warn", "raise")),
-        stage_gradient=_choice(options, "stage_gradient", "unrolled", STAGE_GRADIENTS),
-        implicit_rtol=number_option("implicit_rtol", options.get("implicit_rtol", 1e-10), gt=0, lt=1),
+        stage_gradient=StageGradient.from_options(options),
     )
 
 
