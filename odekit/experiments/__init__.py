@@ -26,9 +26,11 @@ def get(name: str) -> Experiment:
 # The table of experiments, in the order reproduce runs them.
 from . import (  # noqa: E402
     adjoint_decay,
+    cnf_mnist,
     diffusion1d,
     grand_depth,
     grand_labels,
+    grand_proximal,
     grand_variants,
     hb_grand,
     hb_optim_demo,
@@ -44,7 +46,7 @@ from . import (  # noqa: E402
 
 for _module in (plane_vibration, walker2d, adjoint_decay, grand_depth, grand_labels, grand_variants, hb_grand, diffusion1d,
                 hb_optim_demo, pointcloud, image_classification, nfe_vs_tolerance, silverbox_growth, stiff_scalar,
-                work_precision):
+                work_precision, grand_proximal, cnf_mnist):
     register(_module.EXPERIMENT)
 
 __all__ = ["EXPERIMENTS", "register", "get", "Experiment", "ExperimentConfig", "RunContext", "ThesisNumber",

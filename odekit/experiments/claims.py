@@ -128,6 +128,33 @@ class Ordering(Claim):
         return Verdict(Outcome.AGREES if holds else Outcome.DIFFERS, f"{what}{margin}: {shown}")
 
 
+@dataclass(frozen=True)
+class Matches(Claim):
+    """A claim that every model in ``group`` does as well as the best of ``reference`` on ``quantity``,
+    within ``tolerance`` (absolute): "converges as well as the adaptive solvers"."""
+
+    quantity: str = ""
+    group: tuple[str, ...] = ()
+    reference: tuple[str, ...] = ()
+    tolerance: float = 0.0
+    higher_is_better: bool = True
+
+    def judge(self, summary: Mapping[str, Mapping[str, float]], labels: Mapping[str, str], what: str) -> Verdict:
+        present = {m: summary[m][self.quantity] for m in self.group + self.reference
+                   if m in summary and self.quantity in summary[m] and not math.isnan(summary[m][self.quantity])}
+        absent = [labels.get(m, m) for m in self.group + self.reference if m not in present]
+        if absent:
+            return Verdict(Outcome.NOT_COMPARABLE, f"the run has no {what} for {', '.join(absent)}")
+        sign = 1.0 if self.higher_is_better else -1.0
+        best = max(self.reference, key=lambda m: sign * present[m])
+        shortfall = {m: sign * (present[best] - present[m]) for m in self.group}
+        holds = all(gap <= self.tolerance for gap in shortfall.values())
+        shown = "; ".join(f"{labels.get(m, m)} {format_number(present[m])}" for m in self.group)
+        return Verdict(Outcome.AGREES if holds else Outcome.DIFFERS,
+                       f"{what} (within {self.tolerance:g} of the best reference, {labels.get(best, best)} "
+                       f"{format_number(present[best])}): {shown}")
+
+
 HEAVY_BALL = ("hbnode", "ghbnode")
 FIRST_ORDER_AND_SONODE = ("node", "anode", "sonode")
 
@@ -141,13 +168,14 @@ def heavy_ball_beats(quantity: str, others: tuple[str, ...], source: str, statem
 def judge_orderings(claims: Mapping[str, Claim], summary: Mapping[str, Mapping[str, float]],
                     labels: Mapping[str, str], names: Mapping[str, str],
                     caveat: str | None = None) -> dict[str, Verdict]:
-    """Verdicts on every :class:`Ordering` of ``claims``; ``names[quantity]`` says what it measures.
+    """Verdicts on every :class:`Ordering` and :class:`Matches` of ``claims``; ``names[quantity]`` says what it
+    measures.
 
     ``caveat`` (e.g. "the models did not leave chance accuracy") makes them not comparable while
     keeping the measured ordering in the reason.
     """
     return {key: claim.judge(summary, labels, names.get(claim.quantity, claim.quantity)).qualified(caveat)
-            for key, claim in claims.items() if isinstance(claim, Ordering)}
+            for key, claim in claims.items() if isinstance(claim, (Ordering, Matches))}
 
 
 def gap_verdict(pairs: list[tuple[str, float, float]], claimed: str, none_reason: str,

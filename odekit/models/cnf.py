@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..solve import SolveStats
 from ..solve.spec import SolveSettings
 from .block import ODEBlock, OneBlock
 
@@ -243,6 +244,15 @@ class ODENVP(nn.Module):
                 for _ in range(blocks)))
             if scale < scales - 1:
                 channels = 4 * channels // 2  # squeeze, then half the channels leave
+
+    @property
+    def stats(self) -> SolveStats:
+        """The counters of the latest call, summed over every block (``nfe_backward`` after ``backward()``)."""
+        total = SolveStats()
+        for blocks in self.stages:
+            for block in blocks:
+                total += block.stats
+        return total
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, log_det = logit_transform(x, self.alpha)

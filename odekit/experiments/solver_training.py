@@ -1,0 +1,248 @@
+"""One model trained once per ODE solver, side by side: the training experiments of chapter 5.
+
+Figs 5.6 (FFJORD on MNIST) and 5.7 (GRAND on Coauthor CS) train the same model from the same
+initial weights with an adaptive solver and with proximal ones, and plot per iteration what each
+costs (forward and backward NFE, wall time) beside how well it trains (loss, a validation or test
+metric). :func:`train_with_solvers` is that protocol for any model: the experiment supplies how
+to build the model for one :class:`SolverChoice`, the loss of one iteration and the evaluation;
+this module owns the loop, the per-iteration records, resume, the summary the claims judge and
+the four-panel figure.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..report.plots import pyplot
+from ..solve import SolverError
+from ..solve.errors import InnerSolveWarning
+from ..solve.spec import SolveSettings
+from .base import RunContext
+from .training import EpochResume
+
+
+@dataclass(frozen=True)
+class SolverChoice:
+    """One solver of the comparison: a key (``"dopri5"``), its label in tables and figures, and the
+    engine settings (:class:`~odekit.solve.spec.SolveSettings` fields) the model integrates with."""
+
+    key: str
+    label: str
+    settings: Mapping[str, Any]
+    proximal: bool = False
+
+    def solve_settings(self) -> SolveSettings:
+        return SolveSettings(**self.settings)
+
+
+@dataclass
+class IterationRecord:
+    """What one training iteration cost and gave."""
+
+    iteration: int  # 1-based
+    loss: float
+    nfe_forward: int
+    nfe_backward: int
+    seconds: float  # forward, backward and optimiser step (evaluation excluded)
+    metric: float | None = None  # the evaluation after this iteration, where one was made
+    warnings: int = 0  # the engine's warnings in this iteration (implicit stages left unconverged)
+
+
+@dataclass
+class SolverRun:
+    records: list[IterationRecord] = field(default_factory=list)
+    status: str = "ok"  # or why the solver stopped (a solver failure is a result, the thesis's NA)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"records": [asdict(r) for r in self.records], "status": self.status, "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SolverRun:
+        return cls([IterationRecord(**r) for r in raw["records"]], raw["status"], dict(raw.get("extra", {})))
+
+    def described_status(self) -> str:
+        """The status, with how many iterations the engine warned in (a warning is not a success)."""
+        warned = [r for r in self.records if r.warnings]
+        if not warned:
+            return self.status
+        first = self.extra.get("first_warning", "")
+        return f"{self.status}; engine warnings in {len(warned)} of {len(self.records)} iterations ({first[:120]})"
+
+    def summary(self, tail: int = 5) -> dict[str, float]:
+        """Means per iteration, the total time, the loss over the last ``tail`` iterations, the last metric."""
+        if not self.records:
+            return {}
+        r = self.records
+        metrics = [x.metric for x in r if x.metric is not None]
+        forward = float(np.mean([x.nfe_forward for x in r]))
+        backward = float(np.mean([x.nfe_backward for x in r]))
+        return {"nfe_forward": forward, "nfe_backward": backward, "nfe": forward + backward,
+                "seconds": float(sum(x.seconds for x in r)), "loss": float(np.mean([x.loss for x in r[-tail:]])),
+                "metric": metrics[-1] if metrics else math.nan, "iterations": float(len(r))}
+
+
+def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterations: int, *,
+                       build: Callable[[SolverChoice], tuple[torch.nn.Module, torch.optim.Optimizer]],
+                       loss_of: Callable[[torch.nn.Module, torch.Generator], torch.Tensor],
+                       nfe_of: Callable[[torch.nn.Module], tuple[int, int]],
+                       evaluate: Callable[[torch.nn.Module], float],
+                       evaluate_every: int,
+                       warmup: int = 0,
+                       finish: Callable[[torch.nn.Module, SolverChoice], dict[str, Any]] | None = None,
+                       seed: int = 0, description: str = "training") -> dict[str, SolverRun]:
+    """Train ``build(choice)`` for ``iterations`` iterations with each solver; returns their runs.
+
+    Every solver starts from the same weights and draws the same batches (``build`` and the
+    batch generator are seeded identically). ``loss_of(model, generator)`` is one iteration's
+    loss, ``nfe_of(model)`` its forward and backward NFE (read after ``backward()``),
+    ``evaluate(model)`` the metric, taken every ``evaluate_every`` iterations and after the last.
+    The learning rate rises linearly over the first ``warmup`` iterations (FFJORD's warm-up).
+    ``finish(model, choice)`` may add results of the trained model (e.g. samples) to the run.
+    Finished solvers are kept in the run's checkpoint; an unfinished one resumes from its last
+    evaluation (:class:`~odekit.experiments.training.EpochResume`).
+    """
+    done: dict[str, Any] = ctx.checkpoint.setdefault("solvers", {})
+    runs: dict[str, SolverRun] = {}
+    with ctx.progress(iterations * len(choices), description) as advance:
+        for choice in choices:
+            if choice.key in done:
+                runs[choice.key] = SolverRun.from_dict(done[choice.key])
+                advance(iterations)
+                continue
+            torch.manual_seed(seed)
+            model, optimiser = build(choice)
+            rates = [group["lr"] for group in optimiser.param_groups]  # before a resumed state changes them
+            generator = torch.Generator().manual_seed(seed)
+            resume = EpochResume(ctx.out / f"unfinished_{choice.key}.pt")
+            run = SolverRun([IterationRecord(**r) for r in resume.restore(model, optimiser, generator)])
+            advance(len(run.records))
+
+            def learning_rate(iteration: int, optimiser=optimiser, rates=rates) -> None:
+                factor = min(1.0, iteration / warmup) if warmup else 1.0
+                for group, rate in zip(optimiser.param_groups, rates):
+                    group["lr"] = rate * factor
+
+            def save(model=model, optimiser=optimiser, generator=generator, run=run, resume=resume) -> None:
+                resume.save(model, optimiser, generator, [asdict(r) for r in run.records])
+
+            run.status = _train(run, model, optimiser, learning_rate, generator, iterations, loss_of, nfe_of,
+                                evaluate, evaluate_every, save, advance)
+            if run.status == "ok" and finish is not None:
+                run.extra.update(finish(model, choice))
+            last = run.records[-1] if run.records else None
+            shown = "" if last is None or last.metric is None else f", metric {last.metric:.4g}"
+            ctx.log(f"{choice.label}: {len(run.records)} iterations, {run.status}{shown}")
+            done[choice.key] = run.as_dict()
+            ctx.save_checkpoint()
+            resume.finish()
+            runs[choice.key] = run
+    return runs
+
+
+def _train(run: SolverRun, model, optimiser, learning_rate, generator, iterations: int, loss_of, nfe_of, evaluate,
+           evaluate_every: int, save: Callable[[], None], advance: Callable[[int], None]) -> str:
+    """The iterations of one solver (appending to ``run.records``); returns the run's status."""
+    try:
+        for iteration in range(len(run.records) + 1, iterations + 1):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", InnerSolveWarning)
+                model.train()
+                start = time.perf_counter()
+                optimiser.zero_grad()
+                loss = loss_of(model, generator)
+                if not bool(torch.isfinite(loss.detach())):
+                    return f"the loss became non-finite at iteration {iteration}"
+                loss.backward()
+                learning_rate(iteration)
+                optimiser.step()
+                seconds = time.perf_counter() - start
+                forward, backward = nfe_of(model)
+                record = IterationRecord(iteration, loss.item(), forward, backward, seconds)
+                if iteration % evaluate_every == 0 or iteration == iterations:
+                    model.eval()
+                    with torch.no_grad():
+                        record.metric = float(evaluate(model))
+            # The engine's warnings become part of the record (and of the run's status), not console noise.
+            engine = [w for w in caught if issubclass(w.category, InnerSolveWarning)]
+            for other in caught:
+                if other not in engine:
+                    warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+            record.warnings = len(engine)
+            if engine and "first_warning" not in run.extra:
+                run.extra["first_warning"] = f"iteration {iteration}: {engine[0].message}"
+            run.records.append(record)
+            if record.metric is not None:
+                save()
+            advance(1)
+    except SolverError as err:
+        return f"solver failed: {type(err).__name__}: {str(err)[:160]}"
+    return "ok"
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of the comparison figure: a record field against the iteration."""
+
+    quantity: str  # "loss", "metric", "nfe_forward", "nfe_backward", "seconds"
+    label: str
+    cumulative: bool = False  # plot the running sum (total time)
+    log: bool = False
+
+
+def plot_solver_curves(ctx: RunContext, name: str, runs: Mapping[str, SolverRun], choices: Sequence[SolverChoice],
+                       panels: Sequence[Panel], title: str, caption: str) -> None:
+    """One panel per quantity, one line per solver (proximal dashed), against the training iteration."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for choice in choices:
+            run = runs.get(choice.key)
+            points = [(r.iteration, getattr(r, panel.quantity)) for r in (run.records if run else [])
+                      if getattr(r, panel.quantity) is not None]
+            if not points:
+                continue
+            x, y = np.array(points, dtype=float).T
+            ax.plot(x, np.cumsum(y) if panel.cumulative else y, "--" if choice.proximal else "-",
+                    marker="o" if panel.quantity == "metric" else None, markersize=3, label=choice.label)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(panel.label)
+        if panel.log:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    ctx.figure(name, fig, caption=caption)
+
+
+def solver_tables(ctx: RunContext, name: str, runs: Mapping[str, SolverRun], choices: Sequence[SolverChoice],
+                  metric_label: str, caption: str) -> dict[str, dict[str, float]]:
+    """The per-solver summary table and the per-iteration curves (CSV); returns the summaries by key."""
+    summaries = {c.key: runs[c.key].summary() for c in choices if c.key in runs}
+    rows = []
+    for c in choices:
+        s, run = summaries.get(c.key, {}), runs.get(c.key)
+        rows.append([c.label, int(s.get("iterations", 0)), _fmt(s.get("nfe_forward")), _fmt(s.get("nfe_backward")),
+                     _fmt(s.get("seconds")), _fmt(s.get("loss")), _fmt(s.get("metric")),
+                     run.described_status() if run else "not run"])
+    ctx.table(name, ["solver", "iterations", "forward NFE / iteration", "backward NFE / iteration",
+                     "total seconds", "final loss", metric_label, "status"], rows, caption=caption)
+    curves = [[c.label, r.iteration, f"{r.loss:.6g}", r.nfe_forward, r.nfe_backward, f"{r.seconds:.4g}",
+               "" if r.metric is None else f"{r.metric:.6g}"]
+              for c in choices if c.key in runs for r in runs[c.key].records]
+    ctx.table(f"{name}_curves", ["solver", "iteration", "loss", "forward NFE", "backward NFE", "seconds",
+                                 metric_label], curves, caption="Every training iteration of every solver.")
+    return summaries
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
