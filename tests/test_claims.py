@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from odekit.experiments.claims import Ordering, Outcome, ThesisNumber, Verdict, gap_verdict, number_verdict
+from odekit.experiments.claims import Matches, Ordering, Outcome, ThesisNumber, Verdict, gap_verdict, number_verdict
 
 
 @pytest.mark.parametrize("value,ref,outcome", [
@@ -42,6 +42,22 @@ def test_ordering_agrees_differs_or_names_what_is_missing():
     assert nan.outcome is Outcome.NOT_COMPARABLE
     margin = Ordering("Fig 0", "much lower", quantity="q", low=("a",), high=("c",), factor=2.0)
     assert margin.judge({"a": {"q": 2.0}, "c": {"q": 3.0}}, labels, "x").outcome is Outcome.DIFFERS
+
+
+def test_matches_compares_each_of_a_group_with_the_best_reference():
+    labels = {"p": "P", "q": "Q", "a": "A", "b": "B"}
+    accuracy = Matches("Fig 0", "as accurate", quantity="acc", group=("p", "q"), reference=("a", "b"), tolerance=0.01)
+    within = accuracy.judge({"p": {"acc": 0.905}, "q": {"acc": 0.92}, "a": {"acc": 0.91}, "b": {"acc": 0.80}},
+                            labels, "accuracy")
+    assert within.outcome is Outcome.AGREES and "A 0.91" in within.reason
+    short = accuracy.judge({"p": {"acc": 0.89}, "q": {"acc": 0.92}, "a": {"acc": 0.91}, "b": {"acc": 0.8}}, labels, "a")
+    assert short.outcome is Outcome.DIFFERS
+    loss = Matches("Fig 0", "as low", quantity="l", group=("p",), reference=("a", "b"), tolerance=0.1,
+                   higher_is_better=False)
+    assert loss.judge({"p": {"l": 1.05}, "a": {"l": 1.0}, "b": {"l": 2.0}}, labels, "loss").outcome is Outcome.AGREES
+    assert loss.judge({"p": {"l": 1.2}, "a": {"l": 1.0}, "b": {"l": 0.5}}, labels, "loss").outcome is Outcome.DIFFERS
+    assert loss.judge({"p": {"l": 1.0}, "a": {"l": math.nan}, "b": {"l": 1.0}}, labels,
+                      "loss").outcome is Outcome.NOT_COMPARABLE
 
 
 def test_a_caveat_keeps_the_measurement_but_makes_it_not_comparable():

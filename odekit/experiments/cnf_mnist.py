@@ -23,7 +23,7 @@ The quick profile is a sketch for a 2-core CPU: MNIST downsampled to 14 × 14 (2
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -33,10 +33,18 @@ from ..report import atomic
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Matches, Ordering, judge_orderings
-from .solver_training import Panel, SolverChoice, plot_solver_curves, solver_tables, train_with_solvers
+from .solver_training import (
+    Panel,
+    SolverChoice,
+    between,
+    fletcher_reeves,
+    plot_solver_curves,
+    proximal_choices,
+    solver_tables,
+    train_with_solvers,
+)
 
-PROXIMAL = ("prox_bdf2", "prox_bdf3", "prox_bdf4")
-LABELS = {"dopri5": "DOPRI5", "prox_bdf2": "prox BDF2", "prox_bdf3": "prox BDF3", "prox_bdf4": "prox BDF4"}
+PROXIMAL_LABELS = {"prox_bdf2": "prox BDF2", "prox_bdf3": "prox BDF3", "prox_bdf4": "prox BDF4"}
 
 
 @dataclass
@@ -58,26 +66,17 @@ class CNFMnistConfig(ExperimentConfig):
     inner_step: float = 0.3
     inner_tol: float = 2e-3
     inner_max_iters: int = 60  # the authors' opt_iters
-    proximal: tuple[str, ...] = PROXIMAL
-    implicit_gradient: bool = True  # also train the BDFs with gradient="implicit"
+    proximal: tuple[str, ...] = tuple(PROXIMAL_LABELS)
+    gradients: tuple[str, ...] = ("backprop", "implicit")  # of the BDFs ("implicit": beyond the thesis)
     samples: int = 16
 
 
 def solver_choices(config: CNFMnistConfig) -> list[SolverChoice]:
-    unknown = [p for p in config.proximal if p not in LABELS or p == "dopri5"]
-    if unknown:
-        raise ValueError(f"unknown proximal solver(s) {unknown}; choose from {', '.join(PROXIMAL)}")
-    choices = [SolverChoice("dopri5", LABELS["dopri5"], {"method": "dopri5", "atol": config.atol, "rtol": config.rtol,
-                                                         "gradient": "adjoint"})]
-    inner = {"step_size": config.step_size, "inner": "fr", "inner_step": config.inner_step,
-             "inner_tol": config.inner_tol, "inner_res_tol": 0.0, "inner_max_iters": config.inner_max_iters}
-    for gradient in ("backprop", "implicit") if config.implicit_gradient else ("backprop",):
-        for name in config.proximal:
-            implicit = gradient == "implicit"
-            choices.append(SolverChoice(name + ("_implicit" if implicit else ""),
-                                        LABELS[name] + (" (implicit gradient)" if implicit else ""),
-                                        {"method": name, "gradient": gradient, "options": inner}, proximal=True))
-    return choices
+    """DOPRI5, then each BDF of ``config.proximal`` with each gradient of ``config.gradients``."""
+    dopri5 = SolverChoice("dopri5", "DOPRI5", {"method": "dopri5", "atol": config.atol, "rtol": config.rtol,
+                                                "gradient": "adjoint"})
+    return [dopri5] + proximal_choices(config.proximal, PROXIMAL_LABELS, config.gradients, fletcher_reeves(
+        config.step_size, config.inner_step, config.inner_tol, config.inner_max_iters))
 
 
 def mnist_pixels(root, train: bool, size: int, count: int, seed: int) -> torch.Tensor:
@@ -147,10 +146,7 @@ def run(config: CNFMnistConfig, ctx: RunContext) -> None:
                        caption="Fig 5.6: bits/dim, total time and forward/backward NFE per iteration (proximal dashed).")
     _plot_samples(ctx, runs, choices, shape)
     labels = {c.key: c.label for c in choices}
-    proximal = tuple(c.key for c in choices if c.proximal)
-    claims = {key: replace(claim, low=proximal, high=("dopri5",)) if isinstance(claim, Ordering)
-              else replace(claim, group=proximal, reference=("dopri5",)) for key, claim in EXPERIMENT.claims.items()}
-    ctx.judge(judge_orderings(claims, summaries, labels, {
+    ctx.judge(judge_orderings(between(EXPERIMENT.claims, choices), summaries, labels, {
         "nfe": f"NFE per iteration, forward + backward, over {config.iterations} iteration(s) (thesis: 10 epochs)",
         "seconds": f"training seconds over {config.iterations} iteration(s)",
         "metric": f"test bits/dim after {config.iterations} iteration(s)"}))
@@ -188,10 +184,10 @@ EXPERIMENT = Experiment(
     profiles={
         "smoke": {"image_size": 7, "train_images": 64, "test_images": 16, "iterations": 2, "batch_size": 8,
                   "evaluate_every": 1, "hidden": (8,), "scales": 1, "blocks": 1, "warmup": 0,
-                  "proximal": ("prox_bdf2",), "implicit_gradient": False, "samples": 4, "atol": 1e-3, "rtol": 1e-3},
+                  "proximal": ("prox_bdf2",), "gradients": ("backprop",), "samples": 4, "atol": 1e-3, "rtol": 1e-3},
         # 12 iterations of batch 32 took 147 s here (BDF3/BDF4 ~3.5 s each, DOPRI5 1.8 s, BDF2 0.8 s)
         "quick": {"image_size": 14, "train_images": 2048, "test_images": 32, "iterations": 8, "batch_size": 16,
-                  "evaluate_every": 4, "hidden": (32, 32), "warmup": 8, "implicit_gradient": False},
+                  "evaluate_every": 4, "hidden": (32, 32), "warmup": 8, "gradients": ("backprop",)},
         "full": {},
     },
     run=run,

@@ -20,7 +20,7 @@ total time, and train as well (loss, validation accuracy).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,16 @@ from ..models.grand import GRAND
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Matches, Ordering, judge_orderings
 from .node_classification import SETTINGS, split_for
-from .solver_training import Panel, SolverChoice, plot_solver_curves, solver_tables, train_with_solvers
+from .solver_training import (
+    Panel,
+    SolverChoice,
+    between,
+    fletcher_reeves,
+    plot_solver_curves,
+    proximal_choices,
+    solver_tables,
+    train_with_solvers,
+)
 
 ADAPTIVE = ("adaptive_heun", "dopri5", "dopri8")
 ADAPTIVE_LABELS = {"adaptive_heun": "adaptive Heun", "dopri5": "DOPRI5", "dopri8": "DOPRI8"}
@@ -50,30 +59,19 @@ class GrandProximalConfig(ExperimentConfig):
     inner_max_iters: int = 100  # the authors' opt_iters
     adaptive: tuple[str, ...] = ADAPTIVE
     proximal: tuple[str, ...] = ("prox_cn", "prox_be")
-    implicit_gradient: bool = True  # also train the proximal solvers with gradient="implicit"
+    gradients: tuple[str, ...] = ("backprop", "implicit")  # of the proximal solvers ("implicit": beyond the thesis)
     max_nfe: int = 20_000
 
 
 def solver_choices(config: GrandProximalConfig) -> list[SolverChoice]:
-    """The adaptive solvers, then each proximal one (unrolled gradient, and implicit where asked)."""
-    for name in config.adaptive:
-        if name not in ADAPTIVE_LABELS:
-            raise ValueError(f"unknown adaptive solver {name!r}; choose from {', '.join(ADAPTIVE_LABELS)}")
-    for name in config.proximal:
-        if name not in PROXIMAL_LABELS:
-            raise ValueError(f"unknown proximal solver {name!r}; choose from {', '.join(PROXIMAL_LABELS)}")
-    choices = [SolverChoice(name, ADAPTIVE_LABELS[name], {"method": name, "rtol": config.tol, "atol": config.tol,
-                                                          "gradient": "adjoint"}) for name in config.adaptive]
-    inner = {"step_size": config.step_size, "inner": "fr", "inner_step": config.inner_step,
-             "inner_tol": config.inner_tol, "inner_res_tol": 0.0, "inner_max_iters": config.inner_max_iters}
-    gradients = ("backprop", "implicit") if config.implicit_gradient else ("backprop",)
-    for name in config.proximal:
-        for gradient in gradients:
-            suffix = "" if gradient == "backprop" else " (implicit gradient)"
-            choices.append(SolverChoice(name + ("" if gradient == "backprop" else "_implicit"),
-                                        PROXIMAL_LABELS[name] + suffix,
-                                        {"method": name, "gradient": gradient, "options": inner}, proximal=True))
-    return choices
+    """The adaptive solvers, then each proximal one with each gradient of ``config.gradients``."""
+    unknown = [name for name in config.adaptive if name not in ADAPTIVE_LABELS]
+    if unknown:
+        raise ValueError(f"unknown adaptive solver(s) {unknown}; choose from {', '.join(ADAPTIVE_LABELS)}")
+    adaptive = [SolverChoice(name, ADAPTIVE_LABELS[name], {"method": name, "rtol": config.tol, "atol": config.tol,
+                                                           "gradient": "adjoint"}) for name in config.adaptive]
+    return adaptive + proximal_choices(config.proximal, PROXIMAL_LABELS, config.gradients, fletcher_reeves(
+        config.step_size, config.inner_step, config.inner_tol, config.inner_max_iters))
 
 
 def run(config: GrandProximalConfig, ctx: RunContext) -> None:
@@ -130,24 +128,11 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
                        caption="Fig 5.7: NFE per epoch, total time, training loss and validation accuracy per solver "
                                "(proximal dashed).")
     labels = {c.key: c.label for c in choices}
-    ctx.judge(judge_orderings(_claims(choices), summaries, labels, {
+    ctx.judge(judge_orderings(between(EXPERIMENT.claims, choices), summaries, labels, {
         "nfe": f"NFE per epoch over {config.epochs} epoch(s) (thesis: 50)",
         "seconds": f"training seconds over {config.epochs} epoch(s)",
         "metric": f"validation accuracy after {config.epochs} epoch(s)",
         "loss": f"training loss over the last epochs of {config.epochs}"}))
-
-
-def _claims(choices: list[SolverChoice]) -> dict:
-    """The declared claims, with the solvers this run trained (the config may drop some)."""
-    proximal = tuple(c.key for c in choices if c.proximal)
-    adaptive = tuple(c.key for c in choices if not c.proximal)
-    return {key: _with_solvers(claim, proximal, adaptive) for key, claim in EXPERIMENT.claims.items()}
-
-
-def _with_solvers(claim, proximal: tuple[str, ...], adaptive: tuple[str, ...]):
-    if isinstance(claim, Ordering):
-        return replace(claim, low=proximal, high=adaptive)
-    return replace(claim, group=proximal, reference=adaptive)
 
 
 _STATEMENT = "the proximal solvers (CN, BE with Fletcher–Reeves, step 1.25)"
@@ -165,7 +150,7 @@ EXPERIMENT = Experiment(
                   "adaptive": ("dopri5",), "proximal": ("prox_cn",)},
         # adaptive Heun and DOPRI8 took 12 s and 9 s an epoch here against DOPRI5's 5 s: the quick
         # profile keeps the cheapest adaptive solver, the full one all three
-        "quick": {"epochs": 3, "adaptive": ("dopri5",), "proximal": ("prox_cn",), "implicit_gradient": False},
+        "quick": {"epochs": 3, "adaptive": ("dopri5",), "proximal": ("prox_cn",), "gradients": ("backprop",)},
         "full": {},
     },
     run=run,

@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from ..solve import SolverError
 from ..solve.errors import InnerSolveWarning
 from ..solve.spec import SolveSettings
 from .base import RunContext
+from .claims import Claim, Ordering
 from .training import EpochResume
 
 
@@ -41,6 +42,38 @@ class SolverChoice:
 
     def solve_settings(self) -> SolveSettings:
         return SolveSettings(**self.settings)
+
+
+PROXIMAL_GRADIENTS = ("backprop", "implicit")  # unrolled inner iterations (the authors'), or implicit (beyond)
+
+
+def fletcher_reeves(step_size: float, inner_step: float, inner_tol: float, max_iters: int) -> dict[str, Any]:
+    """Options of a proximal method on a fixed grid whose stages Fletcher–Reeves solves, stopped on the
+    step rule ``‖z_{i+1} − z_i‖ ≤ inner_tol`` (RMS) alone, as the thesis states its runs."""
+    return {"step_size": step_size, "inner": "fr", "inner_step": inner_step, "inner_tol": inner_tol,
+            "inner_res_tol": 0.0, "inner_max_iters": max_iters}
+
+
+def proximal_choices(names: Sequence[str], labels: Mapping[str, str], gradients: Sequence[str],
+                     options: Mapping[str, Any]) -> list[SolverChoice]:
+    """Each proximal method of ``names`` with each gradient of ``gradients`` (keys ``name``, ``name_implicit``)."""
+    unknown = [n for n in names if n not in labels] + [g for g in gradients if g not in PROXIMAL_GRADIENTS]
+    if unknown:
+        raise ValueError(f"unknown proximal solver(s) or gradient(s) {unknown}; solvers: {', '.join(labels)}; "
+                         f"gradients: {', '.join(PROXIMAL_GRADIENTS)}")
+    return [SolverChoice(name + ("_implicit" if gradient == "implicit" else ""),
+                         labels[name] + (" (implicit gradient)" if gradient == "implicit" else ""),
+                         {"method": name, "gradient": gradient, "options": dict(options)}, proximal=True)
+            for gradient in gradients for name in names]
+
+
+def between(claims: Mapping[str, Claim], choices: Sequence[SolverChoice]) -> dict[str, Claim]:
+    """The declared proximal-versus-adaptive claims, applied to the solvers this run trained: an
+    :class:`Ordering` puts the proximal ones low, a :class:`Matches` compares them with the others."""
+    proximal = tuple(c.key for c in choices if c.proximal)
+    others = tuple(c.key for c in choices if not c.proximal)
+    return {key: replace(claim, low=proximal, high=others) if isinstance(claim, Ordering)
+            else replace(claim, group=proximal, reference=others) for key, claim in claims.items()}
 
 
 @dataclass
@@ -72,10 +105,13 @@ class SolverRun:
     def described_status(self) -> str:
         """The status, with how many iterations the engine warned in (a warning is not a success)."""
         warned = [r for r in self.records if r.warnings]
-        if not warned:
-            return self.status
-        first = self.extra.get("first_warning", "")
-        return f"{self.status}; engine warnings in {len(warned)} of {len(self.records)} iterations ({first[:120]})"
+        described = self.status
+        if warned:
+            first = self.extra.get("first_warning", "")
+            described += f"; engine warnings in {len(warned)} of {len(self.records)} iterations ({first[:120]})"
+        if "finish_warning" in self.extra:
+            described += f"; after training: {self.extra['finish_warning'][:120]}"
+        return described
 
     def summary(self, tail: int = 5) -> dict[str, float]:
         """Means per iteration, the total time, the loss over the last ``tail`` iterations, the last metric."""
@@ -137,7 +173,11 @@ def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterati
             run.status = _train(run, model, optimiser, learning_rate, generator, iterations, loss_of, nfe_of,
                                 evaluate, evaluate_every, save, advance)
             if run.status == "ok" and finish is not None:
-                run.extra.update(finish(model, choice))
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", InnerSolveWarning)
+                    run.extra.update(finish(model, choice))
+                if caught:  # e.g. the trained model's test pass left stages unconverged
+                    run.extra["finish_warning"] = str(caught[0].message)
             last = run.records[-1] if run.records else None
             shown = "" if last is None or last.metric is None else f", metric {last.metric:.4g}"
             ctx.log(f"{choice.label}: {len(run.records)} iterations, {run.status}{shown}")
