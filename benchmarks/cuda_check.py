@@ -6,7 +6,9 @@ Correctness (float64, each must agree with the CPU to ``TOLERANCE`` relative):
 - adjoint gradients against backprop gradients, and ``odekit.odeint`` against ``torchdiffeq.odeint``;
 - the graph diffusion's sparse product and its sampled weight gradient (CSR, ``sampled_addmm``);
 - GRAND-l, GRAND++-l (both initial conditions), GRAND-nl, GRAND-l with edge sampling, by backprop
-  and by the adjoint; the heavy-ball family (NODE … GHBNODE): outputs and every parameter's gradient.
+  and by the adjoint; the heavy-ball family (NODE … GHBNODE): outputs and every parameter's gradient;
+- FFJORD's ODENVP (trainable T) by DOPRI5 with the adjoint and by proximal BDF2, unrolled and with
+  ``gradient="implicit"``: log p, gradients and samples.
 Timing (float32, wall time after ``torch.cuda.synchronize``): the solver-overhead cases of
 ``solver_overhead.py`` and, where the data root holds them, ``grand_epoch.py``'s GRAND-l epochs.
 
@@ -33,6 +35,7 @@ from rich.table import Table
 import odekit
 from odekit.experiments.timing import machine_info
 from odekit.models import pointcloud_model
+from odekit.models.cnf import ODENVP
 from odekit.models.grand import GRAND
 from odekit.models.graph_diffusion import Adjacency, _WeightedPropagation
 from odekit.report.atomic import write_json
@@ -147,6 +150,19 @@ def heavy_ball(kind: str) -> Callable[[torch.device], list[torch.Tensor]]:
     return build
 
 
+def odenvp(settings: dict) -> Callable[[torch.device], list[torch.Tensor]]:
+    """FFJORD's multiscale flow (exact trace, so no noise differs between devices): log p, its
+    parameter gradients and samples."""
+    def build(device: torch.device) -> list[torch.Tensor]:
+        model = ODENVP((1, 4, 4), scales=2, blocks=2, hidden=(4,), trace="exact", train_t_end=True,
+                       **settings).double().to(device)
+        log_p = model(torch.rand(3, 1, 4, 4, dtype=F64).to(device) * 0.8 + 0.1)
+        log_p.sum().backward()
+        samples = model.sample(2, torch.Generator().manual_seed(0))
+        return [log_p, samples] + [p.grad for p in model.parameters()]
+    return build
+
+
 def odeint_against_torchdiffeq(device: torch.device) -> float:
     a = torch.tensor([[-0.5, 2.0], [-2.0, -0.5]], dtype=F64, device=device)
     y0 = torch.randn(32, 2, dtype=F64).to(device)
@@ -174,6 +190,12 @@ def correctness(device: torch.device) -> list[dict]:
         checks[name] = (lambda kw=kw: on_both(grand(kw), device), TOLERANCE)
     for kind in ("node", "anode", "sonode", "hbnode", "ghbnode"):
         checks[f"{kind} (point cloud), adjoint"] = (lambda k=kind: on_both(heavy_ball(k), device), TOLERANCE)
+    proximal = {"method": "prox_bdf2", "options": {"step_size": 0.2, "inner": "fr", "inner_step": 0.3,
+                                                   "inner_res_tol": 1e-12, "inner_max_iters": 2000}}
+    for label, settings in (("dopri5, adjoint", {"rtol": 1e-9, "atol": 1e-9, "gradient": "adjoint"}),
+                            ("prox BDF2, unrolled", {**proximal, "gradient": "backprop"}),
+                            ("prox BDF2, implicit gradient", {**proximal, "gradient": "implicit"})):
+        checks[f"ODENVP (FFJORD), {label}"] = (lambda s=settings: on_both(odenvp(s), device), TOLERANCE)
     rows = []
     for name, (check, tolerance) in checks.items():
         try:

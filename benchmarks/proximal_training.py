@@ -1,27 +1,37 @@
-"""Proximal solvers in training: a 2-D FFJORD flow trained with dopri5 and with proximal BDF2–4, in one run.
+"""Proximal solvers in training: FFJORD (2-D and MNIST) and GRAND-nl (Coauthor CS), proximal vs adaptive, in one run.
 
-The flow (``odekit.models.cnf``: concat-MLP 2 → 64 → 64 → 64 → 2, softplus, Hutchinson trace with
-Rademacher noise, T = 1) learns the eight-Gaussian density (batch 256, Adam 1e-3). Solvers, as
-thesis §5.4.2 sets them: dopri5 at atol 1e-5 / rtol 1e-7 with the adjoint (FFJORD's), and proximal
-BDF2, BDF3, BDF4 at step 0.2 with Fletcher–Reeves inner solves (inner step 0.3, stopped at
-‖z_{i+1} − z_i‖ ≤ 2e-3), differentiated by backprop through the inner iterations ("unrolled")
-and by ``gradient="implicit"``. Per training iteration: forward and backward NFE, wall time and
-the bytes autograd saves for the backward pass; after the budget: the test negative
-log-likelihood (the density's entropy is the floor). A second part compares, at fixed weights,
-each gradient with the gradient of the converged scheme (float64, dense Newton inner solves,
-backpropagated): relative error and saved bytes, at the thesis's loose inner rule and at converged
-inner solves.
+Part ``toy``: a 2-D flow (``odekit.models.cnf``: concat-MLP 2 → 64 → 64 → 64 → 2, softplus,
+Hutchinson trace with Rademacher noise, T = 1) learns the eight-Gaussian density (batch 256, Adam
+1e-3). Solvers, as thesis §5.4.2 sets them: dopri5 at atol 1e-5 / rtol 1e-7 with the adjoint
+(FFJORD's), and proximal BDF2, BDF3, BDF4 at step 0.2 with Fletcher–Reeves inner solves (inner step
+0.3, stopped at ‖z_{i+1} − z_i‖ ≤ 2e-3), differentiated by backprop through the inner iterations
+("unrolled") and by ``gradient="implicit"``. Per training iteration: forward and backward NFE,
+wall time and the bytes autograd saves for the backward pass; after the budget: the test negative
+log-likelihood (the density's entropy is the floor).
 
-Targets (issue 17): BDF2–4 reach dopri5's loss with ≤ 0.5× its NFE and less wall time;
-``gradient="implicit"`` uses less memory than the unrolled backprop at 1e-4 relative gradient error.
-Not here yet: the MNIST subset and GRAND-nl on Coauthor CS.
+Part ``gradients``: at fixed weights, each gradient against the gradient of the converged scheme
+(float64, dense Newton inner solves, backpropagated): relative error and saved bytes, at the
+thesis's loose inner rule and at converged inner solves.
 
-    python benchmarks/proximal_training.py [--iterations 100] [--out benchmarks/results/proximal_training.json]
+Parts ``mnist`` and ``coauthor``: the experiments ``cnf_mnist`` (ODENVP on MNIST 14 × 14, its quick
+profile) and ``grand_proximal`` (GRAND-nl on Coauthor CS, T = 10) with every solver: NFE per
+iteration, wall time, the largest peak memory of an iteration above its start
+(``odekit.experiments.memory``), and the loss and metric after the fixed budget.
+
+Targets (issue 17): BDF2–4 reach dopri5's loss with ≤ 0.5× its NFE and less wall time; on Coauthor
+CS the proximal solver takes fewer NFE per epoch and less time than all three adaptive solvers at
+equal validation accuracy; ``gradient="implicit"`` uses less memory than the unrolled backprop at
+1e-4 relative gradient error.
+
+    python benchmarks/proximal_training.py [--parts toy,gradients,mnist,coauthor] [--iterations 60]
+        [--mnist-iterations 10] [--coauthor-epochs 5] [--data ../shared/data]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +39,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from odekit.data.root import data_root
 from odekit.data.toy_densities import toy_density
 from odekit.experiments.timing import machine_info
 from odekit.models.cnf import CNF, ConcatMLP, standard_normal_log_prob
@@ -115,13 +126,51 @@ def gradient_errors(test_x) -> dict:
     return results
 
 
+def experiment_part(experiment: str, runs: dict[str, dict], root: Path, console: Console) -> dict:
+    """Run ``experiment`` once per entry of ``runs`` (quick profile with those settings; each run trains
+    its solvers from the same start); every solver's summary, keyed by its label."""
+    from odekit.experiments import execute, get
+    from odekit.experiments.solver_training import SolverRun
+
+    exp = get(experiment)
+    results = {}
+    for suffix, settings in runs.items():
+        config = exp.config("quick", **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+        with tempfile.TemporaryDirectory() as out:
+            run_dir = execute(exp, config, Path(out), root)
+            solvers = json.loads((run_dir / "checkpoint.json").read_text())["solvers"]
+        for key, raw in solvers.items():
+            run = SolverRun.from_dict(raw)
+            results[key + suffix] = {**run.summary(), "status": run.described_status()}
+            console.print(f"{experiment} {key + suffix}: {results[key + suffix]}")
+    return results
+
+
+def experiment_table(title: str, part: dict, reference: str, metric: str) -> Table:
+    table = Table(title=title)
+    for column in ("solver", "NFE / iteration (fwd + bwd)", "NFE / " + reference, "seconds", "wall / " + reference,
+                   "peak MB / iteration", "final loss", metric, "status"):
+        table.add_column(column)
+    base = part[reference]
+    for key, r in part.items():
+        table.add_row(key, f"{r['nfe_forward']:.0f} + {r['nfe_backward']:.0f}", f"{r['nfe'] / base['nfe']:.2f}",
+                      f"{r['seconds']:.1f}", f"{r['seconds'] / base['seconds']:.2f}", f"{r['peak_mb']:.0f}",
+                      f"{r['loss']:.4g}", f"{r['metric']:.4g}", r["status"][:60])
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--skip-training", action="store_true", help="only the gradient comparison")
+    parser.add_argument("--parts", default="toy,gradients,mnist,coauthor")
+    parser.add_argument("--iterations", type=int, default=60, help="toy part")
+    parser.add_argument("--batch", type=int, default=256, help="toy part")
+    parser.add_argument("--mnist-iterations", type=int, default=10)
+    parser.add_argument("--coauthor-epochs", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: ODEKIT_DATA / ./data)")
     parser.add_argument("--out", default="benchmarks/results/proximal_training.json")
     args = parser.parse_args()
+    root = args.data or data_root()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(1)
     console = Console()
     density = toy_density("eight_gaussians")
@@ -129,32 +178,51 @@ def main() -> None:
     train_x, test_x = density.sample(4096, generator).float(), density.sample(1024, generator).float()
     entropy = -density.log_prob(test_x.double()).mean().item()
     runs = {}
-    for name, settings in ({} if args.skip_training else SOLVERS).items():
+    for name, settings in (SOLVERS if "toy" in parts else {}).items():
         runs[name] = train(settings, args, train_x, test_x)
         r = runs[name]
         console.print(f"{name}: test NLL {r['test_nll']:.3f} (entropy {entropy:.3f}), NFE {r['nfe_forward']:.0f}/"
                       f"{r['nfe_backward']:.0f}, {r['seconds'] * 1e3:.0f} ms/iteration, {r['saved_bytes'] / 1e6:.1f} MB")
-    base = runs.get("dopri5 (adjoint)")
-    table = Table(title=f"2-D FFJORD, {args.iterations} iterations, batch {args.batch} (entropy {entropy:.3f})")
-    for column in ("solver", "test NLL", "forward NFE", "backward NFE", "NFE / dopri5", "wall / dopri5",
-                   "saved MB"):
-        table.add_column(column)
-    for name, r in runs.items():  # (empty with --skip-training)
-        total = (r["nfe_forward"] + r["nfe_backward"]) / (base["nfe_forward"] + base["nfe_backward"])
-        table.add_row(name, f"{r['test_nll']:.3f}", f"{r['nfe_forward']:.0f}", f"{r['nfe_backward']:.0f}",
-                      f"{total:.2f}", f"{r['seconds'] / base['seconds']:.2f}", f"{r['saved_bytes'] / 1e6:.1f}")
-    console.print(table)
-    errors = gradient_errors(test_x)
-    grad_table = Table(title="gradient against the converged scheme's (float64, 16 points, initial weights)")
-    for column in ("scheme", "gradient", "relative error", "saved MB", "inner iterations"):
-        grad_table.add_column(column)
-    for scheme, per in errors.items():
-        for label, e in per.items():
-            grad_table.add_row(scheme, label, f"{e['relative_error']:.2e}", f"{e['saved_bytes'] / 1e6:.2f}",
-                               str(e["inner_iterations"]))
-    console.print(grad_table)
-    write_json(Path(args.out), {"machine": machine_info(), "settings": vars(args), "entropy": entropy,
-                                "training": runs, "gradients": errors})
+    if runs:
+        base = runs["dopri5 (adjoint)"]
+        table = Table(title=f"2-D FFJORD, {args.iterations} iterations, batch {args.batch} (entropy {entropy:.3f})")
+        for column in ("solver", "test NLL", "forward NFE", "backward NFE", "NFE / dopri5", "wall / dopri5",
+                       "saved MB"):
+            table.add_column(column)
+        for name, r in runs.items():
+            total = (r["nfe_forward"] + r["nfe_backward"]) / (base["nfe_forward"] + base["nfe_backward"])
+            table.add_row(name, f"{r['test_nll']:.3f}", f"{r['nfe_forward']:.0f}", f"{r['nfe_backward']:.0f}",
+                          f"{total:.2f}", f"{r['seconds'] / base['seconds']:.2f}", f"{r['saved_bytes'] / 1e6:.1f}")
+        console.print(table)
+    errors = gradient_errors(test_x) if "gradients" in parts else {}
+    if errors:
+        grad_table = Table(title="gradient against the converged scheme's (float64, 16 points, initial weights)")
+        for column in ("scheme", "gradient", "relative error", "saved MB", "inner iterations"):
+            grad_table.add_column(column)
+        for scheme, per in errors.items():
+            for label, e in per.items():
+                grad_table.add_row(scheme, label, f"{e['relative_error']:.2e}", f"{e['saved_bytes'] / 1e6:.2f}",
+                                   str(e["inner_iterations"]))
+        console.print(grad_table)
+    experiments = {}
+    if "mnist" in parts:
+        budget = {"iterations": args.mnist_iterations, "evaluate_every": args.mnist_iterations,
+                  "warmup": args.mnist_iterations}
+        experiments["mnist"] = experiment_part("cnf_mnist", {
+            "": {**budget, "gradients": ["backprop", "implicit"]},
+            " (one-step start)": {**budget, "adaptive": [], "proximal": ["prox_bdf3", "prox_bdf4"],
+                                  "start": "one_step", "gradients": ["backprop"]}}, root, console)
+        console.print(experiment_table(f"FFJORD on MNIST 14×14 (cnf_mnist quick), {args.mnist_iterations} iterations",
+                                       experiments["mnist"], "dopri5", "test bits/dim"))
+    if "coauthor" in parts:
+        experiments["coauthor"] = experiment_part("grand_proximal", {"": {
+            "epochs": args.coauthor_epochs, "adaptive": ["adaptive_heun", "dopri5", "dopri8"],
+            "gradients": ["backprop", "implicit"]}}, root, console)
+        console.print(experiment_table(f"GRAND-nl on Coauthor CS, T = 10, {args.coauthor_epochs} epochs",
+                                       experiments["coauthor"], "dopri5", "validation accuracy"))
+    write_json(Path(args.out), {"machine": machine_info(), "settings": {k: str(v) for k, v in vars(args).items()},
+                                "entropy": entropy, "training": runs, "gradients": errors,
+                                "experiments": experiments})
     console.print(f"wrote {args.out}")
 
 

@@ -58,6 +58,11 @@ def test_matches_compares_each_of_a_group_with_the_best_reference():
     assert loss.judge({"p": {"l": 1.2}, "a": {"l": 1.0}, "b": {"l": 0.5}}, labels, "loss").outcome is Outcome.DIFFERS
     assert loss.judge({"p": {"l": 1.0}, "a": {"l": math.nan}, "b": {"l": 1.0}}, labels,
                       "loss").outcome is Outcome.NOT_COMPARABLE
+    # a run that trained one side only (e.g. the proximal solvers alone) judges nothing
+    alone = Matches("Fig 0", "x", quantity="l", group=("p",), reference=())
+    assert alone.judge({"p": {"l": 1.0}}, labels, "loss").outcome is Outcome.NOT_COMPARABLE
+    assert Ordering("Fig 0", "x", quantity="l", low=(), high=("a",)).judge(
+        {"a": {"l": 1.0}}, labels, "loss").outcome is Outcome.NOT_COMPARABLE
 
 
 def test_a_caveat_keeps_the_measurement_but_makes_it_not_comparable():

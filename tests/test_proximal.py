@@ -306,3 +306,26 @@ def test_no_warning_on_the_default_settings_of_a_stiff_problem():
         warnings.simplefilter("error")
         sol = odekit.solve(problem, problem.y0, t, method="prox_be", step_size=0.1)
     assert (sol.ys[-1] - problem.exact(1.0)).abs().max().item() < 1e-5
+
+
+def test_the_authors_lower_order_start_is_cheaper_and_one_order_lower():
+    """BDF3 on a fixed grid: the one-step third-order start keeps order 3; start="lower_order" (BE, BDF2,
+    then BDF3, the authors' start) takes one stage per step but leaves the start's O(h²) error."""
+    import odekit
+
+    def f(t, y):
+        return -y + torch.sin(t)
+
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    exact = 1.5 * math.exp(-2.0) + 0.5 * (math.sin(2.0) - math.cos(2.0))
+    errors, stages = {}, {}
+    for start in ("one_step", "lower_order"):
+        for h in (0.1, 0.05):
+            sol = odekit.solve(f, y0, t, method="prox_bdf3", step_size=h,
+                               options={"inner": "newton", "inner_res_tol": 1e-14, "start": start})
+            errors[start, h] = abs(sol.ys[-1].item() - exact)
+            stages[start, h] = sol.stats.extra["inner_solves"]
+    assert errors["one_step", 0.1] / errors["one_step", 0.05] > 6  # ≈ 2³
+    assert errors["lower_order", 0.1] / errors["lower_order", 0.05] < 5  # ≈ 2² from the start
+    assert stages["lower_order", 0.1] == 20 and stages["one_step", 0.1] == 18 + 2 * 6

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,6 +65,8 @@ def test_every_solver_trains_the_same_start_and_a_stopped_run_resumes_to_the_sam
     assert first[0].loss == pytest.approx(second[0].loss, rel=2e-3)  # same weights and batch, two solvers
     assert [r.metric is not None for r in first] == [False, True, False, True, False, True]
     assert all(r.nfe_forward > 0 and r.nfe_backward > 0 and r.seconds > 0 for r in first + second)
+    if Path("/proc/self/clear_refs").exists():
+        assert all(r.peak_mb is not None and r.peak_mb >= 0 for r in first + second)
     summary = whole["prox_bdf2"].summary()
     assert summary["nfe_forward"] == pytest.approx(sum(r.nfe_forward for r in second) / 6)
     # Stopped in the second solver's fifth iteration (its last save was after iteration 4), then rerun.
@@ -137,3 +140,18 @@ def test_cnf_mnist_smoke_on_a_mnist_fixture(tmp_path, verdicts_of):
     assert samples.shape == (4, 1, 7, 7) and ((samples >= 0) & (samples <= 1)).all()
     for figure in ("fig5_6_cnf_solvers", "cnf_samples"):
         assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 5_000
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the CPU peak needs Linux's /proc")
+def test_peak_memory_of_a_block_is_what_it_allocated_on_top():
+    from odekit.experiments.memory import PeakMemory
+
+    peak = PeakMemory(torch.device("cpu"))
+    with peak.measure():
+        held = torch.ones(25 * 2**20 // 4 * 4)  # 100 MiB of float32, touched
+        del held
+    assert 95 <= peak.megabytes <= 130
+    with peak.measure():  # the freed 100 MiB went back to the system: a small block measures small
+        small = torch.ones(2**18)
+        del small
+    assert peak.megabytes < 20

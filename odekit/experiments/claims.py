@@ -114,6 +114,8 @@ class Ordering(Claim):
 
     def judge(self, summary: Mapping[str, Mapping[str, float]], labels: Mapping[str, str], what: str) -> Verdict:
         """``summary[model][quantity]`` of the run; ``what`` names the quantity in the reason."""
+        if not self.low or not self.high:
+            return Verdict(Outcome.NOT_COMPARABLE, f"the run has only one side of the comparison of {what}")
         absent = [labels.get(m, m) for m in self.low + self.high
                   if m not in summary or self.quantity not in summary[m]]
         if absent:
@@ -140,6 +142,8 @@ class Matches(Claim):
     higher_is_better: bool = True
 
     def judge(self, summary: Mapping[str, Mapping[str, float]], labels: Mapping[str, str], what: str) -> Verdict:
+        if not self.group or not self.reference:
+            return Verdict(Outcome.NOT_COMPARABLE, f"the run has only one side of the comparison of {what}")
         present = {m: summary[m][self.quantity] for m in self.group + self.reference
                    if m in summary and self.quantity in summary[m] and not math.isnan(summary[m][self.quantity])}
         absent = [labels.get(m, m) for m in self.group + self.reference if m not in present]

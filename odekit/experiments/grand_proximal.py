@@ -20,6 +20,7 @@ total time, and train as well (loss, validation accuracy).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,7 @@ from .solver_training import (
     fletcher_reeves,
     plot_solver_curves,
     proximal_choices,
+    resolve_device,
     solver_tables,
     train_with_solvers,
 )
@@ -61,6 +63,7 @@ class GrandProximalConfig(ExperimentConfig):
     proximal: tuple[str, ...] = ("prox_cn", "prox_be")
     gradients: tuple[str, ...] = ("backprop", "implicit")  # of the proximal solvers ("implicit": beyond the thesis)
     max_nfe: int = 20_000
+    device: str = "auto"  # the GPU where there is one
 
 
 def solver_choices(config: GrandProximalConfig) -> list[SolverChoice]:
@@ -77,19 +80,23 @@ def solver_choices(config: GrandProximalConfig) -> list[SolverChoice]:
 def run(config: GrandProximalConfig, ctx: RunContext) -> None:
     if config.dataset not in SETTINGS:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose from {', '.join(SETTINGS)}")
+    device = resolve_device(config.device)
     data = graphs.load_graph(config.dataset, ctx.data_root)
     split = split_for(config.dataset, data, config.per_class, 0)
+    data = data.to(device)
+    split = dataclasses.replace(split, train=split.train.to(device), val=split.val.to(device),
+                                test=split.test.to(device))
     s = SETTINGS[config.dataset]
     classes = int(data.y.max()) + 1
     choices = solver_choices(config)
-    ctx.log(f"{config.dataset}: {data.num_nodes} nodes, {int(split.train.sum())} labelled; T = {config.t_end:g}, "
+    ctx.log(f"{config.dataset} on {device}: {data.num_nodes} nodes, {int(split.train.sum())} labelled; T = {config.t_end:g}, "
             f"{config.epochs} epochs per solver")
 
     def build(choice: SolverChoice):
         net = GRAND(data.num_features, classes, hidden=s.hidden, t_end=config.t_end, attention_dim=s.attention_dim,
                     heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=True,
                     input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm, cached=True,
-                    max_nfe=config.max_nfe, settings=choice.solve_settings())
+                    max_nfe=config.max_nfe, settings=choice.solve_settings()).to(device)
         optimiser = torch.optim.RMSprop(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         return net, optimiser
 

@@ -27,6 +27,7 @@ from ..solve.errors import InnerSolveWarning
 from ..solve.spec import SolveSettings
 from .base import RunContext
 from .claims import Claim, Ordering
+from .memory import PeakMemory
 from .training import EpochResume
 
 
@@ -42,6 +43,16 @@ class SolverChoice:
 
     def solve_settings(self) -> SolveSettings:
         return SolveSettings(**self.settings)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: the GPU where there is one, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"``… as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} asked for a GPU, but torch sees none; use device=cpu or auto")
+    return device
 
 
 PROXIMAL_GRADIENTS = ("backprop", "implicit")  # unrolled inner iterations (the authors'), or implicit (beyond)
@@ -87,6 +98,7 @@ class IterationRecord:
     seconds: float  # forward, backward and optimiser step (evaluation excluded)
     metric: float | None = None  # the evaluation after this iteration, where one was made
     warnings: int = 0  # the engine's warnings in this iteration (implicit stages left unconverged)
+    peak_mb: float | None = None  # the iteration's peak memory above what it started with (memory.PeakMemory)
 
 
 @dataclass
@@ -121,7 +133,9 @@ class SolverRun:
         metrics = [x.metric for x in r if x.metric is not None]
         forward = float(np.mean([x.nfe_forward for x in r]))
         backward = float(np.mean([x.nfe_backward for x in r]))
+        peaks = [x.peak_mb for x in r if x.peak_mb is not None]
         return {"nfe_forward": forward, "nfe_backward": backward, "nfe": forward + backward,
+                "peak_mb": max(peaks) if peaks else math.nan,
                 "seconds": float(sum(x.seconds for x in r)), "loss": float(np.mean([x.loss for x in r[-tail:]])),
                 "metric": metrics[-1] if metrics else math.nan, "iterations": float(len(r))}
 
@@ -191,22 +205,25 @@ def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterati
 def _train(run: SolverRun, model, optimiser, learning_rate, generator, iterations: int, loss_of, nfe_of, evaluate,
            evaluate_every: int, save: Callable[[], None], advance: Callable[[int], None]) -> str:
     """The iterations of one solver (appending to ``run.records``); returns the run's status."""
+    memory = PeakMemory(next(model.parameters()).device)
     try:
         for iteration in range(len(run.records) + 1, iterations + 1):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", InnerSolveWarning)
                 model.train()
-                start = time.perf_counter()
-                optimiser.zero_grad()
-                loss = loss_of(model, generator)
-                if not bool(torch.isfinite(loss.detach())):
-                    return f"the loss became non-finite at iteration {iteration}"
-                loss.backward()
-                learning_rate(iteration)
-                optimiser.step()
-                seconds = time.perf_counter() - start
+                with memory.measure():
+                    start = time.perf_counter()
+                    optimiser.zero_grad()
+                    loss = loss_of(model, generator)
+                    if not bool(torch.isfinite(loss.detach())):
+                        return f"the loss became non-finite at iteration {iteration}"
+                    loss.backward()
+                    learning_rate(iteration)
+                    optimiser.step()
+                    seconds = time.perf_counter() - start
                 forward, backward = nfe_of(model)
-                record = IterationRecord(iteration, loss.item(), forward, backward, seconds)
+                record = IterationRecord(iteration, loss.item(), forward, backward, seconds,
+                                         peak_mb=memory.megabytes)
                 if iteration % evaluate_every == 0 or iteration == iterations:
                     model.eval()
                     with torch.no_grad():
@@ -272,10 +289,11 @@ def solver_tables(ctx: RunContext, name: str, runs: Mapping[str, SolverRun], cho
     for c in choices:
         s, run = summaries.get(c.key, {}), runs.get(c.key)
         rows.append([c.label, int(s.get("iterations", 0)), _fmt(s.get("nfe_forward")), _fmt(s.get("nfe_backward")),
-                     _fmt(s.get("seconds")), _fmt(s.get("loss")), _fmt(s.get("metric")),
+                     _fmt(s.get("seconds")), _fmt(s.get("peak_mb")), _fmt(s.get("loss")), _fmt(s.get("metric")),
                      run.described_status() if run else "not run"])
     ctx.table(name, ["solver", "iterations", "forward NFE / iteration", "backward NFE / iteration",
-                     "total seconds", "final loss", metric_label, "status"], rows, caption=caption)
+                     "total seconds", "peak MB / iteration", "final loss", metric_label, "status"], rows,
+              caption=caption + " Peak MB: the largest memory an iteration took above its start.")
     curves = [[c.label, r.iteration, f"{r.loss:.6g}", r.nfe_forward, r.nfe_backward, f"{r.seconds:.4g}",
                "" if r.metric is None else f"{r.metric:.6g}"]
               for c in choices if c.key in runs for r in runs[c.key].records]

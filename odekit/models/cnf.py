@@ -99,13 +99,16 @@ class CNF(OneBlock, nn.Module):
         trace: ``"hutchinson"`` (default) or ``"exact"`` (``D`` backward passes; small ``D``).
         noise: Hutchinson's noise, ``"rademacher"`` (the original's default) or ``"gaussian"``.
         regularise: also integrate the kinetic and Jacobian-Frobenius regularisers.
+        train_t_end: learn ``T`` too (the original's ``train_T``): ``T = s²`` with ``s`` a parameter
+            started at ``√t_end``, differentiated through the solve's end time
+            (``∂z(T)/∂T = f(T, z(T))``) under every gradient mode.
         settings, **solve_keywords: how the engine integrates (``method``, ``rtol``, ``gradient``…,
             default dopri5 at 1e-5 with the adjoint, as the original).
     """
 
     def __init__(self, net: nn.Module, t_end: float = 1.0, *, trace: str = "hutchinson",
-                 noise: str = "rademacher", regularise: bool = False, settings: SolveSettings | None = None,
-                 **solve_keywords: Any) -> None:
+                 noise: str = "rademacher", regularise: bool = False, train_t_end: bool = False,
+                 settings: SolveSettings | None = None, **solve_keywords: Any) -> None:
         super().__init__()
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
@@ -114,17 +117,27 @@ class CNF(OneBlock, nn.Module):
         self.noise = noise
         settings = SolveSettings.of(settings, solve_keywords, gradient="adjoint", rtol=1e-5, atol=1e-5)
         self.block = ODEBlock(CNFDynamics(net, trace, regularise), t_end, settings=settings)
+        self.sqrt_t_end = nn.Parameter(torch.tensor(math.sqrt(t_end))) if train_t_end else None
 
     @property
     def dynamics(self) -> CNFDynamics:
         return self.block.dynamics
 
+    @property
+    def t_end(self) -> float:
+        return self.block.t_end if self.sqrt_t_end is None else float(self.sqrt_t_end.detach()) ** 2
+
+    def _times(self, z: torch.Tensor, reverse: bool) -> torch.Tensor:
+        if self.sqrt_t_end is None:
+            return torch.tensor([self.t_end, 0.0] if reverse else [0.0, self.t_end], dtype=z.dtype, device=z.device)
+        end = self.sqrt_t_end.to(z.dtype).square().reshape(1)
+        return torch.cat([end, end.new_zeros(1)] if reverse else [end.new_zeros(1), end])
+
     def forward(self, z: torch.Tensor, *, reverse: bool = False) -> FlowResult:
         """Flow ``z`` from ``t = 0`` to ``T`` (``reverse``: from ``T`` back to 0, for sampling)."""
         zeros = z.new_zeros(z.shape[0])
         state = (z, zeros) + ((zeros, zeros) if self.dynamics.regularise else ())
-        t = torch.tensor([self.t_end, 0.0] if reverse else [0.0, self.t_end], dtype=z.dtype, device=z.device)
-        final = tuple(y[-1] for y in self.block(state, times=t, args=self._noise(z)))
+        final = tuple(y[-1] for y in self.block(state, times=self._times(z, reverse), args=self._noise(z)))
         # integrating from T down to 0 accumulates the integrals with the opposite sign
         sign = -1.0 if reverse else 1.0
         extra = final[2:] if self.dynamics.regularise else (zeros, zeros)
@@ -230,7 +243,7 @@ class ODENVP(nn.Module):
 
     def __init__(self, shape: tuple[int, int, int], *, scales: int = 2, blocks: int = 2,
                  hidden: tuple[int, ...] = (64, 64, 64), alpha: float = 1e-6, trace: str = "hutchinson",
-                 regularise: bool = False, **solve_keywords: Any) -> None:
+                 regularise: bool = False, train_t_end: bool = False, **solve_keywords: Any) -> None:
         super().__init__()
         c, h, w = shape
         if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
@@ -240,7 +253,8 @@ class ODENVP(nn.Module):
         channels = c
         for scale in range(scales):
             self.stages.append(nn.ModuleList(
-                CNF(ConcatConvNet(channels, hidden), trace=trace, regularise=regularise, **solve_keywords)
+                CNF(ConcatConvNet(channels, hidden), trace=trace, regularise=regularise, train_t_end=train_t_end,
+                    **solve_keywords)
                 for _ in range(blocks)))
             if scale < scales - 1:
                 channels = 4 * channels // 2  # squeeze, then half the channels leave
@@ -276,11 +290,13 @@ class ODENVP(nn.Module):
             shapes.append((channels, *size))
             if scale < self.scales - 1:
                 channels, size = 2 * channels, (size[0] // 2, size[1] // 2)
-        dtype = next(self.parameters()).dtype
-        z = torch.randn(n, *shapes[-1], generator=generator, dtype=dtype)
+        reference = next(self.parameters())
+        dtype, device = reference.dtype, reference.device
+        # drawn on the CPU (where the generator lives), then moved: the same samples on any device
+        z = torch.randn(n, *shapes[-1], generator=generator, dtype=dtype).to(device)
         for scale in reversed(range(self.scales)):
             if scale < self.scales - 1:
-                factored = torch.randn(n, *shapes[scale + 1], generator=generator, dtype=dtype)
+                factored = torch.randn(n, *shapes[scale + 1], generator=generator, dtype=dtype).to(device)
                 z = unsqueeze(torch.cat([z, factored], 1))  # forward kept the first half
             for block in reversed(self.stages[scale]):
                 z = block(z, reverse=True).z

@@ -44,7 +44,7 @@ from .solution import SolveStats
 
 PROXIMAL_OPTIONS = (
     "step_size", "inner", "inner_step", "inner_tol", "inner_res_tol", "inner_max_iters", "inner_memory",
-    "krylov_rtol", "krylov_dim", "jvp", "warm_start", "on_inner_failure", "max_num_steps", "max_nfe",
+    "krylov_rtol", "krylov_dim", "jvp", "warm_start", "on_inner_failure", "max_num_steps", "max_nfe", "start",
 ) + STAGE_GRADIENT_OPTIONS
 ADAPTIVE_PROXIMAL_OPTIONS = tuple(dict.fromkeys(PROXIMAL_OPTIONS + ADAPTIVE_OPTIONS + ("order",)))
 _INNER_KEYS = {"inner": "method", "inner_step": "step", "inner_tol": "tol", "inner_res_tol": "res_tol",
@@ -69,7 +69,8 @@ class ProximalSolver:
     fsal = False
 
     def __init__(self, name: str, scheme: Scheme, inner: InnerSolver, *, adaptive: bool, warm_start: str,
-                 jvp: str, on_inner_failure: str, stage_gradient: StageGradient = UNROLLED) -> None:
+                 jvp: str, on_inner_failure: str, stage_gradient: StageGradient = UNROLLED,
+                 start: str = "one_step") -> None:
         self.name, self.scheme, self.inner = name, scheme, inner
         self.stage_gradient = stage_gradient
         self.order = scheme.order
@@ -79,7 +80,10 @@ class ProximalSolver:
         self._keep = scheme.order + 1  # points for the predictor and for dense output
         # On a fixed grid, BDF3/BDF4 take their first steps with the third-order one-step scheme:
         # a lower-order BDF start would leave an O(h^2)/O(h^3) error that no later step removes.
-        self._starter = SCHEMES["prox_ms3"] if scheme.history > 1 and scheme.order >= 3 else None
+        # start="lower_order" is the authors' start instead (BE, BDF2, … on the same grid): cheaper
+        # (one stage per step, not six), at that cost in order.
+        one_step = start == "one_step" and scheme.history > 1 and scheme.order >= 3
+        self._starter = SCHEMES["prox_ms3"] if one_step else None
         self._f0: torch.Tensor | None = None
         self.solves = self.iterations = self.iterations_max = self.failures = 0
         self.worst_residual = 0.0
@@ -219,6 +223,7 @@ def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, An
         jvp=_choice(options, "jvp", JVP_MODES[0], JVP_MODES),
         on_inner_failure=_choice(options, "on_inner_failure", "warn", ("warn", "raise")),
         stage_gradient=StageGradient.from_options(options),
+        start=_choice(options, "start", "one_step", ("one_step", "lower_order")),
     )
 
 

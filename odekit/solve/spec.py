@@ -86,6 +86,7 @@ class Proximal:
     warm_start: str = "extrapolate"
     jvp: str = "finite_difference"
     on_inner_failure: str = "warn"
+    start: str = "one_step"  # BDF3/4 on a fixed grid: "lower_order" starts with BE, BDF2, … (the authors')
 
     @property
     def method(self) -> str:
@@ -96,6 +97,8 @@ class Proximal:
         options = {option: getattr(self.inner, name) for name, option in _INNER_OPTIONS.items()
                    if getattr(self.inner, name) != getattr(defaults, name) or name == "method"}
         options.update(warm_start=self.warm_start, jvp=self.jvp, on_inner_failure=self.on_inner_failure)
+        if self.start != "one_step":
+            options["start"] = self.start
         if self.order is not None:
             options["order"] = self.order
         return options
