@@ -1,9 +1,15 @@
-"""Solver overhead: odekit vs torchdiffeq, dopri5 at rtol 1e-7 / atol 1e-9, in one run.
+"""Solver overhead: odekit vs torchdiffeq (and torchode, diffrax), dopri5 at rtol 1e-7 / atol 1e-9, in one run.
 
-For each MLP vector field it measures, interleaving the two libraries: the forward solve (no
+For each MLP vector field it measures, interleaving the libraries: the forward solve (no
 graph), the forward + backward solve with the adjoint, the bare cost of one ``f`` call and of
 one vector–Jacobian product, and both libraries' NFE. It prints the wall ratio
 odekit / torchdiffeq and the overhead factor wall / (NFE × bare cost), and writes JSON.
+
+Optional peers, measured in the same interleaved rounds when installed (``pip install torchode
+jax diffrax``): torchode (its dopri5 with the integral controller, per-sample steps; forward and
+backprop through the solve, ``AutoDiffAdjoint``) and diffrax (``Dopri5``, ``PIDController``, the
+same weights in JAX, ``jax.jit``; forward and ``BacksolveAdjoint``), whose compile time is
+reported separately.
 
     python benchmarks/solver_overhead.py [--repeats 7] [--out benchmarks/results/solver_overhead.json]
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -55,6 +62,75 @@ class Counting(torch.nn.Module):
         return self.field(t, y)
 
 
+def torchode_runs(field: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor) -> dict:
+    """torchode's forward and forward + backward (backprop through its loop), if installed."""
+    try:
+        import torchode as to
+    except ImportError:
+        return {}
+    term = to.ODETerm(field)
+    solver = to.AutoDiffAdjoint(to.Dopri5(term=term), to.IntegralController(atol=ATOL, rtol=RTOL, term=term))
+    t_eval = t.expand(y0.shape[0], -1)
+
+    def forward():
+        with torch.no_grad():
+            solver.solve(to.InitialValueProblem(y0=y0, t_eval=t_eval))
+
+    def forward_backward():
+        y = y0.clone().requires_grad_()
+        solver.solve(to.InitialValueProblem(y0=y, t_eval=t_eval)).ys[:, -1].square().sum().backward()
+
+    return {"torchode_fwd": forward, "torchode_fwdbwd": forward_backward}
+
+
+def diffrax_runs(field: MLPField, y0: torch.Tensor) -> dict:
+    """diffrax (jit-compiled, the same weights in JAX) forward and forward + backward by its
+    BacksolveAdjoint, if installed; ``diffrax_compile_s``: the first calls' extra time."""
+    try:
+        import diffrax
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return {}
+    layers = [(jnp.asarray(m.weight.detach().numpy()), jnp.asarray(m.bias.detach().numpy()))
+              for m in field.net if isinstance(m, torch.nn.Linear)]
+
+    def vf(t, y, params):
+        for i, (w, b) in enumerate(params):
+            y = y @ w.T + b
+            if i < len(params) - 1:
+                y = jnp.tanh(y)
+        return y
+
+    term = diffrax.ODETerm(vf)
+    controller = diffrax.PIDController(rtol=RTOL, atol=ATOL)
+
+    def solve(params, y, adjoint):
+        return diffrax.diffeqsolve(term, diffrax.Dopri5(), 0.0, 1.0, None, y, args=params,
+                                   stepsize_controller=controller, max_steps=100_000, adjoint=adjoint).ys[-1]
+
+    forward_jit = jax.jit(lambda params, y: solve(params, y, diffrax.RecursiveCheckpointAdjoint()))
+    gradient_jit = jax.jit(jax.grad(lambda params, y: jnp.sum(solve(params, y, diffrax.BacksolveAdjoint()) ** 2),
+                                    argnums=(0, 1)))
+    y = jnp.asarray(y0.numpy())
+
+    def forward():
+        forward_jit(layers, y).block_until_ready()
+
+    def forward_backward():
+        jax.block_until_ready(gradient_jit(layers, y))
+
+    compile_s = {}
+    for name, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
+        start = time.perf_counter()
+        fn()  # compiles
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        fn()
+        compile_s[name] = first - (time.perf_counter() - start)
+    return {"diffrax_fwd": forward, "diffrax_fwdbwd": forward_backward, "diffrax_compile_s": compile_s}
+
+
 def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     field = MLPField(dim, width)
@@ -88,12 +164,15 @@ def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
                 out = field(t[0], y)
             torch.autograd.grad(out, (y, *params), a)
 
+    peers = {**torchode_runs(field, y0, t), **diffrax_runs(field, y0)}
+    compile_s = peers.pop("diffrax_compile_s", None)
     times = interleaved(
         {"odekit_fwd": forward(odekit), "torchdiffeq_fwd": forward(torchdiffeq),
          "odekit_fwdbwd": forward_backward(odekit), "torchdiffeq_fwdbwd": forward_backward(torchdiffeq),
-         "bare_f20": bare_f, "bare_vjp20": bare_vjp},
+         "bare_f20": bare_f, "bare_vjp20": bare_vjp, **peers},
         repeats,
     )
+    peer_times = {name: times.pop(name) for name in peers}
     f_cost, vjp_cost = times.pop("bare_f20") / 20, times.pop("bare_vjp20") / 20
 
     # NFE, from untimed runs.
@@ -127,7 +206,7 @@ def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
         seeds_theirs += counting.calls
 
     result = {
-        "f_cost_s": f_cost, "vjp_cost_s": vjp_cost,
+        "f_cost_s": f_cost, "vjp_cost_s": vjp_cost, "peers_s": peer_times, "diffrax_compile_s": compile_s,
         "nfe_forward_10_seeds": {"odekit": seeds_ours, "torchdiffeq": seeds_theirs},
         "nfe_forward": {"odekit": ours_fwd, "torchdiffeq": theirs_fwd},
         "nfe_backward": {"odekit": ours_bwd, "torchdiffeq": theirs_bwd},
@@ -170,6 +249,17 @@ def main() -> None:
                 f"{r['nfe_forward_10_seeds']['odekit']}/{r['nfe_forward_10_seeds']['torchdiffeq']}",
             )
     console.print(table)
+    peers = Table(title="optional peers in the same rounds: wall time and ratio odekit / peer (below 1: odekit faster)")
+    for col in ("case", "mode", "peer", "peer s", "odekit / peer", "diffrax compile s"):
+        peers.add_column(col)
+    for name, r in results.items():
+        for key, seconds in r["peers_s"].items():
+            peer, mode = key.rsplit("_", 1)
+            compile_s = (r["diffrax_compile_s"] or {}).get(mode) if peer == "diffrax" else None
+            peers.add_row(name, "forward" if mode == "fwd" else "fwd+bwd", peer, f"{seconds:.4f}",
+                          f"{r[mode]['odekit_s'] / seconds:.2f}", "-" if compile_s is None else f"{compile_s:.2f}")
+    console.print(peers if any(r["peers_s"] for r in results.values()) else
+                  "torchode / diffrax not installed: peers skipped (pip install torchode jax diffrax)")
     write_json(args.out, {"benchmark": "solver_overhead", "rtol": RTOL, "atol": ATOL, "machine": machine_info(),
                           "repeats": args.repeats, "results": results})
     console.print(f"wrote {args.out}")
