@@ -178,3 +178,22 @@ def test_implicit_gradients_need_an_implicit_method():
                        solver=odekit.Proximal("prox_be"), controller=odekit.FixedGrid(step_size=0.1),
                        gradient=odekit.ImplicitDifferentiation())
     assert sol.ys.requires_grad
+
+
+@pytest.mark.parametrize("method, kwargs", [("prox_bdf2", {"step_size": 0.1, "options": INNER}),
+                                            ("radauIIA5", {"step_size": 0.1}), ("bdf", {"rtol": 1e-8, "atol": 1e-8})])
+def test_backward_nfe_counts_the_adjoint_products_not_the_inner_iterations(method, kwargs):
+    """Backprop counts every recorded f call as a backward evaluation; the implicit gradient records
+    only one per stage and does its work in GMRES products, which are what its backward NFE count."""
+    counts = {}
+    for gradient in ("backprop", "implicit"):
+        field = Nonlinear()
+        sol = odekit.solve(field, torch.linspace(-1, 1, 4, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                           method=method, gradient=gradient, **kwargs)
+        sol.ys[-1].sum().backward()
+        counts[gradient] = (sol.stats.nfe, sol.stats.nfe_backward, sol.stats.extra.get("nfe_without_graph", 0))
+    nfe, backward, without = counts["backprop"]
+    assert backward == nfe and without == 0
+    nfe, backward, without = counts["implicit"]
+    assert 0 < without < nfe  # the inner iterations ran without a graph ...
+    assert backward > nfe - without  # ... and the products came on top of the recorded evaluations

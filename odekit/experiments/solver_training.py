@@ -6,7 +6,7 @@ costs (forward and backward NFE, wall time) beside how well it trains (loss, a v
 metric). :func:`train_with_solvers` is that protocol for any model: the experiment supplies how
 to build the model for one :class:`SolverChoice`, the loss of one iteration and the evaluation;
 this module owns the loop, the per-iteration records, resume, the summary the claims judge and
-the four-panel figure.
+the figure of one panel per quantity.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import torch
 
 from ..report.plots import pyplot
 from ..solve import SolverError
-from ..solve.errors import InnerSolveWarning
+from ..solve.errors import InnerSolveWarning, InvalidInputError
 from ..solve.spec import SolveSettings
 from .base import RunContext
-from .claims import Claim, Ordering
+from .claims import Claim, Matches, Ordering
 from .memory import PeakMemory
 from .training import EpochResume
 
@@ -83,8 +83,14 @@ def between(claims: Mapping[str, Claim], choices: Sequence[SolverChoice]) -> dic
     :class:`Ordering` puts the proximal ones low, a :class:`Matches` compares them with the others."""
     proximal = tuple(c.key for c in choices if c.proximal)
     others = tuple(c.key for c in choices if not c.proximal)
-    return {key: replace(claim, low=proximal, high=others) if isinstance(claim, Ordering)
-            else replace(claim, group=proximal, reference=others) for key, claim in claims.items()}
+    def applied(claim: Claim) -> Claim:
+        if isinstance(claim, Ordering):
+            return replace(claim, low=proximal, high=others)
+        if isinstance(claim, Matches):
+            return replace(claim, group=proximal, reference=others)
+        return claim
+
+    return {key: applied(claim) for key, claim in claims.items()}
 
 
 @dataclass
@@ -121,8 +127,9 @@ class SolverRun:
         if warned:
             first = self.extra.get("first_warning", "")
             described += f"; engine warnings in {len(warned)} of {len(self.records)} iterations ({first[:120]})"
-        if "finish_warning" in self.extra:
-            described += f"; after training: {self.extra['finish_warning'][:120]}"
+        for key in ("finish_warning", "finish_error"):
+            if key in self.extra:
+                described += f"; after training: {self.extra[key][:120]}"
         return described
 
     def summary(self, tail: int = 5) -> dict[str, float]:
@@ -160,6 +167,14 @@ def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterati
     Finished solvers are kept in the run's checkpoint; an unfinished one resumes from its last
     evaluation (:class:`~odekit.experiments.training.EpochResume`).
     """
+    keys = [c.key for c in choices]
+    if not keys:
+        raise ValueError("no solver to train: the config's solver lists are empty")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"each solver may appear once; got {keys}")
+    if iterations < 1 or evaluate_every < 1 or warmup < 0:
+        raise ValueError(f"need iterations ≥ 1, evaluate_every ≥ 1 and warmup ≥ 0; got {iterations}, "
+                         f"{evaluate_every}, {warmup}")
     done: dict[str, Any] = ctx.checkpoint.setdefault("solvers", {})
     runs: dict[str, SolverRun] = {}
     with ctx.progress(iterations * len(choices), description) as advance:
@@ -189,9 +204,16 @@ def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterati
             if run.status == "ok" and finish is not None:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", InnerSolveWarning)
-                    run.extra.update(finish(model, choice))
-                if caught:  # e.g. the trained model's test pass left stages unconverged
-                    run.extra["finish_warning"] = str(caught[0].message)
+                    try:
+                        run.extra.update(finish(model, choice))
+                    except SolverError as err:  # e.g. sampling backwards failed: the training stands
+                        run.extra["finish_error"] = f"{type(err).__name__}: {str(err)[:160]}"
+                engine = [w for w in caught if issubclass(w.category, InnerSolveWarning)]
+                for other in caught:
+                    if other not in engine:
+                        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+                if engine:  # e.g. the trained model's test pass left stages unconverged
+                    run.extra["finish_warning"] = str(engine[0].message)
             last = run.records[-1] if run.records else None
             shown = "" if last is None or last.metric is None else f", metric {last.metric:.4g}"
             ctx.log(f"{choice.label}: {len(run.records)} iterations, {run.status}{shown}")
@@ -205,7 +227,8 @@ def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterati
 def _train(run: SolverRun, model, optimiser, learning_rate, generator, iterations: int, loss_of, nfe_of, evaluate,
            evaluate_every: int, save: Callable[[], None], advance: Callable[[int], None]) -> str:
     """The iterations of one solver (appending to ``run.records``); returns the run's status."""
-    memory = PeakMemory(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    memory = PeakMemory(device)
     try:
         for iteration in range(len(run.records) + 1, iterations + 1):
             with warnings.catch_warnings(record=True) as caught:
@@ -220,6 +243,8 @@ def _train(run: SolverRun, model, optimiser, learning_rate, generator, iteration
                     loss.backward()
                     learning_rate(iteration)
                     optimiser.step()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)  # the queued backward kernels belong to this time
                     seconds = time.perf_counter() - start
                 forward, backward = nfe_of(model)
                 record = IterationRecord(iteration, loss.item(), forward, backward, seconds,
@@ -240,6 +265,8 @@ def _train(run: SolverRun, model, optimiser, learning_rate, generator, iteration
             if record.metric is not None:
                 save()
             advance(1)
+    except InvalidInputError:
+        raise  # a bad setting (a typo in the options) is the config's error, not the solver's result
     except SolverError as err:
         return f"solver failed: {type(err).__name__}: {str(err)[:160]}"
     return "ok"
@@ -283,7 +310,8 @@ def plot_solver_curves(ctx: RunContext, name: str, runs: Mapping[str, SolverRun]
 
 def solver_tables(ctx: RunContext, name: str, runs: Mapping[str, SolverRun], choices: Sequence[SolverChoice],
                   metric_label: str, caption: str) -> dict[str, dict[str, float]]:
-    """The per-solver summary table and the per-iteration curves (CSV); returns the summaries by key."""
+    """The per-solver summary table and the per-iteration curves (CSV); returns the summaries by key of
+    the solvers that finished (a failed one's partial numbers are in the table, not in the claims)."""
     summaries = {c.key: runs[c.key].summary() for c in choices if c.key in runs}
     rows = []
     for c in choices:
@@ -297,9 +325,10 @@ def solver_tables(ctx: RunContext, name: str, runs: Mapping[str, SolverRun], cho
     curves = [[c.label, r.iteration, f"{r.loss:.6g}", r.nfe_forward, r.nfe_backward, f"{r.seconds:.4g}",
                "" if r.metric is None else f"{r.metric:.6g}"]
               for c in choices if c.key in runs for r in runs[c.key].records]
+    finished = {key: summary for key, summary in summaries.items() if runs[key].status == "ok"}
     ctx.table(f"{name}_curves", ["solver", "iteration", "loss", "forward NFE", "backward NFE", "seconds",
                                  metric_label], curves, caption="Every training iteration of every solver.")
-    return summaries
+    return finished
 
 
 def _fmt(value: float | None) -> str:

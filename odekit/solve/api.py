@@ -585,5 +585,7 @@ class _CountBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        ctx.stats.nfe_backward += ctx.stats.nfe
+        # gradient="implicit" solved its stages without a graph: those evaluations are not
+        # differentiated (its GMRES products are counted as they happen, inner.StageGradient)
+        ctx.stats.nfe_backward += ctx.stats.nfe - ctx.stats.extra.get("nfe_without_graph", 0)
         return grad, None

@@ -46,7 +46,7 @@ import torch
 
 from .controller import StepProposal
 from .errors import InvalidInputError, NonFiniteError, choice_option, number_option
-from .inner import STAGE_GRADIENT_OPTIONS, UNROLLED, ProximalProblem, StageGradient, difference_increment, gmres
+from .inner import STAGE_GRADIENT_OPTIONS, ProximalProblem, StageGradient, difference_increment, gmres
 from .linear import DenseLU, SingularMatrixError, SparseLU, factorize, sparse_pattern
 from .methods import ADAPTIVE_OPTIONS, Method
 from .norms import Tolerance
@@ -150,7 +150,7 @@ class BDF:
     def __init__(self, name: str, kappa: tuple[float, ...], rtol: Tolerance, atol: Tolerance, *,
                  max_order: int = MAX_ORDER, jacobian: str = "auto", linear_solver: str = "auto",
                  dense_max: int = DEFAULT_DENSE_MAX, krylov_dim: int = 30, krylov_rtol: float = 0.1,
-                 preconditioner: Preconditioner | None = None, stage_gradient: StageGradient = UNROLLED) -> None:
+                 preconditioner: Preconditioner | None = None, stage_gradient: StageGradient | None = None) -> None:
         self.name = name
         self.order = max_order
         self.error_order = 2  # the first step is order 1, its local error O(h²) (sets the initial step)
@@ -159,7 +159,7 @@ class BDF:
         self.rtol, self.atol = rtol, atol
         self.jacobian_mode, self.linear_solver, self.dense_max = jacobian, linear_solver, dense_max
         self.krylov_dim, self.krylov_rtol, self.preconditioner = krylov_dim, krylov_rtol, preconditioner
-        self.stage_gradient = stage_gradient
+        self.stage_gradient = stage_gradient or StageGradient()
         self.newton_tol: float = math.nan  # set from the dtype at init
         self.counts = {"jacobians": 0, "autograd_jacobian_columns": 0, "lu_factorizations": 0, "newton_iterations": 0,
                        "newton_failures": 0, "jvps": 0, "singular_matrices": 0, "jacobian_fallbacks": 0}
@@ -195,7 +195,7 @@ class BDF:
         scale = self._scale(predicted)
         linear = state.linear
         implicit = self.stage_gradient.applies()
-        with torch.no_grad() if implicit else contextlib.nullcontext():
+        with self.stage_gradient.without_graph(field) if implicit else contextlib.nullcontext():
             converged, d, y, iterations = self._newton(field, t1, predicted, psi, c, scale, linear, t0, y0)
             if not converged and iterations >= 0 and not linear.current and self._uses_dense(y0):
                 # An old Jacobian: take a fresh one and try once more before shortening the step.
@@ -250,6 +250,7 @@ class BDF:
     def record(self, stats: SolveStats) -> None:
         for key, value in self.counts.items():
             stats.extra[key] = stats.extra.get(key, 0) + value
+        self.stage_gradient.report(stats)
 
     # --- pieces ------------------------------------------------------------------------------
 

@@ -49,7 +49,6 @@ from .inner import (
     INNER_METHODS,
     JVP_MODES,
     STAGE_GRADIENT_OPTIONS,
-    UNROLLED,
     InnerSolver,
     ProximalProblem,
     StageGradient,
@@ -165,13 +164,13 @@ class ImplicitRungeKutta:
 
     def __init__(self, tableau: ImplicitTableau, *, max_iters: int = DEFAULT_MAX_ITERS, inner: str | None = None,
                  inner_tol: float | None = None, jvp: str = JVP_MODES[0],
-                 stage_gradient: StageGradient = UNROLLED) -> None:
+                 stage_gradient: StageGradient | None = None) -> None:
         self.tableau = tableau
         self.name = tableau.name
         self.order = tableau.order
         self.error_order = tableau.order + 1  # local error of an order-p step scales as h^(p+1)
         self.max_iters, self.inner, self.inner_tol, self.jvp = max_iters, inner, inner_tol, jvp
-        self.stage_gradient = stage_gradient
+        self.stage_gradient = stage_gradient or StageGradient()
         self._c = [float(x) for x in tableau.c]
         self._a = [[float(x) for x in row] for row in tableau.a]
         self._b = [float(x) for x in tableau.b]
@@ -211,6 +210,7 @@ class ImplicitRungeKutta:
                            ("inner_failures", self.failures)):
             extra[key] = extra.get(key, 0) + value
         extra["inner_iterations_max"] = max(extra.get("inner_iterations_max", 0), self.iterations_max)
+        self.stage_gradient.report(stats)
         message = None
         if self.failures:
             message = (f"{self.name}: {self.failures} of {self.solves} stage solves did not converge within "
@@ -311,7 +311,7 @@ class ImplicitRungeKutta:
 
     def _solve(self, problem: Any, guess: torch.Tensor, size: int, dtype: torch.dtype, tol: float) -> torch.Tensor:
         implicit = self.stage_gradient.applies()
-        with torch.no_grad() if implicit else contextlib.nullcontext():
+        with self.stage_gradient.without_graph(problem.field) if implicit else contextlib.nullcontext():
             result = self._inner_solver(size, dtype)(problem, guess, res_tol=tol, tol=tol)
         self.solves += 1
         self.iterations += result.iterations

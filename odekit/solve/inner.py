@@ -21,6 +21,7 @@ the engine's :class:`~odekit.solve.field.VectorField`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -265,44 +266,76 @@ class FixedPointStage(Protocol):
     def fixed_point_map(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class StageGradient:
     """How the implicit solvers differentiate their stages (options ``stage_gradient``, ``implicit_rtol``).
 
-    ``"implicit"``: the stage is solved without a graph (:meth:`applies` says when) and
-    :meth:`attach` gives the converged value the gradient of the implicit function theorem, so
-    memory does not grow with the inner (Newton, Fletcher–Reeves, …) iterations.
+    ``"implicit"``: the stage is solved without a graph (:meth:`applies` says when, :meth:`without_graph`
+    runs it) and :meth:`attach` gives the converged value the gradient of the implicit function
+    theorem, so memory does not grow with the inner (Newton, Fletcher–Reeves, …) iterations.
+    One instance per solve: it counts what :meth:`report` writes into the solve's stats —
+    the evaluations made without a graph (which backprop does not differentiate, so they are not
+    backward NFE) and, during the backward pass, each GMRES product as one backward evaluation
+    (a vector–Jacobian product of ``f``, as the adjoint counts them).
     """
 
     mode: str = "unrolled"
-    rtol: float = 1e-10  # GMRES tolerance of the adjoint system, relative to the incoming gradient
+    rtol: float | None = None  # GMRES tolerance relative to the incoming gradient; None: max(1e-10, 10 ε)
     max_dim: int = 200  # GMRES products per adjoint solve at most
+    without_graph_nfe: int = 0
+    _stats: SolveStatsLike | None = None
 
     @classmethod
     def from_options(cls, options: dict) -> StageGradient:
         mode = choice_option("stage_gradient", options.get("stage_gradient", "unrolled"), STAGE_GRADIENTS)
-        return cls(mode, number_option("implicit_rtol", options.get("implicit_rtol", 1e-10), gt=0, lt=1))
+        rtol = options.get("implicit_rtol")
+        return cls(mode, None if rtol is None else number_option("implicit_rtol", rtol, gt=0, lt=1))
 
     def applies(self) -> bool:
         """Whether this stage solve runs without a graph (implicit mode, and a gradient wanted)."""
         return self.mode == "implicit" and torch.is_grad_enabled()
 
+    @contextlib.contextmanager
+    def without_graph(self, field) -> Iterator[None]:
+        """Run a stage solve under ``no_grad``, counting ``field``'s evaluations in it."""
+        before = field.nfe
+        with torch.no_grad():
+            yield
+        self.without_graph_nfe += field.nfe - before
+
     def attach(self, stage: FixedPointStage, z_star: torch.Tensor) -> torch.Tensor:
         """``z*`` with the implicit gradient (:func:`implicit_stage`)."""
-        return implicit_stage(stage, z_star, self.rtol, self.max_dim)
+        rtol = self.rtol if self.rtol is not None else max(1e-10, 10 * torch.finfo(z_star.dtype).eps)
+        return implicit_stage(stage, z_star, rtol, self.max_dim, self._count_product)
+
+    def report(self, stats: SolveStatsLike) -> None:
+        """Write the counts into the solve's stats; the backward products are added as they happen."""
+        if self.mode != "implicit":
+            return
+        if self.without_graph_nfe:
+            stats.extra["nfe_without_graph"] = stats.extra.get("nfe_without_graph", 0) + self.without_graph_nfe
+            self.without_graph_nfe = 0
+        self._stats = stats
+
+    def _count_product(self) -> None:
+        if self._stats is not None:
+            self._stats.nfe_backward += 1
 
 
-UNROLLED = StageGradient()  # the default: backprop through the inner iterations
+class SolveStatsLike(Protocol):
+    extra: dict
+    nfe_backward: int
 
 
-def implicit_stage(stage: FixedPointStage, z_star: torch.Tensor, rtol: float, max_dim: int) -> torch.Tensor:
+def implicit_stage(stage: FixedPointStage, z_star: torch.Tensor, rtol: float, max_dim: int,
+                   on_product: Callable[[], None] | None = None) -> torch.Tensor:
     """The converged stage ``z*`` with the gradient of the implicit function theorem attached.
 
     ``z*`` solves ``z = G(z)`` (a proximal stage: ``G(z) = center + σ f(t, z)``; coupled implicit
     RK stages: ``G(W) = h (A ⊗ I) F(y0 + W)``). Differentiating that equation instead of the
     iterations that found it: for an incoming gradient ``g``, ``λ`` solves the linear adjoint system
     ``(I − ∂G/∂z)ᵀ λ = g`` (for a proximal stage ``(I − σ ∂f/∂z)ᵀ λ = g``; GMRES on
-    vector–Jacobian products, to ``rtol``), and ``λ`` is then backpropagated through one evaluation
+    vector–Jacobian products, to ``rtol``; ``on_product`` is told of each), and ``λ`` is then backpropagated through one evaluation
     of ``G`` into everything it depends on (the stage's centre, ``f``'s parameters). Memory holds
     one evaluation of ``G`` per stage, however many inner iterations the forward solve took (the
     thesis's closing idea: the adjoint of an optimisation problem is an optimisation problem).
@@ -314,6 +347,8 @@ def implicit_stage(stage: FixedPointStage, z_star: torch.Tensor, rtol: float, ma
         return z_star.detach()
 
     def transposed(v: torch.Tensor) -> torch.Tensor:
+        if on_product is not None:
+            on_product()
         (vjp,) = torch.autograd.grad(mapped, z0, v, retain_graph=True, allow_unused=True)
         return v if vjp is None else v - vjp
 

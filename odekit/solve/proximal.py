@@ -33,7 +33,6 @@ from .inner import (
     INNER_METHODS,
     JVP_MODES,
     STAGE_GRADIENT_OPTIONS,
-    UNROLLED,
     InnerSolver,
     ProximalProblem,
     StageGradient,
@@ -69,10 +68,10 @@ class ProximalSolver:
     fsal = False
 
     def __init__(self, name: str, scheme: Scheme, inner: InnerSolver, *, adaptive: bool, warm_start: str,
-                 jvp: str, on_inner_failure: str, stage_gradient: StageGradient = UNROLLED,
+                 jvp: str, on_inner_failure: str, stage_gradient: StageGradient | None = None,
                  start: str = "one_step") -> None:
         self.name, self.scheme, self.inner = name, scheme, inner
-        self.stage_gradient = stage_gradient
+        self.stage_gradient = stage_gradient or StageGradient()
         self.order = scheme.order
         self.error_order = scheme.order + 1  # local error of an order-q step scales as h^(q+1)
         self.adaptive = adaptive
@@ -128,7 +127,7 @@ class ProximalSolver:
             problem = ProximalProblem(field, t, center, sigma, self.jvp)
             implicit = self.stage_gradient.applies()
             if implicit:  # no graph of the iterations: the gradient comes from the converged stage
-                with torch.no_grad():
+                with self.stage_gradient.without_graph(field):
                     result = self.inner(problem, guess.detach())
             else:
                 result = self.inner(problem, guess)
@@ -184,6 +183,7 @@ class ProximalSolver:
                            ("inner_failures", self.failures), ("inner_step_reductions", self.inner.step_reductions)):
             extra[key] = extra.get(key, 0) + value
         extra["inner_iterations_max"] = max(extra.get("inner_iterations_max", 0), self.iterations_max)
+        self.stage_gradient.report(stats)
         if not self.failures or self.adaptive:
             return None  # the adaptive solver rejected those steps and retried smaller ones
         return (f"{self.failures} of {self.solves} inner solves ({self.inner.method}, {self.scheme.name}) did not "

@@ -137,7 +137,8 @@ class RecursiveCheckpoint:
 @dataclass(frozen=True)
 class ImplicitDifferentiation:
     """Backprop through the steps, each converged implicit stage differentiated by the implicit
-    function theorem (proximal methods): memory does not grow with the inner iterations."""
+    function theorem (proximal, implicit Runge–Kutta and BDF/NDF methods): memory does not grow
+    with the inner iterations."""
 
 
 GRADIENT_METHODS = {"backprop": Backprop, "adjoint": BacksolveAdjoint, "checkpoint": RecursiveCheckpoint,
