@@ -155,10 +155,14 @@ def experiment_table(title: str, part: dict, reference: str, metric: str) -> Tab
     for column in ("solver", "NFE / iteration (fwd + bwd)", "NFE / " + reference, "seconds", "wall / " + reference,
                    "peak MB / iteration", "final loss", metric, "status"):
         table.add_column(column)
-    base = part[reference]
+    base = part.get(reference, {})
     for key, r in part.items():
-        table.add_row(key, f"{r['nfe_forward']:.0f} + {r['nfe_backward']:.0f}", f"{r['nfe'] / base['nfe']:.2f}",
-                      f"{r['seconds']:.1f}", f"{r['seconds'] / base['seconds']:.2f}", f"{r['peak_mb']:.0f}",
+        if "nfe" not in r:  # failed in its first iteration: only the status
+            table.add_row(key, "—", "—", "—", "—", "—", "—", "—", r["status"][:60])
+            continue
+        table.add_row(key, f"{r['nfe_forward']:.0f} + {r['nfe_backward']:.0f}",
+                      f"{r['nfe'] / base['nfe']:.2f}" if "nfe" in base else "—", f"{r['seconds']:.1f}",
+                      f"{r['seconds'] / base['seconds']:.2f}" if "seconds" in base else "—", f"{r['peak_mb']:.0f}",
                       f"{r['loss']:.4g}", f"{r['metric']:.4g}", r["status"][:60])
     return table
 

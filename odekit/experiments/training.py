@@ -67,6 +67,8 @@ class EpochResume:
         optimiser.load_state_dict(saved["optimiser"])
         generator.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])  # dropout and noise drawn on the GPU
         return saved["records"]
 
     def save(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, generator: torch.Generator,
@@ -74,7 +76,8 @@ class EpochResume:
         if self.path is not None:
             atomic.write_torch(self.path, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                                           "records": records})
+                                           "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized()
+                                           else None, "records": records})
 
     def finish(self) -> None:
         if self.path is not None:

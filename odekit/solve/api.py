@@ -377,6 +377,9 @@ def solve(
                                     "'backprop' or 'adjoint'")
         if event_fn is not None or dense:
             raise InvalidInputError("gradient='implicit' takes neither event_fn nor dense=True")
+        if layout.dtype.is_complex:
+            raise InvalidInputError("gradient='implicit' solves its adjoint systems by real GMRES; for a complex "
+                                    "state use gradient='backprop' or 'adjoint'")
         options["stage_gradient"], gradient = "implicit", "backprop"
     forward = Integration.create(method, options, rtol, atol, _user_norm(options.get("norm"), layout), times, throw)
     flat0 = layout.flatten(y0)

@@ -341,6 +341,8 @@ def implicit_stage(stage: FixedPointStage, z_star: torch.Tensor, rtol: float, ma
     thesis's closing idea: the adjoint of an optimisation problem is an optimisation problem).
     """
     z0 = z_star.detach().requires_grad_(True)
+    # z0 is only the point of the products below: drop the gradient the backward leaves on it
+    z0.register_post_accumulate_grad_hook(lambda leaf: setattr(leaf, "grad", None))
     with torch.enable_grad():
         mapped = stage.fixed_point_map(z0)
     if not mapped.requires_grad:
