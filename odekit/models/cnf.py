@@ -47,9 +47,7 @@ class CNFDynamics(nn.Module):
         z = state[0]
         keep_graph = torch.is_grad_enabled()  # the trace must be differentiable when anything is trained
         with torch.enable_grad():
-            # Without a graph to keep only the value counts; a view made under no_grad of a tensor that
-            # requires grad (an adjoint solve's input) would not connect dz to z, so detach it too.
-            if not keep_graph or not z.requires_grad:
+            if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             dz = self.net(t, z)
             if self.trace == "exact":

@@ -189,8 +189,11 @@ class _AdjointSolve(torch.autograd.Function):
     def forward(ctx, spec: _Spec, y0, t, *params):
         with torch.no_grad():
             steps = [] if spec.interpolate else None
-            run = spec.forward.run(VectorField(spec.f, spec.layout, t.dtype), y0, spec.stats, hooks=spec.hooks,
-                                   event=spec.event, steps=steps)
+            # Detached: a view of y0 made under no_grad would still report requires_grad, and a field
+            # that differentiates itself (a CNF's trace, under enable_grad) would then find its
+            # output disconnected from the state it was given.
+            run = spec.forward.run(VectorField(spec.f, spec.layout, t.dtype), y0.detach(), spec.stats,
+                                   hooks=spec.hooks, event=spec.event, steps=steps)
         spec.outcome["run"] = run
         spec.outcome["trajectory"] = DenseOutput(steps, spec.layout, t.dtype) if steps else None
         ctx.spec = spec
