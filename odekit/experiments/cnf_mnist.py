@@ -35,14 +35,14 @@ from ..models.cnf import ODENVP, bits_per_dim, dequantize
 from ..report import atomic
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
-from .claims import Matches, Ordering, judge_orderings
+from .claims import Matches, Ordering
 from .solver_training import (
     Panel,
     SolverChoice,
-    between,
     fletcher_reeves,
     plot_solver_curves,
     proximal_choices,
+    record_and_judge,
     resolve_device,
     solver_tables,
     train_with_solvers,
@@ -143,13 +143,6 @@ def run(config: CNFMnistConfig, ctx: RunContext) -> None:
                               caption=f"FFJORD (ODENVP) on MNIST {shape[1]}×{shape[2]}, {config.iterations} iterations "
                                       "per solver: NFE per iteration, total training time, the training bits/dim of "
                                       "the last iterations and the last test bits/dim.")
-    for choice in choices:
-        summary = summaries.get(choice.key, {})
-        for quantity, what in (("nfe_forward", "forward NFE per iteration"),
-                               ("nfe_backward", "backward NFE per iteration"), ("seconds", "training seconds"),
-                               ("metric", "test bits/dim")):
-            if quantity in summary:
-                ctx.metric(f"{choice.label}: {what}", round(summary[quantity], 4))
     plot_solver_curves(ctx, "fig5_6_cnf_solvers", runs, choices,
                        [Panel("loss", "training bits/dim"), Panel("seconds", "total training time (s)", cumulative=True),
                         Panel("nfe_forward", "forward NFE per iteration"),
@@ -157,11 +150,12 @@ def run(config: CNFMnistConfig, ctx: RunContext) -> None:
                        f"Fig 5.6: FFJORD on MNIST {shape[1]}×{shape[2]} with proximal BDFs and DOPRI5",
                        caption="Fig 5.6: bits/dim, total time and forward/backward NFE per iteration (proximal dashed).")
     _plot_samples(ctx, runs, choices, shape)
-    labels = {c.key: c.label for c in choices}
-    ctx.judge(judge_orderings(between(EXPERIMENT.claims, choices), summaries, labels, {
+    record_and_judge(ctx, summaries, choices, EXPERIMENT.claims, {
         "nfe": f"NFE per iteration, forward + backward, over {config.iterations} iteration(s) (thesis: 10 epochs)",
         "seconds": f"training seconds over {config.iterations} iteration(s)",
-        "metric": f"test bits/dim after {config.iterations} iteration(s)"}))
+        "metric": f"test bits/dim after {config.iterations} iteration(s)"},
+        {"nfe_forward": "forward NFE per iteration", "nfe_backward": "backward NFE per iteration",
+         "seconds": "training seconds", "metric": "test bits/dim"})
 
 
 def _plot_samples(ctx: RunContext, runs, choices, shape) -> None:

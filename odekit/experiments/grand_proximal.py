@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from ..data import graphs
 from ..models.grand import GRAND
 from .base import Experiment, ExperimentConfig, RunContext
-from .claims import Matches, Ordering, judge_orderings
+from .claims import Matches, Ordering
 from .node_classification import SETTINGS, split_for
 from .solver_training import (
     Panel,
     SolverChoice,
-    between,
     fletcher_reeves,
     plot_solver_curves,
     proximal_choices,
+    record_and_judge,
     resolve_device,
     solver_tables,
     train_with_solvers,
@@ -120,11 +120,6 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
                                       "solver: NFE per epoch, total training time, the training loss of the last "
                                       "epochs and the last validation accuracy.")
     for choice in choices:
-        summary = summaries.get(choice.key, {})
-        for quantity, what in (("nfe", "NFE per epoch (forward + backward)"), ("seconds", "training seconds"),
-                               ("metric", "validation accuracy")):
-            if quantity in summary:
-                ctx.metric(f"{choice.label}: {what}", round(summary[quantity], 4))
         if "test_accuracy" in runs[choice.key].extra:
             ctx.metric(f"{choice.label}: test accuracy", round(runs[choice.key].extra["test_accuracy"], 4))
     plot_solver_curves(ctx, "fig5_7_grand_solvers", runs, choices,
@@ -134,12 +129,12 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
                        f"Fig 5.7: training GRAND-nl on {config.dataset} with proximal and adaptive solvers",
                        caption="Fig 5.7: NFE per epoch, total time, training loss and validation accuracy per solver "
                                "(proximal dashed).")
-    labels = {c.key: c.label for c in choices}
-    ctx.judge(judge_orderings(between(EXPERIMENT.claims, choices), summaries, labels, {
+    record_and_judge(ctx, summaries, choices, EXPERIMENT.claims, {
         "nfe": f"NFE per epoch over {config.epochs} epoch(s) (thesis: 50)",
         "seconds": f"training seconds over {config.epochs} epoch(s)",
         "metric": f"validation accuracy after {config.epochs} epoch(s)",
-        "loss": f"training loss over the last epochs of {config.epochs}"}))
+        "loss": f"training loss over the last epochs of {config.epochs}"},
+        {"nfe": "NFE per epoch (forward + backward)", "seconds": "training seconds", "metric": "validation accuracy"})
 
 
 _STATEMENT = "the proximal solvers (CN, BE with Fletcher–Reeves, step 1.25)"

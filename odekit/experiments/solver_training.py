@@ -26,7 +26,7 @@ from ..solve import SolverError
 from ..solve.errors import InnerSolveWarning, InvalidInputError
 from ..solve.spec import SolveSettings
 from .base import RunContext
-from .claims import Claim, Matches, Ordering
+from .claims import Claim, Matches, Ordering, judge_orderings
 from .memory import PeakMemory
 from .training import EpochResume
 
@@ -333,3 +333,15 @@ def solver_tables(ctx: RunContext, name: str, runs: Mapping[str, SolverRun], cho
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def record_and_judge(ctx: RunContext, summaries: Mapping[str, Mapping[str, float]], choices: Sequence[SolverChoice],
+                     claims: Mapping[str, Claim], names: Mapping[str, str], metrics: Mapping[str, str]) -> None:
+    """The run's metrics (``"<solver>: <metrics[quantity]>"`` for each summary quantity) and its verdicts
+    on the proximal-versus-adaptive ``claims`` (:func:`between`; ``names[quantity]`` for the reasons)."""
+    for choice in choices:
+        summary = summaries.get(choice.key, {})
+        for quantity, what in metrics.items():
+            if quantity in summary:
+                ctx.metric(f"{choice.label}: {what}", round(summary[quantity], 4))
+    ctx.judge(judge_orderings(between(claims, choices), summaries, {c.key: c.label for c in choices}, names))

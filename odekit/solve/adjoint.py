@@ -247,7 +247,8 @@ class _AdjointSolve(torch.autograd.Function):
             grad_t = None
             if ctx.needs_input_grad[2]:
                 user = VectorField(f, layout, t.dtype)
-                grad_t = time_gradients(user, times, ys, grad_ys, a_flowed, last, t.dtype)
+                # Detached for the same reason as in forward: a self-differentiating field needs a leaf state.
+                grad_t = time_gradients(user, times, ys.detach(), grad_ys, a_flowed, last, t.dtype)
                 if run.event_t is not None:
                     grad_t = grad_t * torch.tensor([1.0, 0.0], dtype=grad_t.dtype)  # t[1] only set the direction
                 backward_stats.nfe += user.nfe
