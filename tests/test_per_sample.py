@@ -113,5 +113,28 @@ def test_bad_per_sample_times_are_refused(phases):
     times[5, 2] = 0.2
     with pytest.raises(InvalidInputError, match="sample 5"):
         odekit.solve(van_der_pol, phases, times, per_sample=True)
-    with pytest.raises(InvalidInputError, match="one real floating tensor"):
-        odekit.solve(van_der_pol, (phases, phases), torch.tensor([0.0, 1.0], dtype=torch.float64), per_sample=True)
+    with pytest.raises(InvalidInputError, match="the same in every tensor"):
+        odekit.solve(lambda t, y: y, (phases, phases[:3]), torch.tensor([0.0, 1.0], dtype=torch.float64),
+                     per_sample=True)
+    with pytest.raises(InvalidInputError, match=r"shapes \[\(8, 2\)\]"):
+        odekit.solve(lambda t, y: y[:, :1], phases, torch.tensor([0.0, 1.0], dtype=torch.float64), per_sample=True)
+
+
+def test_tuple_states_step_per_sample_like_their_own_solves(phases):
+    """A (position, velocity) pair per sample: each sample's steps are those of its own tuple solve,
+    whose error norm is the largest RMS of a component."""
+
+    def f(t, y):
+        x, v = y
+        return v, MU * (1 - x**2) * v - x
+
+    x0, v0 = phases[:, :1].clone() * 1.5, phases[:, 1:].clone()
+    t = torch.linspace(0.0, 3.0, 5, dtype=torch.float64)
+    batch = odekit.solve(f, (x0, v0), t, rtol=1e-7, atol=1e-9, per_sample=True)
+    assert batch.ys[0].shape == (5, 8, 1) and batch.ys[1].shape == (5, 8, 1)
+    for b in range(8):
+        alone = odekit.solve(f, (x0[b], v0[b]), t, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(batch.ys[0][:, b], alone.ys[0], rtol=0, atol=1e-10)
+        torch.testing.assert_close(batch.ys[1][:, b], alone.ys[1], rtol=0, atol=1e-10)
+        assert int(batch.stats.per_sample["steps_accepted"][b]) == alone.stats.steps_accepted
+        assert int(batch.stats.per_sample["steps_rejected"][b]) == alone.stats.steps_rejected

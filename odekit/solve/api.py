@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
+from . import tensor_loop
 from .callbacks import StepCallbacks
+from .controller import PIController
 from .errors import (
     InnerSolveError,
     InnerSolveWarning,
@@ -26,8 +28,10 @@ from .field import UserField, VectorField
 from .integrate import Event, LoopHooks, integrate
 from .methods import LoopOptions, Method, loop_options, make_controller, pi_controller, resolve, step_caps
 from .norms import Norm, norm_for, tightest
+from .runge_kutta import RungeKutta
 from .solution import DenseOutput, Solution, SolveStats, Status, publish
 from .state import State, StateLayout
+from .tensor_loop import CompileWarning
 
 GRADIENTS = ("backprop", "adjoint", "checkpoint", "implicit")
 
@@ -67,12 +71,14 @@ class Integration:
     max_steps: int
     max_nfe: int
     loop: LoopOptions
+    compile: bool = False
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], rtol, atol, norm: Norm, times: list[float],
-               throw: bool) -> Integration:
+               throw: bool, compile: bool = False) -> Integration:
         resolved, options = resolve(method, options)
-        return cls(resolved, options, rtol, atol, norm, times, throw, *step_caps(options), loop_options(options))
+        return cls(resolved, options, rtol, atol, norm, times, throw, *step_caps(options), loop_options(options),
+                   compile)
 
     def run(
         self,
@@ -134,9 +140,55 @@ class Integration:
             finally:
                 stats.nfe += field.nfe - nfe_start
             return None
+        if self.compile or y0.device.type != "cpu":
+            unsupported = self._not_for_tensor_loop(solver, controller, y0, hooks, event, steps, trace)
+            if unsupported is None:
+                self._integrate_tensor_loop(solver, controller, field, y0, times, out, stats)
+                return None
+            if self.compile:
+                warnings.warn(f"compile=True compiles adaptive explicit Runge–Kutta solves; this one {unsupported}, "
+                              "so it runs eagerly", CompileWarning, stacklevel=4)
         return integrate(solver, controller, field, y0, times, out, stats, max_steps=self.max_steps,
                          max_nfe=self.max_nfe, cubic=self.loop.cubic, hooks=hooks,
                          breakpoints=self.loop.breakpoints, event=event, steps=steps, trace=trace)
+
+    def _not_for_tensor_loop(self, solver, controller, y0: torch.Tensor, hooks: LoopHooks | None,
+                             event: Event | None, steps: list | None, trace: list | None) -> str | None:
+        """Why the tensor loop cannot run this solve, or ``None`` if it can."""
+        reasons = [
+            (not isinstance(solver, RungeKutta) or not solver.adaptive, f"uses method {self.method.name!r}"),
+            (not isinstance(controller, PIController), "has a fixed grid"),
+            (y0.is_complex(), "has a complex state"),
+            (hooks is not None and any(vars(hooks).values()), "has step callbacks"),
+            (event is not None, "has an event"),
+            (steps is not None, "keeps dense output"),
+            (trace is not None, "re-takes its steps (gradient='checkpoint' or a differentiable t)"),
+            (self.loop.breakpoints is not None or self.loop.perturb, "has step_t, jump_t or perturb"),
+            (tensor_loop.norm_segments(self.norm) is None, "has a user-defined error norm"),
+        ]
+        return next((why for bad, why in reasons if bad), None)
+
+    def _integrate_tensor_loop(self, solver: RungeKutta, controller: PIController, field: VectorField,
+                               y0: torch.Tensor, times: list[float], out: list[torch.Tensor],
+                               stats: SolveStats) -> None:
+        """The solve as one row of :mod:`~odekit.solve.tensor_loop` (compiled with ``compile``)."""
+        grid = torch.tensor([times], dtype=torch.float64, device=y0.device)
+        s = tensor_loop.stepping(field.f, field.layout, True, field.t_dtype, grid, solver, controller,
+                                 self.max_steps, tensor_loop.norm_segments(self.norm))
+        carry, nfe = tensor_loop.run(s, y0[None], compile=self.compile, max_nfe=self.max_nfe)
+        stats.nfe += nfe
+        field.nfe += nfe
+        stats.steps_accepted += int(carry.accepted[0])
+        stats.steps_rejected += int(carry.rejected[0])
+        reached = int(carry.index[0])
+        out.extend(carry.rows[1:reached, 0].unbind(0))
+        code = int(carry.failure[0])
+        if code:
+            error, why = tensor_loop.FAILURES[code]
+            raise error(f"{why} at t={float(carry.failed_at[0]):.6g} (target {times[-1]:.6g}); raise "
+                        "max_num_steps or max_nfe, loosen rtol/atol, or use a stiff method (method='auto' or "
+                        "'ndf')" if code in (tensor_loop.MAX_STEPS, tensor_loop.MAX_NFE, tensor_loop.UNDERFLOW)
+                        else f"{why} at t={float(carry.failed_at[0]):.6g}; check f")
 
     def _grid(self, field: VectorField, y0: torch.Tensor, times: list[float]) -> list[float]:
         """The user's ``grid_constructor(f, y0, t)``, checked to run from the first to the last time."""
@@ -276,6 +328,7 @@ def solve(
     solver: Any = None,
     controller: Any = None,
     per_sample: bool = False,
+    compile: bool = False,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, and return the states at every time in ``t``.
 
@@ -325,7 +378,13 @@ def solve(
             its own time, step size and accept/reject (:mod:`odekit.solve.per_sample`); ``t`` may
             then be ``(T,)`` or ``(batch, T)``, ``f`` receives ``t`` of shape ``(batch,)``, and
             ``sol.stats.per_sample`` holds each sample's counters. Adaptive explicit RK methods,
-            single-tensor states, ``gradient="backprop"``.
+            tensor or tuple states, ``gradient="backprop"``.
+        compile: run each step — stages with ``f`` inlined, error norm, controller, dense output —
+            as one ``torch.compile``d graph over a loop state held in tensors
+            (:mod:`odekit.solve.tensor_loop`); backprop and the adjoint differentiate it. Adaptive
+            explicit Runge–Kutta methods without events, callbacks, dense output or a user norm;
+            anything else runs eagerly with a :class:`~odekit.solve.tensor_loop.CompileWarning`.
+            The first solve of a shape pays the compile time; later ones reuse the graph.
 
     Returns:
         A :class:`Solution`; ``ys`` has shape ``(len(t), *y0.shape)`` (or a tuple of such).
@@ -333,7 +392,7 @@ def solve(
     if solver is not None or controller is not None or not isinstance(gradient, str):
         from .spec import expand
 
-        return solve(f, y0, t, per_sample=per_sample, **expand(dict(
+        return solve(f, y0, t, per_sample=per_sample, compile=compile, **expand(dict(
             method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient, options=options,
             adjoint_params=adjoint_params, adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
             adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, event_fn=event_fn, callbacks=callbacks,
@@ -346,7 +405,7 @@ def solve(
             raise InvalidInputError(f"per_sample=True does not take {', '.join(unsupported)} yet "
                                     "(gradient='backprop' only)")
         return _solve_per_sample(f if args is None else _WithArgs(f, args), y0, t, method, rtol, atol, options,
-                                 throw)
+                                 throw, compile)
     if args is not None:
         if gradient in ("adjoint", "checkpoint"):
             from .adjoint import default_params
@@ -360,7 +419,7 @@ def solve(
             f, y0, t, layout, method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient,
             options=options, adjoint_params=adjoint_params, adjoint_method=adjoint_method,
             adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_options=adjoint_options,
-            event_fn=event_fn, callbacks=callbacks, dense=dense, throw=throw)
+            event_fn=event_fn, callbacks=callbacks, dense=dense, throw=throw, compile=compile)
     rtol, atol = _check_tolerance("rtol", rtol, layout), _check_tolerance("atol", atol, layout)
     if gradient not in GRADIENTS:
         raise InvalidInputError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
@@ -381,7 +440,8 @@ def solve(
             raise InvalidInputError("gradient='implicit' solves its adjoint systems by real GMRES; for a complex "
                                     "state use gradient='backprop' or 'adjoint'")
         options["stage_gradient"], gradient = "implicit", "backprop"
-    forward = Integration.create(method, options, rtol, atol, _user_norm(options.get("norm"), layout), times, throw)
+    forward = Integration.create(method, options, rtol, atol, _user_norm(options.get("norm"), layout), times, throw,
+                                 compile)
     flat0 = layout.flatten(y0)
     if not bool(torch.isfinite(flat0.detach()).all()):
         raise InvalidInputError("y0 contains NaN or inf; every entry of the initial state must be finite")
@@ -429,6 +489,7 @@ def solve(
             forward.norm,
             times,
             throw,  # with throw=False a failed backward solve sets the solution's status instead
+            compile,
         )
         run = adjoint_solve(
             f, layout, flat0, t, forward, backward, adjoint_params, stats, adjoint_norm,
@@ -468,13 +529,11 @@ def solve(
     return solution
 
 
-def _solve_per_sample(f: UserField, y0: torch.Tensor, t: torch.Tensor, method: str, rtol, atol,
-                      options: dict[str, Any] | None, throw: bool) -> Solution:
+def _solve_per_sample(f: UserField, y0: State, t: torch.Tensor, method: str, rtol, atol,
+                      options: dict[str, Any] | None, throw: bool, compile: bool) -> Solution:
     """The per-sample path of :func:`solve` (arguments checked here, the loop in ``per_sample``)."""
     from .per_sample import check_method, solve_per_sample
 
-    if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
-        raise InvalidInputError("per_sample=True needs y0 to be one real floating tensor of shape (batch, ...)")
     if not isinstance(t, torch.Tensor) or not t.is_floating_point():
         raise InvalidInputError("t must be a floating tensor of shape (T,) or (batch, T)")
     resolved, options = resolve(method, options)
@@ -482,7 +541,7 @@ def _solve_per_sample(f: UserField, y0: torch.Tensor, t: torch.Tensor, method: s
     controller = pi_controller(options, rtol, atol)
     max_steps, max_nfe = step_caps(options)
     ys, stats, status, message = solve_per_sample(f, y0, t, resolved, options, controller, max_steps=max_steps,
-                                                  max_nfe=max_nfe, throw=throw)
+                                                  max_nfe=max_nfe, throw=throw, compile=compile)
     publish(stats)
     return Solution(ts=t, ys=ys, stats=stats, status=status, message=message)
 

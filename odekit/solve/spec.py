@@ -234,6 +234,8 @@ class SolveSettings:
     adjoint_options: Mapping[str, Any] | None = None
     solver: Solver | Proximal | None = None
     controller: PIController | FixedGrid | None = None
+    per_sample: bool = False
+    compile: bool = False
 
     @classmethod
     def of(cls, settings: SolveSettings | None, keywords: Mapping[str, Any],
