@@ -398,14 +398,13 @@ def solve(
             adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, event_fn=event_fn, callbacks=callbacks,
             dense=dense, throw=throw, args=args, solver=solver, controller=controller)))
     if per_sample:
-        unsupported = [name for name, value in (("gradient", gradient != "backprop"), ("event_fn", event_fn),
-                                                ("callbacks", callbacks), ("dense", dense),
+        unsupported = [name for name, value in (("gradient='implicit'", gradient == "implicit"),
+                                                ("event_fn", event_fn), ("callbacks", callbacks), ("dense", dense),
                                                 ("step_size", step_size is not None)) if value]
         if unsupported:
-            raise InvalidInputError(f"per_sample=True does not take {', '.join(unsupported)} yet "
-                                    "(gradient='backprop' only)")
-        return _solve_per_sample(f if args is None else _WithArgs(f, args), y0, t, method, rtol, atol, options,
-                                 throw, compile)
+            raise InvalidInputError(f"per_sample=True does not take {', '.join(unsupported)} yet")
+        return _solve_per_sample(f, y0, t, method, rtol, atol, options, throw, compile, gradient, args,
+                                 adjoint_params, adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options)
     if args is not None:
         if gradient in ("adjoint", "checkpoint"):
             from .adjoint import default_params
@@ -530,18 +529,35 @@ def solve(
 
 
 def _solve_per_sample(f: UserField, y0: State, t: torch.Tensor, method: str, rtol, atol,
-                      options: dict[str, Any] | None, throw: bool, compile: bool) -> Solution:
+                      options: dict[str, Any] | None, throw: bool, compile: bool, gradient: str, args: Any,
+                      adjoint_params, adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options) -> Solution:
     """The per-sample path of :func:`solve` (arguments checked here, the loop in ``per_sample``)."""
-    from .per_sample import check_method, solve_per_sample
+    from .per_sample import Settings, check_method, solve_per_sample
 
     if not isinstance(t, torch.Tensor) or not t.is_floating_point():
         raise InvalidInputError("t must be a floating tensor of shape (T,) or (batch, T)")
-    resolved, options = resolve(method, options)
-    check_method(resolved, options)
-    controller = pi_controller(options, rtol, atol)
-    max_steps, max_nfe = step_caps(options)
-    ys, stats, status, message = solve_per_sample(f, y0, t, resolved, options, controller, max_steps=max_steps,
-                                                  max_nfe=max_nfe, throw=throw, compile=compile)
+    if gradient not in ("backprop", "adjoint", "checkpoint"):
+        raise InvalidInputError(f"per_sample=True takes gradient 'backprop', 'adjoint' or 'checkpoint', got {gradient!r}")
+
+    def settings(name: str, chosen_options: dict[str, Any] | None, chosen_rtol, chosen_atol) -> Settings:
+        resolved, checked = resolve(name, chosen_options)
+        check_method(resolved, checked)
+        return Settings(resolved, checked, pi_controller(checked, chosen_rtol, chosen_atol), *step_caps(checked))
+
+    forward = settings(method, options, rtol, atol)
+    backward, params = None, ()
+    if gradient == "adjoint":
+        if t.requires_grad:
+            raise InvalidInputError("per_sample=True with gradient='adjoint' does not differentiate the output "
+                                    "times; use gradient='backprop' for gradients to t")
+        from .adjoint import default_params
+
+        params = default_params(f, adjoint_params, gradient, args_given=args is not None) + _tensors_in(args)
+        backward = settings(adjoint_method or method, options if adjoint_options is None else adjoint_options,
+                            rtol if adjoint_rtol is None else adjoint_rtol, atol if adjoint_atol is None else adjoint_atol)
+    ys, stats, status, message = solve_per_sample(f if args is None else _WithArgs(f, args), y0, t, forward,
+                                                  throw=throw, compile=compile, gradient=gradient,
+                                                  backward=backward, params=params)
     publish(stats)
     return Solution(ts=t, ys=ys, stats=stats, status=status, message=message)
 

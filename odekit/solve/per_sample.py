@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
-from . import tensor_loop
-from .controller import PIController
+from . import per_sample_adjoint, tensor_loop
 from .errors import InvalidInputError
 from .methods import Method
+from .per_sample_adjoint import Settings
 from .runge_kutta import RungeKutta
 from .solution import SolveStats, Status
 from .state import State, StateLayout
@@ -42,29 +42,38 @@ def sample_layout(y0: State) -> tuple[StateLayout, int]:
     return layout, parts[0].shape[0]
 
 
-def solve_per_sample(f: Callable, y0: State, t: torch.Tensor, method: Method, options: dict,
-                     controller: PIController, *, max_steps: int, max_nfe: int, throw: bool, compile: bool = False
-                     ) -> tuple[State, SolveStats, Status, str]:
+def solve_per_sample(f: Callable, y0: State, t: torch.Tensor, forward: Settings, *, throw: bool,
+                     compile: bool = False, gradient: str = "backprop", backward: Settings | None = None,
+                     params: Sequence[torch.Tensor] = ()) -> tuple[State, SolveStats, Status, str]:
     """Integrate each sample of ``y0`` (leading dimension ``batch``) through its output times.
 
     ``t`` is ``(T,)`` (the same times for every sample) or ``(batch, T)``. Returns the states as
     ``(T, batch, …)`` (a tuple of such for tuple states), the stats (``nfe`` counts batched
-    evaluations; ``per_sample`` holds each sample's own counters) and the status.
+    evaluations; ``per_sample`` holds each sample's own counters) and the status. ``gradient``:
+    ``"backprop"`` through the steps, ``"checkpoint"`` (the same gradient, each step re-taken in the
+    backward pass instead of kept), or ``"adjoint"`` (:mod:`~odekit.solve.per_sample_adjoint`,
+    with ``backward`` settings and gradients to ``params``).
     """
     layout, batch = sample_layout(y0)
     parts = tuple(y0) if layout.is_tuple else (y0,)
     flat = torch.cat([p.reshape(batch, -1) for p in parts], dim=1)
     times = _sample_times(t, batch, flat.device)
-    solver: RungeKutta = method.make_solver(options, controller.rtol, controller.atol)
-    stepping = tensor_loop.stepping(_Checked(f, layout, batch), layout, False, t.dtype, times, solver, controller,
-                                    max_steps)
-    carry, nfe = tensor_loop.run(stepping, flat, compile=compile, max_nfe=max_nfe)
-    stats = SolveStats(method=method.name, nfe=nfe, steps_accepted=int(carry.accepted.sum()),
-                       steps_rejected=int(carry.rejected.sum()))
+    field = _Checked(f, layout, batch)
+    stats = SolveStats(method=forward.method.name)
+    if gradient == "adjoint":
+        rows, carry, nfe = per_sample_adjoint.solve(field, flat, times, layout, t.dtype, forward, backward, params,
+                                                    stats, compile)
+    else:
+        s = tensor_loop.stepping(field, layout, False, t.dtype, times, forward.solver(), forward.controller,
+                                 forward.max_steps)
+        carry, nfe = tensor_loop.run(s, flat, compile=compile, max_nfe=forward.max_nfe,
+                                     checkpoint=gradient == "checkpoint")
+        rows = carry.rows
+    stats.nfe, stats.steps_accepted, stats.steps_rejected = nfe, int(carry.accepted.sum()), int(carry.rejected.sum())
     stats.per_sample = {"steps_accepted": carry.accepted, "steps_rejected": carry.rejected,
                         "nfe": carry.evaluations}
     T = times.shape[1]
-    ys = tuple(p.reshape(T, batch, *shape) for p, shape in zip(carry.rows.split(layout.sizes, dim=2), layout.shapes))
+    ys = tuple(p.reshape(T, batch, *shape) for p, shape in zip(rows.split(layout.sizes, dim=2), layout.shapes))
     ys = ys if layout.is_tuple else ys[0]
     failed = carry.failure.nonzero().flatten().tolist()
     if not failed:
@@ -72,7 +81,7 @@ def solve_per_sample(f: Callable, y0: State, t: torch.Tensor, method: Method, op
     first = failed[0]
     code = int(carry.failure[first])
     error, why = tensor_loop.FAILURES[code]
-    limit = {tensor_loop.MAX_STEPS: f"={max_steps}", tensor_loop.MAX_NFE: f" ({max_nfe})"}.get(code, "")
+    limit = {tensor_loop.MAX_STEPS: f"={forward.max_steps}", tensor_loop.MAX_NFE: f" ({forward.max_nfe})"}.get(code, "")
     message = (f"{len(failed)} of {batch} samples failed; sample {first}: {why}{limit} at "
                f"t={float(carry.failed_at[first]):.6g}; its rows past the last time reached are NaN")
     if throw:

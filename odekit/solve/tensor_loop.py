@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 
 from .controller import PIController
 from .errors import MaxStepsExceededError, NonFiniteError, StepSizeUnderflowError
@@ -75,6 +76,7 @@ class Carry(NamedTuple):
     running: torch.Tensor  # (B,) bool
     failure: torch.Tensor  # (B,) long: a failure code, 0 while fine
     failed_at: torch.Tensor  # (B,) float64: the time of the failure
+    total: torch.Tensor  # (m,): the quadrature's running sum over accepted steps (empty without one)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +105,14 @@ class Stepping:
     controller: PIController
     max_steps: int
     segments: tuple[tuple[int, bool], ...]  # the error norm's (size, measured) parts; () is the whole row
+    # quadrature(stage_times, stage_inputs, stages, weights) -> (m,): an integral over the accepted
+    # steps up to the last output time, summed over the rows, added to Carry.total; weights[i, b] =
+    # h_b·b_i for an accepted step of row b (the dense-output weights in a step that passes the last
+    # time), else 0: the per-sample adjoint's parameter gradient, whose rows cannot be told apart
+    # once summed. `stages` are the field's outputs as it returned them (with any graph they have).
+    quadrature: Callable[[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor],
+                         torch.Tensor] | None = None
+    quadrature_size: int = 0
 
     @property
     def window(self) -> int:
@@ -120,7 +130,8 @@ def norm_segments(norm: Norm) -> tuple[tuple[int, bool], ...] | None:
 
 def stepping(f: Callable, layout: StateLayout, coupled: bool, t_dtype: torch.dtype, times: torch.Tensor,
              solver: RungeKutta, controller: PIController, max_steps: int,
-             segments: tuple[tuple[int, bool], ...] | None = None) -> Stepping:
+             segments: tuple[tuple[int, bool], ...] | None = None, quadrature=None, quadrature_size: int = 0
+             ) -> Stepping:
     """The fixed part of a solve, with the tableau and the tolerances as tensors on the state's device.
 
     ``segments`` default to the components of ``layout`` (RMS for one, the largest component RMS
@@ -137,7 +148,8 @@ def stepping(f: Callable, layout: StateLayout, coupled: bool, t_dtype: torch.dty
         return torch.as_tensor(value, dtype=layout.real_dtype, device=layout.device).reshape(-1)
 
     return Stepping(f, layout, coupled, t_dtype, times, direction, solver, co.b, co.e, co.dense_t, co.powers,
-                    tolerance(controller.rtol), tolerance(controller.atol), controller, max_steps, segments)
+                    tolerance(controller.rtol), tolerance(controller.atol), controller, max_steps, segments,
+                    quadrature, quadrature_size)
 
 
 def evaluate(s: Stepping, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -151,7 +163,10 @@ def evaluate(s: Stepping, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         parts = tuple(p.reshape(batch, *shape) for p, shape in zip(y.split(layout.sizes, dim=1), layout.shapes))
         out = s.f(t.to(s.t_dtype), parts)
         return torch.cat([o.reshape(batch, -1) for o in out], dim=1)
-    return s.f(t.to(s.t_dtype), y.view(batch, *layout.shapes[0])).reshape(batch, -1)
+    out = s.f(t.to(s.t_dtype), y.view(batch, *layout.shapes[0]))
+    # Not a view when already flat: a view made without autograd recording loses the graph a field
+    # may have kept (the per-sample adjoint's quadrature differentiates the stages afterwards).
+    return out if out.shape == y.shape else out.reshape(batch, -1)
 
 
 def row_norm(s: Stepping, x: torch.Tensor) -> torch.Tensor:
@@ -178,7 +193,7 @@ def start(s: Stepping, y0: torch.Tensor) -> tuple[Carry, int]:
     rows = torch.cat([y0[None], y0.new_full((T - 1, *y0.shape), math.nan)])
     ones = torch.ones(batch, dtype=torch.float64, device=y0.device)
     carry = Carry(t0, h, y0, k0, ones, ones, torch.ones_like(count), rows, zeros, zeros, count, zeros,
-                  torch.ones_like(count) < T, zeros, torch.zeros_like(t0))
+                  torch.ones_like(count) < T, zeros, torch.zeros_like(t0), y0.new_zeros(s.quadrature_size))
     # In standard strides: the compiled step is specialised on them, and a view (t0 is a column of
     # the times) would make the second step recompile.
     return Carry(*(torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x) for x in carry)), evaluations
@@ -238,7 +253,7 @@ def _interpolate(s: Stepping, y0: torch.Tensor, y1: torch.Tensor, K: torch.Tenso
 def advance(s: Stepping, carry: Carry) -> Carry:
     """One attempted step of every running row: a pure function of tensors (compilable)."""
     t, h, y, k0, previous, earlier, index, rows, accepted, rejected, evaluations, non_finite, running, failure, \
-        failed_at = carry
+        failed_at, total = carry
     T = s.times.shape[1]
     ctl = s.controller
     # Failures before the step: the step cap, and a step size that no longer moves t.
@@ -256,10 +271,12 @@ def advance(s: Stepping, carry: Carry) -> Carry:
         beyond = (index + window < T) & (s.direction * (t + h - last) > 0)
         h = torch.where(beyond, last - t, h)
     hy = h.to(y.dtype)[:, None]
-    stages = [k0]
+    stages, inputs, stage_times = [k0], [y], [t]
     for i in range(1, len(s.solver._c)):
         increment = sum(a * stages[j] for j, a in s.solver._a[i])  # the tableau's nonzero a_ij
-        stages.append(evaluate(s, t + s.solver._c[i] * h, y + hy * increment))
+        inputs.append(y + hy * increment)
+        stage_times.append(t + s.solver._c[i] * h)
+        stages.append(evaluate(s, stage_times[-1], inputs[-1]))
     evaluations = evaluations + running.long() * (len(stages) - 1)
     K = torch.stack(stages)  # stages × B × n
     y1 = y + hy * torch.einsum("s,sbn->bn", s.b, K)
@@ -286,12 +303,19 @@ def advance(s: Stepping, carry: Carry) -> Carry:
         at = _interpolate(s, y, y1, K, hy, (target - t) / h)
         rows = rows.index_put((at_row, rows_index), torch.where(inside[:, None], at, rows[at_row, rows_index]))
         index = index + inside.long()
+    if s.quadrature is not None:
+        # The last step may pass the last output time: integrate only up to it, with the weights
+        # of the dense output there (they are b at θ = 1).
+        theta = torch.clamp((s.times[:, -1] - t) / h, max=1.0).to(y.dtype)
+        weights = ((theta[:, None] ** s.powers) @ s.dense_t).T * (hy[:, 0] * accept)[None]
+        total = total + s.quadrature(stage_times, inputs, stages, weights)
     chosen = accept[:, None]
     return Carry(
         torch.where(accept, t_next, t), torch.where(running, h_next, h), torch.where(chosen, y1, y),
         torch.where(chosen, K[-1], k0), torch.where(accept, ratio.clamp(1e-10, 1.0), previous),
         torch.where(accept, previous, earlier), index, rows, accepted + accept.long(),
-        rejected + (running & ~accept).long(), evaluations, non_finite, running & (index < T), failure, failed_at)
+        rejected + (running & ~accept).long(), evaluations, non_finite, running & (index < T), failure, failed_at,
+        total)
 
 
 _COMPILED: dict[str, Callable] = {}
@@ -338,16 +362,19 @@ def check_interval(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
-def run(s: Stepping, y0: torch.Tensor, *, compile: bool, max_nfe: float) -> tuple[Carry, int]:
+def run(s: Stepping, y0: torch.Tensor, *, compile: bool, max_nfe: float, checkpoint: bool = False
+        ) -> tuple[Carry, int]:
     """Step every row to its last output time (or failure); returns the final carry and the
     number of batched evaluations of ``f``.
 
     With ``compile`` the step runs through :func:`compiled_advance`; if that cannot be built the
-    solve continues eagerly with a :class:`CompileWarning` saying why.
+    solve continues eagerly with a :class:`CompileWarning` saying why. With ``checkpoint`` (and
+    autograd recording) each step keeps only its input carry and is re-taken during the backward
+    pass (``torch.utils.checkpoint``): backprop's gradient without the graph of every step.
     """
     carry, nfe = start(s, y0)
     if not compile:
-        return _loop(s, carry, nfe, advance, max_nfe)
+        return _loop(s, carry, nfe, _checkpointed(advance) if checkpoint else advance, max_nfe)
     with _dynamo_settings():
         step = compiled_advance()
         try:
@@ -358,7 +385,16 @@ def run(s: Stepping, y0: torch.Tensor, *, compile: bool, max_nfe: float) -> tupl
                           "solving eagerly", CompileWarning, stacklevel=4)
             step = advance
             carry = step(s, carry)
-        return _loop(s, carry, nfe + len(s.solver._c) - 1, step, max_nfe)
+        return _loop(s, carry, nfe + len(s.solver._c) - 1, _checkpointed(step) if checkpoint else step, max_nfe)
+
+
+def _checkpointed(step: Callable[[Stepping, Carry], Carry]) -> Callable[[Stepping, Carry], Carry]:
+    def checkpointed(s: Stepping, carry: Carry) -> Carry:
+        if not torch.is_grad_enabled():
+            return step(s, carry)
+        return torch.utils.checkpoint.checkpoint(step, s, carry, use_reentrant=False)
+
+    return checkpointed
 
 
 def _loop(s: Stepping, carry: Carry, nfe: int, step: Callable[[Stepping, Carry], Carry],
