@@ -11,12 +11,19 @@ backprop through the solve, ``AutoDiffAdjoint``) and diffrax (``Dopri5``, ``PIDC
 same weights in JAX, ``jax.jit``; forward and ``BacksolveAdjoint``), whose compile time is
 reported separately.
 
-    python benchmarks/solver_overhead.py [--repeats 7] [--out benchmarks/results/solver_overhead.json]
+odekit's ``compile=True`` joins the same rounds: forward, forward + backward by backprop (against
+diffrax's discretise-then-optimise ``RecursiveCheckpointAdjoint``) and by the adjoint (against
+``BacksolveAdjoint``), its compile time apart; and the bare cost of one ``f`` evaluation in
+PyTorch and inside XLA (38 chained evaluations in one jit-compiled loop), which bounds what any
+PyTorch solver can reach against diffrax on the CPU.
+
+    python benchmarks/solver_overhead.py [--repeats 7] [--threads N] [--out benchmarks/results/solver_overhead.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -109,26 +116,45 @@ def diffrax_runs(field: MLPField, y0: torch.Tensor) -> dict:
         return diffrax.diffeqsolve(term, diffrax.Dopri5(), 0.0, 1.0, None, y, args=params,
                                    stepsize_controller=controller, max_steps=100_000, adjoint=adjoint).ys[-1]
 
+    def gradient_of(adjoint):
+        return jax.jit(jax.grad(lambda params, y: jnp.sum(solve(params, y, adjoint) ** 2), argnums=(0, 1)))
+
     forward_jit = jax.jit(lambda params, y: solve(params, y, diffrax.RecursiveCheckpointAdjoint()))
-    gradient_jit = jax.jit(jax.grad(lambda params, y: jnp.sum(solve(params, y, diffrax.BacksolveAdjoint()) ** 2),
-                                    argnums=(0, 1)))
+    backsolve_jit, checkpoint_jit = gradient_of(diffrax.BacksolveAdjoint()), gradient_of(diffrax.RecursiveCheckpointAdjoint())
+    # The bare cost of one evaluation inside XLA: 38 chained evaluations in one compiled loop.
+    chained = jax.jit(lambda params, y: jax.lax.fori_loop(0, 38, lambda i, z: vf(0.0, z, params), y))
     y = jnp.asarray(y0.numpy())
 
     def forward():
         forward_jit(layers, y).block_until_ready()
 
     def forward_backward():
-        jax.block_until_ready(gradient_jit(layers, y))
+        jax.block_until_ready(backsolve_jit(layers, y))
 
-    compile_s = {}
-    for name, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
+    def forward_backward_checkpoint():
+        jax.block_until_ready(checkpoint_jit(layers, y))
+
+    def bare_f38():
+        chained(layers, y).block_until_ready()
+
+    return {"diffrax_fwd": forward, "diffrax_fwdbwd": forward_backward,
+            "diffrax-checkpoint_fwdbwd": forward_backward_checkpoint, "xla_bare_f38": bare_f38,
+            "diffrax_compile_s": first_call_costs({"fwd": forward, "fwdbwd": forward_backward,
+                                                  "fwdbwd-checkpoint": forward_backward_checkpoint,
+                                                  "bare": bare_f38})}
+
+
+def first_call_costs(runs: dict) -> dict[str, float]:
+    """Each run's first call minus its second: the compile time."""
+    costs = {}
+    for name, fn in runs.items():
         start = time.perf_counter()
-        fn()  # compiles
+        fn()
         first = time.perf_counter() - start
         start = time.perf_counter()
         fn()
-        compile_s[name] = first - (time.perf_counter() - start)
-    return {"diffrax_fwd": forward, "diffrax_fwdbwd": forward_backward, "diffrax_compile_s": compile_s}
+        costs[name] = first - (time.perf_counter() - start)
+    return costs
 
 
 def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
@@ -164,21 +190,40 @@ def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
                 out = field(t[0], y)
             torch.autograd.grad(out, (y, *params), a)
 
+    def compiled(gradient: str | None):
+        def run():
+            if gradient is None:
+                with torch.no_grad():
+                    odekit.solve(field, y0, t, rtol=RTOL, atol=ATOL, compile=True)
+                return
+            y = y0.clone().requires_grad_()
+            odekit.solve(field, y, t, rtol=RTOL, atol=ATOL, gradient=gradient, compile=True).ys[-1].square().sum().backward()
+        return run
+
+    def eager_backprop():
+        y = y0.clone().requires_grad_()
+        odekit.solve(field, y, t, rtol=RTOL, atol=ATOL).ys[-1].square().sum().backward()
+
+    ours_compiled = {"compiled_fwd": compiled(None), "compiled_fwdbwd-backprop": compiled("backprop"),
+                     "compiled_fwdbwd-adjoint": compiled("adjoint")}
+    odekit_compile_s = first_call_costs(ours_compiled)
     peers = {**torchode_runs(field, y0, t), **diffrax_runs(field, y0)}
     compile_s = peers.pop("diffrax_compile_s", None)
     times = interleaved(
         {"odekit_fwd": forward(odekit), "torchdiffeq_fwd": forward(torchdiffeq),
          "odekit_fwdbwd": forward_backward(odekit), "torchdiffeq_fwdbwd": forward_backward(torchdiffeq),
-         "bare_f20": bare_f, "bare_vjp20": bare_vjp, **peers},
+         "eager_fwdbwd-backprop": eager_backprop, "bare_f20": bare_f, "bare_vjp20": bare_vjp, **ours_compiled,
+         **peers},
         repeats,
     )
     peer_times = {name: times.pop(name) for name in peers}
+    compiled_times = {name: times.pop(name) for name in (*ours_compiled, "eager_fwdbwd-backprop")}
+    xla_f_cost = peer_times.pop("xla_bare_f38", None)
     f_cost, vjp_cost = times.pop("bare_f20") / 20, times.pop("bare_vjp20") / 20
 
     # NFE, from untimed runs.
-    with odekit.record_stats() as rec:
-        with torch.no_grad():
-            odekit.odeint(field, y0, t, rtol=RTOL, atol=ATOL)
+    with odekit.record_stats() as rec, torch.no_grad():
+        odekit.odeint(field, y0, t, rtol=RTOL, atol=ATOL)
     ours_fwd = rec.nfe
     with odekit.record_stats() as rec:
         y = y0.clone().requires_grad_()
@@ -207,6 +252,8 @@ def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
 
     result = {
         "f_cost_s": f_cost, "vjp_cost_s": vjp_cost, "peers_s": peer_times, "diffrax_compile_s": compile_s,
+        "xla_f_cost_s": None if xla_f_cost is None else xla_f_cost / 38, "compiled_s": compiled_times,
+        "odekit_compile_s": odekit_compile_s,
         "nfe_forward_10_seeds": {"odekit": seeds_ours, "torchdiffeq": seeds_theirs},
         "nfe_forward": {"odekit": ours_fwd, "torchdiffeq": theirs_fwd},
         "nfe_backward": {"odekit": ours_bwd, "torchdiffeq": theirs_bwd},
@@ -226,7 +273,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "solver_overhead.json")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads of PyTorch and XLA alike (default: each library's own default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        # Read when JAX starts (it is imported later, by diffrax_runs).
+        os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen="
+                                   f"{'true' if args.threads > 1 else 'false'} "
+                                   f"intra_op_parallelism_threads={args.threads}").strip()
     console = Console(width=170)
     results = {}
     for name, (dim, width, batch) in CASES.items():
@@ -260,6 +315,29 @@ def main() -> None:
                           f"{r[mode]['odekit_s'] / seconds:.2f}", "-" if compile_s is None else f"{compile_s:.2f}")
     console.print(peers if any(r["peers_s"] for r in results.values()) else
                   "torchode / diffrax not installed: peers skipped (pip install torchode jax diffrax)")
+    compiled = Table(title="compile=True: odekit eager and compiled against diffrax-jit (ratio below 1: odekit "
+                           "faster); bare f: one evaluation of the MLP, PyTorch eager / inside XLA")
+    for col in ("case", "mode", "odekit eager s", "odekit compiled s", "diffrax-jit s", "compiled / diffrax",
+                "compile s (odekit / diffrax)", "bare f µs (torch / XLA)"):
+        compiled.add_column(col)
+    rows = (("forward", "odekit_fwd", "compiled_fwd", "diffrax_fwd", "compiled_fwd", "fwd"),
+            ("fwd+bwd, backprop vs RecursiveCheckpoint", "eager_fwdbwd-backprop", "compiled_fwdbwd-backprop",
+             "diffrax-checkpoint_fwdbwd", "compiled_fwdbwd-backprop", "fwdbwd-checkpoint"),
+            ("fwd+bwd, adjoint vs BacksolveAdjoint", "odekit_fwdbwd", "compiled_fwdbwd-adjoint", "diffrax_fwdbwd",
+             "compiled_fwdbwd-adjoint", "fwdbwd"))
+    for name, r in results.items():
+        eager_s = {"odekit_fwd": r["fwd"]["odekit_s"], "odekit_fwdbwd": r["fwdbwd"]["odekit_s"], **r["compiled_s"]}
+        xla = r["xla_f_cost_s"]
+        for mode, eager, ours, peer, ours_compile, peer_compile in rows:
+            theirs = r["peers_s"].get(peer)
+            ours_s = r["compiled_s"][ours]
+            compiled.add_row(
+                name, mode, f"{eager_s[eager]:.4f}", f"{ours_s:.4f}", "-" if theirs is None else f"{theirs:.4f}",
+                "-" if theirs is None else f"{ours_s / theirs:.2f}",
+                f"{r['odekit_compile_s'][ours_compile]:.1f} / "
+                f"{'-' if r['diffrax_compile_s'] is None else format(r['diffrax_compile_s'][peer_compile], '.1f')}",
+                f"{r['f_cost_s'] * 1e6:.0f} / {'-' if xla is None else format(xla * 1e6, '.0f')}")
+    console.print(compiled)
     write_json(args.out, {"benchmark": "solver_overhead", "rtol": RTOL, "atol": ATOL, "machine": machine_info(),
                           "repeats": args.repeats, "results": results})
     console.print(f"wrote {args.out}")

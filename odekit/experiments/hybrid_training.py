@@ -70,6 +70,7 @@ class HybridConfig(ExperimentConfig):
     tol: float = 1e-7
     method: str = "dopri5"
     gradient: str = "adjoint"
+    per_sample: bool = False  # each window's flows with their own steps (odekit's per_sample=True)
     init_scale: float = 1.0
     train_windows: int = 0  # 0: all
     test_windows: int = 0  # 0: all
@@ -149,7 +150,7 @@ def build_model(task: HybridTask, kind: str, config: HybridConfig) -> ODERNN:
     torch.manual_seed(config.seed)
     model = ODERNN(kind, len(task.features), task.sizes[kind], window=task.initial_window,
                    heavy_ball=task.heavy_ball.get(kind), method=config.method, rtol=config.tol, atol=config.tol,
-                   gradient=config.gradient)
+                   gradient=config.gradient, per_sample=config.per_sample)
     if config.init_scale != 1.0:
         shrink_parameters(model, config.init_scale)
     return model

@@ -4,7 +4,8 @@ Between observations the hidden state follows an ODE of the model family (NODE, 
 HBNODE, GHBNODE); at each observation an RNN cell jumps it (a residual update, as the authors'
 code); a dense readout maps ``h`` to the output. Samples of a batch have different gaps, so each
 flow integrates on ``[0, 1]`` with every sample's vector field scaled by its own gap — the
-change of time interval of eqs. 3.88–3.91 — and one solve serves the whole batch.
+change of time interval of eqs. 3.88–3.91 — and one solve serves the whole batch; or, with
+``per_sample=True``, every sample integrates its own interval with its own steps.
 """
 
 from __future__ import annotations
@@ -168,11 +169,19 @@ class ODERNN(nn.Module):
         return list(z.split(n, dim=1))
 
     def evolve(self, parts: list[torch.Tensor], gaps: torch.Tensor, times: torch.Tensor | None = None):
-        """Flow every sample by its own gap (or, given ``times`` on [0, 1], to each of them)."""
+        """Flow every sample by its own gap (or, given ``times`` on [0, 1], to each of them).
+
+        With ``per_sample=True`` in the settings each sample integrates its own interval
+        ``[0, Δt_i]`` with its own steps; otherwise one batch-coupled solve on ``[0, 1]`` of the
+        time-scaled field (eq. 3.91) serves all, stepping at the pace of the hardest sample.
+        """
         state = tuple(parts) if self.components == 2 else parts[0]
         t = times if times is not None else torch.tensor([0.0, 1.0], dtype=gaps.dtype, device=gaps.device)
-        sol = self.settings.solve(TimeScaled(self.dynamics), state, t, args=gaps,
-                                  adjoint_params=tuple(p for p in self.dynamics.parameters() if p.requires_grad))
+        params = tuple(p for p in self.dynamics.parameters() if p.requires_grad)
+        if self.settings.per_sample:
+            sol = self.settings.solve(self.dynamics, state, gaps[:, None] * t, adjoint_params=params)
+        else:
+            sol = self.settings.solve(TimeScaled(self.dynamics), state, t, args=gaps, adjoint_params=params)
         self._solves.append(sol.stats)
         ys = list(sol.ys) if self.components == 2 else [sol.ys]
         return ys if times is not None else [y[-1] for y in ys]

@@ -300,6 +300,8 @@ def advance(s: Stepping, carry: Carry) -> Carry:
         at_row = index.clamp(max=T - 1)
         target = s.times.gather(1, at_row[:, None])[:, 0]
         inside = accept & (index < T) & (s.direction * (target - t_next) <= 0)
+        if not torch.compiler.is_compiling() and not bool(inside.any()):
+            break  # eagerly, stop at the first pass with nothing to write; a graph takes them all
         at = _interpolate(s, y, y1, K, hy, (target - t) / h)
         rows = rows.index_put((at_row, rows_index), torch.where(inside[:, None], at, rows[at_row, rows_index]))
         index = index + inside.long()
@@ -326,6 +328,7 @@ _DYNAMO_SETTINGS = {
     # Every field and shape in a process is one more graph of the one step function: dynamo's
     # default of 8 would send the ninth model eager.
     "recompile_limit": 64,
+    "error_on_recompile": False,  # set during a solve after its first step (see run)
 }
 
 
@@ -376,16 +379,35 @@ def run(s: Stepping, y0: torch.Tensor, *, compile: bool, max_nfe: float, checkpo
     if not compile:
         return _loop(s, carry, nfe, _checkpointed(advance) if checkpoint else advance, max_nfe)
     with _dynamo_settings():
-        step = compiled_advance()
+        step = _CompiledOrEager()
+        carry = step(s, carry)
+        # Within one solve the shapes stay put: a recompilation now means f changes Python state
+        # between calls (a call counter, say), and every step would recompile.
+        torch._dynamo.config.error_on_recompile = True
+        return _loop(s, carry, nfe + len(s.solver._c) - 1, _checkpointed(step) if checkpoint else step, max_nfe)
+
+
+class _CompiledOrEager:
+    """The compiled step until it fails (it cannot be traced, or it would recompile every step),
+    then :func:`advance` with a :class:`CompileWarning` saying why."""
+
+    def __init__(self) -> None:
+        self.step = compiled_advance()
+
+    def __call__(self, s: Stepping, carry: Carry) -> Carry:
+        if self.step is advance:
+            return advance(s, carry)
         try:
-            carry = step(s, carry)
+            return self.step(s, carry)
         except Exception as err:  # noqa: BLE001 - dynamo's and inductor's errors share no public base
             first_line = str(err).splitlines()[0] if str(err) else ""
-            warnings.warn(f"compile=True: the step could not be compiled ({type(err).__name__}: {first_line}); "
-                          "solving eagerly", CompileWarning, stacklevel=4)
-            step = advance
-            carry = step(s, carry)
-        return _loop(s, carry, nfe + len(s.solver._c) - 1, _checkpointed(step) if checkpoint else step, max_nfe)
+            recompiling = isinstance(err, torch._dynamo.exc.RecompileError)
+            why = ("f changes Python state between calls, so every step would recompile" if recompiling
+                   else f"{type(err).__name__}: {first_line}")
+            warnings.warn(f"compile=True: the step could not be compiled ({why}); solving eagerly", CompileWarning,
+                          stacklevel=5)
+            self.step = advance
+            return advance(s, carry)  # the carry is unchanged: the failed call had no effect
 
 
 def _checkpointed(step: Callable[[Stepping, Carry], Carry]) -> Callable[[Stepping, Carry], Carry]:
