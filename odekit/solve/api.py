@@ -185,10 +185,9 @@ class Integration:
         code = int(carry.failure[0])
         if code:
             error, why = tensor_loop.FAILURES[code]
-            raise error(f"{why} at t={float(carry.failed_at[0]):.6g} (target {times[-1]:.6g}); raise "
-                        "max_num_steps or max_nfe, loosen rtol/atol, or use a stiff method (method='auto' or "
-                        "'ndf')" if code in (tensor_loop.MAX_STEPS, tensor_loop.MAX_NFE, tensor_loop.UNDERFLOW)
-                        else f"{why} at t={float(carry.failed_at[0]):.6g}; check f")
+            advice = ("check f" if code in (tensor_loop.NON_FINITE, tensor_loop.NON_FINITE_UNDERFLOW) else
+                      "raise max_num_steps or max_nfe, loosen rtol/atol, or use a stiff method (method='auto' or 'ndf')")
+            raise error(f"{why} at t={float(carry.failed_at[0]):.6g} (target {times[-1]:.6g}); {advice}")
 
     def _grid(self, field: VectorField, y0: torch.Tensor, times: list[float]) -> list[float]:
         """The user's ``grid_constructor(f, y0, t)``, checked to run from the first to the last time."""
@@ -378,7 +377,8 @@ def solve(
             its own time, step size and accept/reject (:mod:`odekit.solve.per_sample`); ``t`` may
             then be ``(T,)`` or ``(batch, T)``, ``f`` receives ``t`` of shape ``(batch,)``, and
             ``sol.stats.per_sample`` holds each sample's counters. Adaptive explicit RK methods,
-            tensor or tuple states, ``gradient="backprop"``.
+            tensor or tuple states, ``gradient`` ``"backprop"``, ``"checkpoint"`` or ``"adjoint"``
+            (each sample's adjoint solved per sample, :mod:`odekit.solve.per_sample_adjoint`).
         compile: run each step — stages with ``f`` inlined, error norm, controller, dense output —
             as one ``torch.compile``d graph over a loop state held in tensors
             (:mod:`odekit.solve.tensor_loop`); backprop and the adjoint differentiate it. Adaptive
