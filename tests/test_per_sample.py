@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import odekit
+from odekit.solve.callbacks import StepCallbacks
 from odekit.solve.errors import InvalidInputError, NonFiniteError
 
 MU = 10.0
@@ -96,10 +97,9 @@ def test_a_failing_sample_does_not_stop_the_others(phases):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"method": "rk4"}, "adaptive explicit"),
-    ({"method": "ndf"}, "adaptive explicit"),
-    ({"gradient": "implicit"}, "gradient='implicit'"),
-    ({"options": {"norm": "rms"}}, "norm"),
+    ({"event_fn": lambda t, y: y[..., 0]}, "event_fn"),
+    ({"callbacks": StepCallbacks(step=lambda t, y, h: None)}, "callbacks"),
+    ({"dense": True}, "dense"),
 ])
 def test_unsupported_per_sample_settings_are_refused(phases, kwargs, match):
     with pytest.raises(InvalidInputError, match=match):

@@ -376,9 +376,13 @@ def solve(
         per_sample: the first dimension of ``y0`` is a batch of independent problems, each with
             its own time, step size and accept/reject (:mod:`odekit.solve.per_sample`); ``t`` may
             then be ``(T,)`` or ``(batch, T)``, ``f`` receives ``t`` of shape ``(batch,)``, and
-            ``sol.stats.per_sample`` holds each sample's counters. Adaptive explicit RK methods,
-            tensor or tuple states, ``gradient`` ``"backprop"``, ``"checkpoint"`` or ``"adjoint"``
-            (each sample's adjoint solved per sample, :mod:`odekit.solve.per_sample_adjoint`).
+            ``sol.stats.per_sample`` holds each sample's counters; ``nfe`` counts batched calls.
+            Adaptive explicit RK methods step on the tensor loop (compilable; gradients
+            ``"backprop"``, ``"checkpoint"``, ``"adjoint"`` per sample,
+            :mod:`odekit.solve.per_sample_adjoint`). Every other method (proximal, BDF/NDF,
+            implicit RK, fixed grids) and gradient runs each sample's own solve in lockstep,
+            batching its calls of ``f`` (:mod:`odekit.solve.lockstep`). Not with ``event_fn``,
+            ``callbacks`` or ``dense``.
         compile: run each step — stages with ``f`` inlined, error norm, controller, dense output —
             as one ``torch.compile``d graph over a loop state held in tensors
             (:mod:`odekit.solve.tensor_loop`); backprop and the adjoint differentiate it. Adaptive
@@ -398,12 +402,11 @@ def solve(
             adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, event_fn=event_fn, callbacks=callbacks,
             dense=dense, throw=throw, args=args, solver=solver, controller=controller)))
     if per_sample:
-        unsupported = [name for name, value in (("gradient='implicit'", gradient == "implicit"),
-                                                ("event_fn", event_fn), ("callbacks", callbacks), ("dense", dense),
-                                                ("step_size", step_size is not None)) if value]
+        unsupported = [name for name, value in (("event_fn", event_fn), ("callbacks", callbacks), ("dense", dense))
+                       if value]
         if unsupported:
             raise InvalidInputError(f"per_sample=True does not take {', '.join(unsupported)} yet")
-        return _solve_per_sample(f, y0, t, method, rtol, atol, options, throw, compile, gradient, args,
+        return _solve_per_sample(f, y0, t, method, rtol, atol, step_size, options, throw, compile, gradient, args,
                                  adjoint_params, adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options)
     if args is not None:
         if gradient in ("adjoint", "checkpoint"):
@@ -528,36 +531,77 @@ def solve(
     return solution
 
 
-def _solve_per_sample(f: UserField, y0: State, t: torch.Tensor, method: str, rtol, atol,
+def _solve_per_sample(f: UserField, y0: State, t: torch.Tensor, method: str, rtol, atol, step_size: float | None,
                       options: dict[str, Any] | None, throw: bool, compile: bool, gradient: str, args: Any,
                       adjoint_params, adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options) -> Solution:
-    """The per-sample path of :func:`solve` (arguments checked here, the loop in ``per_sample``)."""
-    from .per_sample import Settings, check_method, solve_per_sample
+    """The per-sample path of :func:`solve`: the tensor loop where it applies (adaptive explicit RK,
+    :mod:`~odekit.solve.per_sample`), else every sample's own solve in lockstep
+    (:mod:`~odekit.solve.lockstep`)."""
+    from .per_sample import Settings, on_tensor_loop, sample_layout, solve_per_sample
 
     if not isinstance(t, torch.Tensor) or not t.is_floating_point():
         raise InvalidInputError("t must be a floating tensor of shape (T,) or (batch, T)")
-    if gradient not in ("backprop", "adjoint", "checkpoint"):
-        raise InvalidInputError(f"per_sample=True takes gradient 'backprop', 'adjoint' or 'checkpoint', got {gradient!r}")
-
-    def settings(name: str, chosen_options: dict[str, Any] | None, chosen_rtol, chosen_atol) -> Settings:
-        resolved, checked = resolve(name, chosen_options)
-        check_method(resolved, checked)
-        return Settings(resolved, checked, pi_controller(checked, chosen_rtol, chosen_atol), *step_caps(checked))
-
-    forward = settings(method, options, rtol, atol)
-    backward, params = None, ()
-    if gradient == "adjoint":
-        if t.requires_grad:
-            raise InvalidInputError("per_sample=True with gradient='adjoint' does not differentiate the output "
-                                    "times; use gradient='backprop' for gradients to t")
+    if gradient not in GRADIENTS:
+        raise InvalidInputError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    layout, batch = sample_layout(y0)
+    forward_method, forward_options = resolve(method, options)
+    backward_options = options if adjoint_options is None else adjoint_options
+    params = ()
+    if gradient in ("adjoint", "checkpoint"):
         from .adjoint import default_params
 
         params = default_params(f, adjoint_params, gradient, args_given=args is not None) + _tensors_in(args)
-        backward = settings(adjoint_method or method, options if adjoint_options is None else adjoint_options,
+    field = f if args is None else _WithArgs(f, args)
+
+    def adjoint_on_tensor_loop() -> bool:
+        # the tensor loop's per-sample adjoint takes no gradient to t and none of the host loop
+        # adjoint's own options (trajectory, norm)
+        return not t.requires_grad and not {"trajectory", "norm"} & set(backward_options or {}) \
+            and on_tensor_loop(*resolve(adjoint_method or method, backward_options))
+
+    tensor_loop = step_size is None and on_tensor_loop(forward_method, forward_options) \
+        and (gradient in ("backprop", "checkpoint") or (gradient == "adjoint" and adjoint_on_tensor_loop()))
+    if not tensor_loop:
+        return _solve_in_lockstep(field, y0, t, layout, batch, compile, {
+            "method": method, "rtol": rtol, "atol": atol, "step_size": step_size, "gradient": gradient,
+            "options": options, "adjoint_params": params if gradient in ("adjoint", "checkpoint") else None,
+            "adjoint_method": adjoint_method, "adjoint_rtol": adjoint_rtol, "adjoint_atol": adjoint_atol,
+            "adjoint_options": adjoint_options, "throw": throw})
+
+    def settings(resolved: Method, checked: dict[str, Any], chosen_rtol, chosen_atol) -> Settings:
+        return Settings(resolved, checked, pi_controller(checked, chosen_rtol, chosen_atol), *step_caps(checked))
+
+    forward = settings(forward_method, forward_options, rtol, atol)
+    backward = None
+    if gradient == "adjoint":
+        backward = settings(*resolve(adjoint_method or method, backward_options),
                             rtol if adjoint_rtol is None else adjoint_rtol, atol if adjoint_atol is None else adjoint_atol)
-    ys, stats, status, message = solve_per_sample(f if args is None else _WithArgs(f, args), y0, t, forward,
-                                                  throw=throw, compile=compile, gradient=gradient,
-                                                  backward=backward, params=params)
+    ys, stats, status, message = solve_per_sample(field, y0, t, forward, throw=throw, compile=compile,
+                                                  gradient=gradient, backward=backward, params=params)
+    publish(stats)
+    return Solution(ts=t, ys=ys, stats=stats, status=status, message=message)
+
+
+def _solve_in_lockstep(f: Callable, y0: State, t: torch.Tensor, layout: StateLayout, batch: int, compile: bool,
+                       settings: dict[str, Any]) -> Solution:
+    """Every sample's own :func:`solve` with ``settings``, its calls of ``f`` batched (:mod:`~odekit.solve.lockstep`)."""
+    from .lockstep import solve_in_lockstep
+    from .per_sample import CheckedField
+
+    if t.ndim == 2 and t.shape[0] == batch:
+        times = list(t.unbind(0))
+    elif t.ndim == 1:
+        times = [t] * batch
+    else:
+        raise InvalidInputError(f"with per_sample=True, t must have shape (T,) or (batch={batch}, T); "
+                                f"got {tuple(t.shape)}")
+    if compile:
+        warnings.warn(f"compile=True: per_sample=True with method {settings['method']!r} solves each sample by "
+                      "its own loop in lockstep, which is not compiled; solving eagerly", CompileWarning,
+                      stacklevel=3)
+    samples = [tuple(p[b] for p in y0) if layout.is_tuple else y0[b] for b in range(batch)]
+    ys, stats, status, message = solve_in_lockstep(
+        CheckedField(f, layout, batch), samples, times, layout, lambda field, y, times_b: solve(field, y, times_b, **settings))
     publish(stats)
     return Solution(ts=t, ys=ys, stats=stats, status=status, message=message)
 

@@ -17,16 +17,13 @@ _STATUS = {tensor_loop.MAX_STEPS: Status.MAX_STEPS_EXCEEDED, tensor_loop.MAX_NFE
            tensor_loop.NON_FINITE: Status.NON_FINITE}
 
 
-def check_method(method: Method, options: dict) -> None:
-    """Refuse what per-sample stepping does not cover yet, saying what does."""
+def on_tensor_loop(method: Method, options: dict) -> bool:
+    """Whether the tensor loop steps this method per sample: an adaptive explicit Runge–Kutta method
+    without fixed-grid, breakpoint or norm options (every other method runs in lockstep,
+    :mod:`~odekit.solve.lockstep`)."""
     solver = method.make_solver(options, 1.0, 1.0)
-    if not isinstance(solver, RungeKutta) or not solver.adaptive:
-        raise InvalidInputError(
-            f"per_sample=True steps adaptive explicit Runge–Kutta methods (dopri5, tsit5, bosh3, dopri8, …); "
-            f"method {method.name!r} is not one")
-    fixed = [k for k in ("step_size", "grid_constructor", "step_t", "jump_t", "perturb", "norm") if k in options]
-    if fixed:
-        raise InvalidInputError(f"per_sample=True does not take option(s) {', '.join(fixed)} yet")
+    fixed = ("step_size", "grid_constructor", "step_t", "jump_t", "perturb", "norm")
+    return isinstance(solver, RungeKutta) and solver.adaptive and not any(k in options for k in fixed)
 
 
 def sample_layout(y0: State) -> tuple[StateLayout, int]:
@@ -58,7 +55,7 @@ def solve_per_sample(f: Callable, y0: State, t: torch.Tensor, forward: Settings,
     parts = tuple(y0) if layout.is_tuple else (y0,)
     flat = torch.cat([p.reshape(batch, -1) for p in parts], dim=1)
     times = _sample_times(t, batch, flat.device)
-    field = _Checked(f, layout, batch)
+    field = CheckedField(f, layout, batch)
     stats = SolveStats(method=forward.method.name)
     if gradient == "adjoint":
         rows, carry, nfe = per_sample_adjoint.solve(field, flat, times, layout, t.dtype, forward, backward, params,
@@ -89,7 +86,7 @@ def solve_per_sample(f: Callable, y0: State, t: torch.Tensor, forward: Settings,
     return ys, stats, _STATUS[code], message
 
 
-class _Checked:
+class CheckedField:
     """The user's field, its first output checked against the batch's structure (later calls are not
     checked: under ``compile=True`` they are traced once)."""
 
