@@ -19,13 +19,23 @@ backward of its training loss, batch-coupled (every window on [0, 1] with its fi
 gap) against ``per_sample=True`` (every window on its own [0, Δt]) from the same weights: batched
 NFE forward and backward, wall time, and the largest difference of the predictions.
 
-    python benchmarks/per_sample.py [--part vdp|hybrid|all] [--repeats 5] [--out benchmarks/results/per_sample.json]
+Part ``stiff``: the methods off the tensor loop, which run each sample's own solve in lockstep
+(``odekit.solve.lockstep``). 16 relaxations ``dy/dt = −λ_b (y − cos t)`` (2 components each) with
+stiffness ``λ_b`` log-spaced over 1 … 10⁴, t ∈ [0, 5], rtol 1e-6 / atol 1e-8, float64: proximal BDF
+(adaptive, Newton–Krylov and Fletcher–Reeves inner solvers) and NDF, per sample against
+batch-coupled: batched f calls, steps, inner iterations, wall time and the largest difference
+from each sample solved alone. Coupled, the stiffest sample sets every sample's step.
+
+    python benchmarks/per_sample.py [--part vdp|hybrid|stiff|all] [--repeats 5] [--out benchmarks/results/per_sample.json]
+
+A single part updates its entry in the JSON and keeps the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import time
 from pathlib import Path
@@ -199,16 +209,63 @@ def hybrid_part(repeats: int) -> dict:
     return {"results": rows, "ratios": ratios}
 
 
+STIFF_CASES = {
+    "prox_bdf, Newton–Krylov": {"method": "prox_bdf", "options": {"inner": "newton_krylov"}},
+    "prox_bdf, Fletcher–Reeves (η = 0.3)": {"method": "prox_bdf", "options": {"inner": "fr", "inner_step": 0.3}},
+    "ndf": {"method": "ndf"},
+}
+
+
+def stiff_part(repeats: int) -> dict:
+    rates = torch.logspace(0.0, 4.0, BATCH, dtype=torch.float64)
+    y0 = torch.stack([torch.linspace(-1.0, 2.0, BATCH, dtype=torch.float64),
+                      torch.ones(BATCH, dtype=torch.float64)], dim=1)
+    t = torch.linspace(0.0, 5.0, 5, dtype=torch.float64)
+
+    def relaxation(t, y, rate):
+        return -rate[..., None] * (y - torch.cos(t)[..., None])
+
+    rows: dict[str, dict] = {}
+    table = Table(title=f"{BATCH} relaxations, stiffness 1 … 1e4, rtol 1e-6: per sample (lockstep) vs batch-coupled")
+    for col in ("method", "solve", "batched f calls", "steps (all samples)", "inner iterations", "wall s (median)"):
+        table.add_column(col)
+    for name, case in STIFF_CASES.items():
+        settings = {"rtol": 1e-6, "atol": 1e-8, **case}
+        for per_sample in (False, True):
+            def run(per_sample=per_sample, settings=settings):
+                with torch.no_grad():
+                    return odekit.solve(relaxation, y0, t, args=rates, per_sample=per_sample, **settings)
+
+            wall, sol = timed(run, repeats)
+            steps = sol.stats.steps_accepted + sol.stats.steps_rejected
+            row = {"f_calls": sol.stats.nfe, "steps": steps if per_sample else BATCH * steps, "wall_s": wall,
+                   "inner_iterations": sol.stats.extra.get("inner_iterations")}
+            if per_sample:
+                row["max_difference_vs_alone"] = max(
+                    float((odekit.solve(relaxation, y0[b], t, args=rates[b], **settings).ys - sol.ys[:, b]).abs().max())
+                    for b in range(BATCH))
+            rows[f"{name}, {'per sample' if per_sample else 'batch-coupled'}"] = row
+            table.add_row(name, "per sample" if per_sample else "batch-coupled", str(row["f_calls"]),
+                          str(row["steps"]), "–" if row["inner_iterations"] is None else str(row["inner_iterations"]),
+                          f"{wall:.3f}")
+    Console().print(table)
+    ratios = {name: {key: rows[f"{name}, per sample"][key] / rows[f"{name}, batch-coupled"][key]
+                     for key in ("f_calls", "wall_s")} for name in STIFF_CASES}
+    Console().print({"per sample / batch-coupled": ratios})
+    return {"results": rows, "ratios": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("vdp", "hybrid", "all"), default="all")
+    parser.add_argument("--part", choices=("vdp", "hybrid", "stiff", "all"), default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "per_sample.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    parts = {"vdp": van_der_pol_part, "hybrid": hybrid_part}
+    parts = {"vdp": van_der_pol_part, "hybrid": hybrid_part, "stiff": stiff_part}
     chosen = parts if args.part == "all" else {args.part: parts[args.part]}
-    out = {"benchmark": "per_sample", "rtol": RTOL, "atol": ATOL, "machine": machine_info()}
+    out = json.loads(args.out.read_text()) if args.out.exists() and args.part != "all" else {}
+    out.update({"benchmark": "per_sample", "rtol": RTOL, "atol": ATOL, "machine": machine_info()})
     out.update({name: run(args.repeats) for name, run in chosen.items()})
     write_json(args.out, out)
     Console().print(f"wrote {args.out}")

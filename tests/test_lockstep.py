@@ -159,3 +159,20 @@ def test_settings_lockstep_does_not_take_are_refused_and_compile_warns():
     with pytest.warns(CompileWarning, match="lockstep"):
         sol = odekit.solve(Relaxation(), y0(), t, args=RATES, method="ndf", per_sample=True, compile=True)
     assert sol.ok
+
+
+def test_forward_mode_products_and_autograd_jacobians_evaluate_each_sample_at_once():
+    """Forward-AD levels and functorch transforms are global: inside them a sample does not wait for
+    the others (its point is evaluated on a batch of its copies), and results still equal its own solve."""
+    t = torch.linspace(0.0, 0.5, 3, dtype=DTYPE)
+    wide = torch.ones(BATCH, 20, dtype=DTYPE)  # 20 components: ndf's "auto" Jacobian is jacfwd
+    cases = [({"method": "prox_be", "step_size": 0.1, "options": {"inner": "newton_krylov", "jvp": "forward_ad"}}, y0()),
+             ({"method": "ndf", "options": {"jacobian": "autograd"}}, wide)]
+    for settings, start in cases:
+        sol = odekit.solve(Relaxation(), start, t, args=RATES, per_sample=True, **settings)
+        for b in (0, BATCH - 1):
+            alone = odekit.solve(Relaxation(), start[b], t, args=RATES[b], **settings)
+            torch.testing.assert_close(sol.ys[:, b], alone.ys, rtol=0, atol=1e-12)
+            assert sol.stats.per_sample["nfe"][b] == alone.stats.nfe
+        # the Jacobians were autograd's (forward mode through the padded batch), none fell back
+        assert int(sol.stats.extra.get("jacobian_fallbacks", 0)) == 0

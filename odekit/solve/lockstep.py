@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from greenlet import greenlet
 
 from . import solution
@@ -71,9 +72,10 @@ def solve_in_lockstep(f: Callable, samples: list[State], times: list[torch.Tenso
                     last[b] = request
                 elif last[b] is not None and last[b].grad:  # finished: its last point, as a constant
                     last[b] = _Request(b, last[b].t.detach(), _detached(last[b].y), False)
-            out = _evaluate(f, layout, last, any(p.grad for p in pending if p is not None))
+            grad = any(p.grad for p in pending if p is not None)
+            out = _evaluate(f, layout, last, grad)
             nfe += 1
-            pending = [None if p is None else _resume(workers[p.sample], p.sample, _row(out, p, layout), p.grad,
+            pending = [None if p is None else _resume(workers[p.sample], p.sample, _row(out, p, layout, grad), p.grad,
                                                       results) for p in pending]
     except BaseException:
         for worker in workers:
@@ -117,29 +119,35 @@ def _detached(y: State) -> State:
     return tuple(p.detach() for p in y) if isinstance(y, tuple) else y.detach()
 
 
-def _row(out: State, request: _Request, layout: StateLayout) -> State:
-    """Sample ``b``'s part of a batched output (without a graph if it asked under ``no_grad``)."""
+def _row(out: State, request: _Request, layout: StateLayout, batch_grad: bool) -> State:
+    """Sample ``b``'s part of a batched output; without a graph if it asked under ``no_grad`` and
+    the batched call, for another sample, recorded one."""
     with torch.set_grad_enabled(request.grad):  # the scheduler runs in whatever mode the last sample left
         parts = tuple(o[request.sample] for o in out) if layout.is_tuple else (out[request.sample],)
-    if not request.grad:
+    if batch_grad and not request.grad:
         parts = tuple(p.detach() for p in parts)
     return parts if layout.is_tuple else parts[0]
 
 
 class _SampleField:
     """Sample ``b``'s field for its own solve: inside the lockstep, a request to the scheduler;
-    outside it (a backward pass re-solving this sample), ``f`` on a batch of copies of the point."""
+    outside it (a backward pass re-solving this sample) or inside a transform, ``f`` on a batch of
+    copies of the point."""
 
     def __init__(self, f: Callable, layout: StateLayout, batch: int, b: int) -> None:
         self.f, self.layout, self.batch, self.b = f, layout, batch, b
         self.worker: greenlet | None = None
 
     def __call__(self, t: torch.Tensor, y: State) -> State:
-        if greenlet.getcurrent() is self.worker:
+        # Inside a functorch transform or a forward-AD level (a Jacobian by jacfwd, a forward-mode
+        # product) the sample evaluates at once: those levels are global, so samples must not
+        # interleave inside them.
+        transformed = torch._C._functorch.maybe_current_level() is not None or fwAD._current_level >= 0
+        if greenlet.getcurrent() is self.worker and not transformed:
             return self.worker.parent.switch(_Request(self.b, t, y, torch.is_grad_enabled()))
         padded = _Request(self.b, t, y, torch.is_grad_enabled())
         out = _evaluate(self.f, self.layout, [padded] * self.batch, padded.grad)
-        return _row(out, padded, self.layout)
+        return _row(out, padded, self.layout, padded.grad)
 
 
 def _gather(results: list[Solution], layout: StateLayout, nfe: int) -> tuple[State, SolveStats, Status, str]:
