@@ -37,6 +37,30 @@ threads_option = click.option(
     help="torch intra-op threads per experiment (default: the experiment's own measured best, 1 or 2; "
          "pass 1 on a shared machine, see the README)")
 
+
+
+class ExecutorChoice(NamedTuple):
+    """``--executor`` and its settings, as given (an executor is made per experiment, at its threads)."""
+
+    kind: str
+    workers: int | None
+    address: str | None
+    gpus: float
+
+
+def executor_options(command):
+    """``--executor local|ray``, ``--workers``, ``--address`` and ``--gpus-per-cell``."""
+    command = click.option("--gpus-per-cell", "gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                           help="GPUs each Ray task holds (fractions share a GPU)")(command)
+    command = click.option("--address", default=None, metavar="ADDR",
+                           help="join the Ray cluster at ADDR (default: $RAY_ADDRESS, else start a local one)")(command)
+    command = click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                           help="cells run at once with --executor ray (default: CPUs / threads)")(command)
+    return click.option("--executor", "executor", type=click.Choice(["local", "ray"]), default="local",
+                        show_default=True,
+                        help="where the cells of an experiment's grid run: this process, or Ray tasks")(command)
+
+
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), help="data root (default: $ODEKIT_DATA or ~/.cache/odekit/data)"
 )
@@ -139,8 +163,10 @@ def methods() -> None:
 @click.option("--seed", type=int, default=None, help="random seed (default: the profile's, 0)")
 @click.option("--fresh", is_flag=True, help="start a new run even if an unfinished one with this config exists")
 @threads_option
+@executor_options
 def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, out: str | None, seed: int | None,
-        fresh: bool, threads: int | None) -> None:
+        fresh: bool, threads: int | None, executor: str, workers: int | None, address: str | None,
+        gpus: float) -> None:
     """Run experiment NAME; results go to runs/NAME/<timestamp>/."""
     from .data import DataError, data_root
     from .experiments import ConfigError, get
@@ -162,7 +188,8 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
         missing = _missing_data(experiment, root)
     if missing:
         raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
-    run_dir = _execute(experiment, config, _runs_dir(out), root, resume=not fresh, threads=threads)
+    run_dir = _execute(experiment, config, _runs_dir(out), root, resume=not fresh, threads=threads,
+                       executor=ExecutorChoice(executor, workers, address, gpus))
     out_console.print(f"results in {run_dir}")
 
 
@@ -182,16 +209,23 @@ def _missing_data(experiment, root: Path) -> list[str]:
 
 
 def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True, exit_on_interrupt: bool = True,
-             threads: int | None = None) -> Path:
+             threads: int | None = None, executor: ExecutorChoice | None = None) -> Path:
     """Run one experiment; any failure becomes one line naming the cause and the run's traceback log.
 
     Ctrl-C and SIGTERM leave a resumable run and exit with status 130 (``exit_on_interrupt``;
     otherwise the ``KeyboardInterrupt`` goes on to the caller, ``reproduce``, which writes its report).
     """
     from .experiments import open_run
+    from .experiments.executors import ExecutorError, make_executor
 
+    choice = executor or ExecutorChoice("local", None, None, 0.0)
     try:
-        handle = open_run(experiment, config, runs, root, resume=resume, console=console)
+        cells_on = make_executor(choice.kind, workers=choice.workers, threads=threads or experiment.threads,
+                                 gpus=choice.gpus, address=choice.address)
+    except ExecutorError as err:
+        raise click.UsageError(str(err)) from None
+    try:
+        handle = open_run(experiment, config, runs, root, resume=resume, console=console, executor=cells_on)
     except OSError as err:
         raise click.ClickException(
             f"cannot create a run folder under {runs}: {err.strerror or err} ({err.filename or runs}); "
@@ -214,6 +248,7 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
         ) from None
     finally:
         torch.set_num_threads(previous_threads)
+        cells_on.close()
 
 
 @main.command()
@@ -225,8 +260,9 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
 @click.option("--only", multiple=True, metavar="NAME", help="run only these experiments (repeatable)")
 @click.option("--fresh", is_flag=True, help="rerun experiments that already have a complete run of these settings")
 @threads_option
+@executor_options
 def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...], fresh: bool,
-              threads: int | None) -> None:
+              threads: int | None, executor: str, workers: int | None, address: str | None, gpus: float) -> None:
     """Run every experiment whose data is available, cheapest first, then write the report.
 
     Experiments with a complete run of the same settings on the same data are not run again (the
@@ -262,7 +298,8 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
             eta = f" · about {_minutes(left)} left" if profile == "quick" else ""
             console.rule(f"[{i}/{len(plan)}] {experiment.name} ({profile}){eta}")
             try:
-                _execute(experiment, config, runs, root, exit_on_interrupt=False, threads=threads)
+                _execute(experiment, config, runs, root, exit_on_interrupt=False, threads=threads,
+                         executor=ExecutorChoice(executor, workers, address, gpus))
             except click.ClickException as err:  # one failed experiment must not stop the others
                 failures.append(experiment.name)
                 console.print(f"[red]{err.format_message()}[/]")

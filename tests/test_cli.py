@@ -69,6 +69,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, counting_experime
     (["run", "work_precision", "--set", "colour=red"], "has no setting 'colour'"),
     (["run", "work_precision", "--profile", "huge"], "Invalid value for '--profile'"),
     (["report", "--runs", "/nonexistent/runs"], "no runs folder"),
+    (["run", "work_precision", "--workers", "2"], "go with --executor ray"),
+    (["run", "work_precision", "--executor", "slurm"], "Invalid value for '--executor'"),
 ])
 def test_bad_arguments_exit_non_zero_with_a_message(args, message):
     result = CliRunner().invoke(main, args)

@@ -27,6 +27,7 @@ from ..report import atomic
 from ..report.plots import pyplot
 from ..solve.errors import did_you_mean
 from .claims import Claim, ThesisNumber, Verdict
+from .executors import LocalExecutor, RayExecutor
 from .rundir import (
     RunClock,
     RunLock,
@@ -143,8 +144,10 @@ class RunContext:
     """The run directory of one experiment run, and the ways an experiment writes to it."""
 
     def __init__(self, experiment: Experiment, config: Any, out: Path, data_root: Path,
-                 console: Console | None = None, clock: RunClock | None = None) -> None:
+                 console: Console | None = None, clock: RunClock | None = None,
+                 executor: LocalExecutor | RayExecutor | None = None) -> None:
         self.experiment = experiment
+        self.executor = executor or LocalExecutor()  # where grid cells run (experiments.grid)
         self._clock = clock
         self.config = config
         self.out = out
@@ -211,10 +214,10 @@ class ExperimentRun:
     """
 
     def __init__(self, experiment: Experiment, config: Any, out: Path, lock: RunLock, status: RunStatus,
-                 data_root: Path, console: Console) -> None:
+                 data_root: Path, console: Console, executor: LocalExecutor | RayExecutor | None = None) -> None:
         self.experiment, self.config, self.out, self.data_root, self.console = (
             experiment, config, out, data_root, console)
-        self._lock, self._status = lock, status
+        self._lock, self._status, self.executor = lock, status, executor
 
     @property
     def log_path(self) -> Path:
@@ -224,7 +227,8 @@ class ExperimentRun:
         clock = RunClock(self.out, self._status)
         try:
             clock.update(state="running", owner=owner(), error=None, log=None, finished=None)
-            ctx = RunContext(self.experiment, self.config, self.out, self.data_root, self.console, clock)
+            ctx = RunContext(self.experiment, self.config, self.out, self.data_root, self.console, clock,
+                             self.executor)
             with _sigterm_as_interrupt():
                 self.experiment.run(self.config, ctx)
         except KeyboardInterrupt:
@@ -242,8 +246,9 @@ class ExperimentRun:
 
 
 def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,
-             console: Console | None = None) -> ExperimentRun:
-    """Claim the folder ``config`` runs in: an unfinished one to resume, or a new one."""
+             console: Console | None = None, executor: LocalExecutor | RayExecutor | None = None) -> ExperimentRun:
+    """Claim the folder ``config`` runs in: an unfinished one to resume, or a new one; its grid
+    cells run on ``executor`` (default: this process)."""
     console = console or Console(stderr=True)
     config_dict = json.loads(json.dumps(config_to_dict(config)))
     claimed = claim_resumable(runs, experiment.name, config_dict, data_root,
@@ -260,13 +265,14 @@ def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *
         lock.acquire()  # nobody else can hold it: mkdir gave this process the folder
         status = RunStatus(experiment.name, config.profile, str(data_root))
         atomic.write_json(out / "config.json", config_dict)
-    return ExperimentRun(experiment, config, out, lock, status, data_root, console)
+    return ExperimentRun(experiment, config, out, lock, status, data_root, console, executor)
 
 
 def execute(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,
-            console: Console | None = None) -> Path:
+            console: Console | None = None, executor: LocalExecutor | RayExecutor | None = None) -> Path:
     """Run ``experiment`` with ``config`` in a new (or resumed) run directory; returns it."""
-    return open_run(experiment, config, runs, data_root, resume=resume, console=console).execute()
+    return open_run(experiment, config, runs, data_root, resume=resume, console=console,
+                    executor=executor).execute()
 
 
 @contextlib.contextmanager

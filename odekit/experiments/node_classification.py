@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from ..models.grand import GRAND
 from ..report.plots import pyplot
 from ..solve import METHODS, SolverError
 from .base import ExperimentConfig, RunContext
+from .grid import run_grid
 
 
 @dataclass(frozen=True)
@@ -350,33 +352,38 @@ class Cell:
         return f"{self.dataset}|{self.model}|k={self.per_class}|T={self.t_end}|L={self.depth}|run={self.run}|seed={self.seed}"
 
 
+def cell_record(config: NodeClassificationConfig, data_root: Path, cell: Cell) -> dict:
+    """Train one cell on its split: its :class:`CellResult` and its coordinates (the grid's work function)."""
+    spec = MODELS[cell.model]
+    data = _graphs(data_root, config.float64).get(cell.dataset, spec.rewiring)
+    split = split_for(cell.dataset, data, cell.per_class, cell.run)
+    source_mask = None
+    if spec.source and (spec.source_nodes or config.source_nodes) == "reference" and cell.dataset in RESPLIT:
+        source_mask = split_for(cell.dataset, data, cell.per_class, FIXED_SPLIT_SEED).train
+    result = train_cell(config, cell.dataset, data, split, cell.model, cell.seed, cell.t_end, cell.depth,
+                        source_mask)
+    return {**result.as_dict(), **dataclasses.asdict(cell)}
+
+
+@functools.lru_cache(maxsize=2)
+def _graphs(root: Path, float64: bool) -> GraphCache:
+    """One graph cache per process and data root: a process (or Ray worker) loads each graph once."""
+    return GraphCache(root, float64)
+
+
+def describe_cell(cell: Cell, record: dict) -> str:
+    spec = MODELS[cell.model]
+    shown = "NA" if record["test"] is None else f"{100 * record['test']:.1f}%"
+    depth = f"L={cell.depth}" if spec.baseline else f"T={cell.t_end or SETTINGS[cell.dataset].t_end:g}"
+    return (f"{cell.dataset} {spec.label} k={cell.per_class} {depth} run {cell.run}: test {shown} "
+            f"({record['seconds']:.0f} s, {record['status']})")
+
+
 def run_cells(config: NodeClassificationConfig, ctx: RunContext, cells: list[Cell], description: str) -> dict:
-    """Train every cell not yet in the checkpoint; returns ``{cell.key: result dict}``."""
+    """Train every cell not yet in the checkpoint on the run's executor; returns ``{cell.key: record}``."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    done: dict[str, dict] = ctx.checkpoint.setdefault("cells", {})
-    cache = GraphCache(ctx.data_root, config.float64)
-    with ctx.progress(len(cells), description) as advance:
-        for cell in cells:
-            if cell.key not in done:
-                spec = MODELS[cell.model]
-                data = cache.get(cell.dataset, spec.rewiring)
-                split = split_for(cell.dataset, data, cell.per_class, cell.run)
-                source_mask = None
-                if spec.source and (spec.source_nodes or config.source_nodes) == "reference" and cell.dataset in RESPLIT:
-                    source_mask = split_for(cell.dataset, data, cell.per_class, FIXED_SPLIT_SEED).train
-                result = train_cell(config, cell.dataset, data, split, cell.model, cell.seed, cell.t_end,
-                                    cell.depth, source_mask)
-                done[cell.key] = {**result.as_dict(), "dataset": cell.dataset, "model": cell.model,
-                                  "per_class": cell.per_class, "run": cell.run, "seed": cell.seed,
-                                  "t_end": cell.t_end, "depth": cell.depth}
-                ctx.save_checkpoint()
-                shown = "NA" if result.test is None else f"{100 * result.test:.1f}%"
-                depth = f"L={cell.depth}" if spec.baseline else f"T={cell.t_end or SETTINGS[cell.dataset].t_end:g}"
-                ctx.log(f"{cell.dataset} {spec.label} k={cell.per_class} {depth} run {cell.run}: "
-                        f"test {shown} ({result.seconds:.0f} s, {result.status})")
-            advance()
-    return done
+    return run_grid(ctx, cells, functools.partial(cell_record, config, ctx.data_root), description, describe_cell)
 
 
 def summarise(results: list[dict]) -> tuple[float | None, float | None, int, int]:

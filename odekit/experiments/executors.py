@@ -1,0 +1,126 @@
+"""Where the cells of an experiment's grid run: in this process, or as tasks on a Ray cluster.
+
+An executor maps a pure, picklable function over cells and yields ``(cell, record)`` pairs as
+cells finish, in any order; :func:`~odekit.experiments.grid.run_grid` streams each record into
+the run folder. :class:`LocalExecutor` runs them one after another here. :class:`RayExecutor`
+submits each cell as a Ray task holding ``threads`` CPUs (and ``gpus`` GPUs): torch in the task
+runs at exactly that many threads, so tasks sharing a machine do not oversubscribe its cores
+(two small-model processes on 2 cores each at the default thread count slowed each other 5× or
+more). A task whose worker dies (killed, out of memory, a lost node) is retried by Ray up to
+``retries`` times; an exception raised by the cell itself is not retried and fails the run.
+
+``ray.init()`` with no address starts a local cluster of ``workers × threads`` CPUs and shuts it
+down afterwards; with ``address`` (or ``RAY_ADDRESS``) the executor joins an existing cluster
+(``ray start --head`` on one machine, ``ray start --address=…`` on the others; every node needs
+odekit installed and the data at the same path) and keeps at most ``workers`` cells in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+EXECUTORS = ("local", "ray")
+
+
+class ExecutorError(RuntimeError):
+    """The executor could not start (Ray missing, a cluster that cannot be reached)."""
+
+
+@dataclass
+class LocalExecutor:
+    """Every cell in this process, in order."""
+
+    name = "local"
+
+    def map(self, fn: Callable[[Any], Any], cells: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        for cell in cells:
+            yield cell, fn(cell)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class RayExecutor:
+    """Each cell a Ray task with ``threads`` CPUs and ``gpus`` GPUs, at most ``workers`` in flight."""
+
+    workers: int = 2
+    threads: int = 1
+    gpus: float = 0.0
+    address: str | None = None
+    retries: int = 3
+    name = "ray"
+    _started: bool = field(default=False, init=False)
+
+    def _connect(self):
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError("--executor ray needs Ray: pip install 'ray>=2.9' (the project's setup installs it)"
+                                ) from None
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS")
+            try:
+                if address:
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=self.workers * self.threads, num_gpus=None if self.gpus else 0,
+                             include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+                raise ExecutorError(f"cannot start or join {where}: {err}") from None
+            self._started = True
+        return ray
+
+    def map(self, fn: Callable[[Any], Any], cells: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        ray = self._connect()
+        task = ray.remote(_run_cell).options(num_cpus=self.threads, num_gpus=self.gpus, max_retries=self.retries)
+        waiting = list(cells)[::-1]
+        in_flight: dict[Any, Any] = {}
+        shared = ray.put(fn)  # the function and what it closes over, sent to the object store once
+        try:
+            while waiting or in_flight:
+                while waiting and len(in_flight) < self.workers:
+                    cell = waiting.pop()
+                    in_flight[task.remote(shared, cell, self.threads)] = cell
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                cell = in_flight.pop(ready[0])
+                yield cell, ray.get(ready[0])
+        finally:
+            for ref in in_flight:  # interrupted or failed: stop what is still running
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+
+def _run_cell(fn: Callable[[Any], Any], cell: Any, threads: int) -> Any:
+    """A cell inside a Ray worker, at the task's thread count."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(cell)
+
+
+def make_executor(kind: str, *, workers: int | None = None, threads: int = 1, gpus: float = 0.0,
+                  address: str | None = None) -> LocalExecutor | RayExecutor:
+    """The executor ``kind`` (``local`` or ``ray``) with its settings checked."""
+    if kind not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+    if kind == "local":
+        if workers not in (None, 1) or address or gpus:
+            raise ExecutorError("--workers, --address and --gpus-per-cell go with --executor ray")
+        return LocalExecutor()
+    if workers is not None and workers < 1:
+        raise ExecutorError(f"--workers must be at least 1, got {workers}")
+    if gpus < 0:
+        raise ExecutorError(f"--gpus-per-cell must be ≥ 0, got {gpus}")
+    default_workers = max(1, (os.cpu_count() or 1) // max(1, threads))
+    return RayExecutor(workers=workers or default_workers, threads=threads, gpus=gpus, address=address)

@@ -1,0 +1,140 @@
+"""Grids of cells on the local and the Ray executor: the same records, resume without repeats, and
+a worker killed mid-cell retried with nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from odekit.experiments import Experiment, ExperimentConfig, execute, get
+from odekit.experiments.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
+from odekit.experiments.grid import run_grid
+
+ray = pytest.importorskip("ray")
+# Ray workers import this module's functions by value (tests/ is not a package they can import).
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@dataclass(frozen=True)
+class Square:
+    n: int
+
+    @property
+    def key(self) -> str:
+        return f"n={self.n}"
+
+
+@dataclass
+class SquaresConfig(ExperimentConfig):
+    items: int = 6
+    kill_at: int = -1  # the worker running this cell dies on its first attempt
+    interrupt_at: int = -1  # Ctrl-C when this cell's record arrives, on the first attempt
+    marks: str = ""  # folder where attempts leave marks (shared by the workers of one machine)
+
+
+def square(config: SquaresConfig, cell: Square) -> dict:
+    """The cell's record; each attempt leaves a mark, and the first attempt at ``kill_at`` kills its process."""
+    marks = Path(config.marks)
+    attempt = len(list(marks.glob(f"{cell.n}-*"))) + 1
+    (marks / f"{cell.n}-{attempt}-{os.getpid()}").touch()
+    if cell.n == config.kill_at and attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"n": cell.n, "square": cell.n ** 2, "threads": torch.get_num_threads()}
+
+
+def squares_run(config: SquaresConfig, ctx) -> None:
+    cells = [Square(n) for n in range(config.items)]
+
+    def describe(cell, record):
+        if cell.n == config.interrupt_at and not ctx.resumed:
+            raise KeyboardInterrupt
+        return f"{cell.key}: {record['square']}"
+
+    done = run_grid(ctx, cells, functools.partial(square, config), "squares", describe)
+    ctx.metric("total", sum(r["square"] for r in done.values()))
+
+
+SQUARES = Experiment(name="squares", title="Squares", thesis_items="none", config_class=SquaresConfig,
+                     profiles={"smoke": {}, "quick": {}, "full": {}}, run=squares_run)
+
+
+def records(run_dir: Path) -> dict[str, dict]:
+    return json.loads((run_dir / "checkpoint.json").read_text())["cells"]
+
+
+def test_a_killed_worker_is_retried_and_nothing_is_lost_or_repeated(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = SquaresConfig(kill_at=2, marks=str(marks))
+    executor = RayExecutor(workers=2, threads=1)
+    try:
+        run_dir = execute(SQUARES, config, tmp_path / "runs", tmp_path, executor=executor)
+    finally:
+        executor.close()
+    got = records(run_dir)
+    assert got == {f"n={n}": {"n": n, "square": n * n, "threads": 1} for n in range(6)}
+    attempts = sorted(p.name.split("-")[:2] for p in marks.iterdir())
+    assert [a for a in attempts if a[0] == "2"] == [["2", "1"], ["2", "2"]]  # killed once, retried once
+    assert len(attempts) == 7  # every other cell ran exactly once
+    assert json.loads((run_dir / "metrics.json").read_text())["total"] == sum(n * n for n in range(6))
+
+
+def test_an_interrupted_grid_resumes_with_only_the_unfinished_cells(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = SquaresConfig(interrupt_at=3, marks=str(marks))
+    with pytest.raises(KeyboardInterrupt):
+        execute(SQUARES, config, tmp_path / "runs", tmp_path, executor=LocalExecutor())
+    first = {p.name.split("-")[0] for p in marks.iterdir()}
+    assert first == {"0", "1", "2", "3"}  # cell 3 finished; its record was written before the interrupt
+    run_dir = execute(SQUARES, config, tmp_path / "runs", tmp_path, executor=LocalExecutor())
+    ran = sorted(int(p.name.split("-")[0]) for p in marks.iterdir())
+    assert ran == [0, 1, 2, 3, 4, 5]  # no cell twice
+    assert sorted(records(run_dir)) == [f"n={n}" for n in range(6)]
+
+
+@pytest.mark.slow
+def test_ray_with_two_workers_gives_the_local_executors_records(tmp_path, data_root):
+    experiment = get("grand_labels")
+    config = experiment.config("smoke")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray task runs: the same arithmetic
+    executor = RayExecutor(workers=2, threads=1)
+    try:
+        local = records(execute(experiment, config, tmp_path / "local", data_root, executor=LocalExecutor()))
+        distributed = records(execute(experiment, config, tmp_path / "ray", data_root, executor=executor))
+    finally:
+        executor.close()
+        torch.set_num_threads(threads)
+
+    def without_times(cells):
+        return {key: {k: v for k, v in record.items() if k != "seconds"} for key, record in cells.items()}
+
+    assert len(local) == 6 and without_times(distributed) == without_times(local)
+
+
+def test_run_grid_refuses_a_grid_that_names_a_cell_twice(tmp_path):
+    def twice(config, ctx):
+        run_grid(ctx, [Square(1), Square(1)], functools.partial(square, config), "twice")
+
+    experiment = Experiment(name="twice", title="Twice", thesis_items="none", config_class=SquaresConfig,
+                            profiles={"smoke": {}, "quick": {}, "full": {}}, run=twice)
+    with pytest.raises(ValueError, match="names cells twice"):
+        execute(experiment, SquaresConfig(marks=str(tmp_path)), tmp_path / "runs", tmp_path)
+
+
+def test_executor_settings_are_checked():
+    with pytest.raises(ExecutorError, match="go with --executor ray"):
+        make_executor("local", workers=2)
+    with pytest.raises(ExecutorError, match="unknown executor"):
+        make_executor("slurm")
+    executor = make_executor("ray", threads=2)
+    assert isinstance(executor, RayExecutor) and executor.workers >= 1 and executor.threads == 2
