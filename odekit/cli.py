@@ -304,12 +304,12 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
                 failures.append(experiment.name)
                 console.print(f"[red]{err.format_message()}[/]")
     except KeyboardInterrupt:
-        report = build_report(runs)
+        report = build_report(runs, EXPERIMENTS.values())
         console.print(f"[yellow]interrupted[/] after {time.time() - start:.0f} s; the same command runs the rest "
                       "(finished experiments are kept)")
         out_console.print(f"report (partial): {report}")
         sys.exit(130)
-    report = build_report(runs)
+    report = build_report(runs, EXPERIMENTS.values())
     ran = len(plan) - len(failures) - len(skipped) - len(reused)
     console.print(f"{ran} ran, {len(reused)} already complete, {len(skipped)} skipped, {len(failures)} failed "
                   f"in {time.time() - start:.0f} s")
@@ -356,12 +356,13 @@ def _minutes(seconds: float) -> str:
 @click.option("--out", type=click.Path(dir_okay=False), help="report file (default: RUNS/report.md)")
 def report(runs: str, out: str | None) -> None:
     """Build the markdown report from the latest complete run of each experiment."""
+    from .experiments import EXPERIMENTS
     from .report.markdown import build_report
 
     runs_path = Path(runs)
     if not runs_path.is_dir():
         raise click.ClickException(f"no runs folder at {runs_path}; run `odekit run NAME` or `odekit reproduce` first")
-    out_console.print(f"report: {build_report(runs_path, Path(out) if out else None)}")
+    out_console.print(f"report: {build_report(runs_path, EXPERIMENTS.values(), Path(out) if out else None)}")
 
 
 if __name__ == "__main__":

@@ -100,17 +100,15 @@ def _judging_experiment(judged: dict[str, Verdict]):
                               "unjudged": Claim("Fig 9.9", "a claim this run leaves alone")})
 
 
-def test_the_report_gives_every_claim_and_number_a_verdict(tmp_path, monkeypatch):
-    from odekit import experiments
+def test_the_report_gives_every_claim_and_number_a_verdict(tmp_path):
     from odekit.experiments import execute
     from odekit.report.markdown import build_report
 
     exp = _judging_experiment({"judged": Verdict(Outcome.DIFFERS, "A 2 vs B 1 after 3 epochs")})
-    monkeypatch.setattr(experiments, "EXPERIMENTS", {"judging": exp})
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
     assert json.loads((run_dir / "verdicts.json").read_text()) == {
         "judged": {"outcome": "differs", "reason": "A 2 vs B 1 after 3 epochs"}}
-    report = build_report(tmp_path).read_text()
+    report = build_report(tmp_path, [exp]).read_text()
     assert "| Fig 9.9 | the judged claim | **differs**: A 2 vs B 1 after 3 epochs |" in report
     assert "| Fig 9.9 | a claim this run leaves alone | **not comparable**: this run recorded no verdict" in report
     assert "| parameters | 100 | 101 | Table 9.9 | **agrees**: within 2%" in report

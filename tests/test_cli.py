@@ -109,7 +109,7 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
     ))
     try:
         execute(exp, exp.config("smoke"), tmp_path, tmp_path)
-        text = build_report(tmp_path).read_text()
+        text = build_report(tmp_path, EXPERIMENTS.values()).read_text()
     finally:
         del EXPERIMENTS["thesis_check"]
     assert "| accuracy | 81.5 | 83 ± 1 | Table 0.0, Cora | **differs**: off by -1.5 (1.5 std) |" in text

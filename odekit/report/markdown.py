@@ -6,14 +6,15 @@ import csv
 import json
 import platform
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..experiments.claims import Outcome, ThesisNumber, Verdict, format_number, number_verdict
 from . import atomic
+from .verdicts import Outcome, ThesisNumber, Verdict, format_number, number_verdict
 
 MAX_TABLE_ROWS = 40
 MAX_UNMEASURED_ROWS = 12
@@ -138,10 +139,10 @@ def _relative(path: Path, start: Path) -> str:
         return str(path.resolve())
 
 
-def build_report(runs: Path, out: Path | None = None) -> Path:
-    """Write the report for every registered experiment; returns its path."""
+def build_report(runs: Path, experiments: Iterable, out: Path | None = None) -> Path:
+    """Write the report on ``experiments`` (each :class:`~odekit.experiments.Experiment` with its
+    latest complete run under ``runs``); returns its path."""
     from .. import __version__
-    from ..experiments import EXPERIMENTS
 
     out = out or runs / "report.md"
     header = [
@@ -158,7 +159,7 @@ def build_report(runs: Path, out: Path | None = None) -> Path:
         "| experiment | thesis | latest run | verdicts |", "|---|---|---|---|",
     ]
     body = []
-    for exp in EXPERIMENTS.values():
+    for exp in experiments:
         run = latest_complete_run(runs, exp.name)
         text, tally = _section(exp, run, out.parent)
         body.append(text)
