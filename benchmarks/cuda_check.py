@@ -233,7 +233,7 @@ def timings(device: torch.device, datasets: list[str], epochs: int) -> list[dict
                      "torchdiffeq_s": seconds["torchdiffeq"], "ratio": seconds["odekit"] / seconds["torchdiffeq"]})
     if datasets:
         from odekit.data import data_root
-        from odekit.experiments.node_classification import GraphCache
+        from odekit.experiments.node_trainer import GraphCache
 
         cache = GraphCache(data_root(), float64=False)
         for name in datasets:

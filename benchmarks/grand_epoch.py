@@ -27,14 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from odekit.data import data_root
-from odekit.experiments.node_classification import (
-    OPTIMIZERS,
-    SETTINGS,
-    GraphCache,
-    NodeClassificationConfig,
-    build_model,
-    split_for,
-)
+from odekit.experiments.node_settings import OPTIMIZERS, SETTINGS, NodeClassificationConfig
+from odekit.experiments.node_trainer import GraphCache, build_model, split_for
 from odekit.experiments.timing import machine_info
 from odekit.report.atomic import write_json
 

@@ -21,7 +21,8 @@ from rich.table import Table
 
 from odekit.data import data_root
 from odekit.experiments.hb_grand import COUNTERPARTS
-from odekit.experiments.node_classification import GraphCache, NodeClassificationConfig, split_for, train_cell
+from odekit.experiments.node_settings import NodeClassificationConfig
+from odekit.experiments.node_trainer import GraphCache, split_for, train_cell
 from odekit.experiments.timing import machine_info
 from odekit.report.atomic import write_json
 

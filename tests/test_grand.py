@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from odekit.experiments import node_classification as nc
+from odekit.experiments import node_settings as ns
+from odekit.experiments import node_trainer as nt
 from odekit.models.gnn import GNNClassifier
 from odekit.models.grand import GRAND
 from odekit.models.graph_diffusion import Adjacency, _WeightedPropagation
@@ -120,49 +121,49 @@ def test_baselines_have_the_requested_depth(kind):
 
 
 def test_config_errors_name_the_choices():
-    config = nc.NodeClassificationConfig(datasets=("reddit",))
+    config = ns.NodeClassificationConfig(datasets=("reddit",))
     with pytest.raises(ValueError, match="unknown dataset"):
-        nc.check_config(config, ("grand-l",))
+        ns.check_config(config, ("grand-l",))
     with pytest.raises(ValueError, match="unknown model"):
-        nc.check_config(nc.NodeClassificationConfig(), ("grand-xl",))
+        ns.check_config(ns.NodeClassificationConfig(), ("grand-xl",))
     with pytest.raises(ValueError, match="unknown method"):
-        nc.check_config(nc.NodeClassificationConfig(method="euler2"), ("grand-l",))
+        ns.check_config(ns.NodeClassificationConfig(method="euler2"), ("grand-l",))
     with pytest.raises(ValueError, match="initial_condition must be one of"):
-        nc.check_config(nc.NodeClassificationConfig(initial_condition="zero"), ("grand++-l",))
+        ns.check_config(ns.NodeClassificationConfig(initial_condition="zero"), ("grand++-l",))
 
 
 def test_authors_settings_pick_the_adjoint_where_they_did():
-    cora = nc.build_model(nc.NodeClassificationConfig(), "cora", "grand-l", None, 2, 10, 7)
-    cs = nc.build_model(nc.NodeClassificationConfig(), "coauthor_cs", "grand++-l", None, 2, 10, 15)
+    cora = nt.build_model(ns.NodeClassificationConfig(), "cora", "grand-l", None, 2, 10, 7)
+    cs = nt.build_model(ns.NodeClassificationConfig(), "coauthor_cs", "grand++-l", None, 2, 10, 15)
     assert cora.block.gradient == "backprop" and cora.field.beta is not None and cora.t_end == 18.2948
     assert cs.block.gradient == "adjoint" and cs.block.adjoint_method == "dopri5" and cs.source
     assert cs.block.atol == pytest.approx(9348.98e-7) and cs.block.adjoint_atol == pytest.approx(6599.13e-7)
     # attention_norm_idx 1 (outgoing edges) on Cora and Coauthor CS, 0 (incoming) on PubMed
-    pubmed = nc.build_model(nc.NodeClassificationConfig(), "pubmed", "grand-l", None, 2, 10, 3)
+    pubmed = nt.build_model(ns.NodeClassificationConfig(), "pubmed", "grand-l", None, 2, 10, 3)
     assert (cora.field.attention.normalise, cs.field.attention.normalise) == ("columns", "columns")
     assert pubmed.field.attention.normalise == "rows"
     # GRAND++ runs take run_GNP.py's own epochs and NFE cap; GRAND keeps best_params'
-    config = nc.NodeClassificationConfig()
-    assert nc._optimizer(config, "citeseer", "grand++-l", cora)[1] == nc.GRANDPP_EPOCHS == 100
-    assert nc._optimizer(config, "citeseer", "grand-l", cora)[1] == 250
-    assert cs.block.options["max_nfe"] == nc.GRANDPP_MAX_NFE and cora.block.options["max_nfe"] == 2000
+    config = ns.NodeClassificationConfig()
+    assert nt._optimizer(config, "citeseer", "grand++-l", cora)[1] == ns.GRANDPP_EPOCHS == 100
+    assert nt._optimizer(config, "citeseer", "grand-l", cora)[1] == 250
+    assert cs.block.options["max_nfe"] == ns.GRANDPP_MAX_NFE and cora.block.options["max_nfe"] == 2000
     # hard attention (att_samp_pct) where the authors' block is hard_attention, for the linear models
-    photo, photo_nl = (nc.build_model(config, "photo", m, None, 2, 10, 8) for m in ("grand-l", "grand-nl"))
+    photo, photo_nl = (nt.build_model(config, "photo", m, None, 2, 10, 8) for m in ("grand-l", "grand-nl"))
     assert (photo.field.edge_sampling, photo_nl.field.edge_sampling, cora.field.edge_sampling) == (0.9282, None, None)
 
 
 def test_train_cell_on_cora_with_both_source_choices(data_root):
-    config = nc.NodeClassificationConfig(epochs=3, time_points=4, time_scan="every_epoch")
-    data = nc.GraphCache(data_root, float64=False).get("cora")
-    split = nc.split_for("cora", data, 2, run=1)
-    reference = nc.split_for("cora", data, 2, run=nc.FIXED_SPLIT_SEED).train
+    config = ns.NodeClassificationConfig(epochs=3, time_points=4, time_scan="every_epoch")
+    data = nt.GraphCache(data_root, float64=False).get("cora")
+    split = nt.split_for("cora", data, 2, run=1)
+    reference = nt.split_for("cora", data, 2, run=ns.FIXED_SPLIT_SEED).train
     assert not torch.equal(split.train, reference) and int(reference.sum()) == 14
     for mask in (None, reference):
-        result = nc.train_cell(config, "cora", data, split, "grand++-l", seed=0, t_end=2.0, source_mask=mask)
+        result = nt.train_cell(config, "cora", data, split, "grand++-l", seed=0, t_end=2.0, source_mask=mask)
         assert result.status == "ok" and 0.0 < result.test <= 1.0 and 0 < result.best_time <= 6.0
         assert result.nfe_forward > 0 and result.nfe_backward == result.nfe_forward
-    capped = nc.NodeClassificationConfig(epochs=2, max_nfe=5)
-    failed = nc.train_cell(capped, "cora", data, split, "grand-l", seed=0)
+    capped = ns.NodeClassificationConfig(epochs=2, max_nfe=5)
+    failed = nt.train_cell(capped, "cora", data, split, "grand-l", seed=0)
     assert failed.test is None and failed.status.startswith("solver failed: MaxStepsExceededError")
 
 

@@ -16,12 +16,8 @@ from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Outcome, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1
 from .node_classification import (
-    DATASET_LABELS,
-    MODELS,
     Cell,
-    NodeClassificationConfig,
     accuracy_lost,
-    check_config,
     depth_cells,
     group,
     mean_accuracies,
@@ -31,6 +27,7 @@ from .node_classification import (
     runs_of,
     summarise,
 )
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
 
 
 @dataclass

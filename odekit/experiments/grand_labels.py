@@ -20,11 +20,7 @@ from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Outcome, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_3, TABLE_4_4, TABLE_4_5
 from .node_classification import (
-    DATASET_LABELS,
-    MODELS,
     Cell,
-    NodeClassificationConfig,
-    check_config,
     group,
     label_cells,
     labels_text,
@@ -35,6 +31,7 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
 
 
 @dataclass

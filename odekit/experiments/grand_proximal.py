@@ -30,7 +30,8 @@ from ..data import graphs
 from ..models.grand import GRAND
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Matches, Ordering
-from .node_classification import SETTINGS, split_for
+from .node_settings import SETTINGS
+from .node_trainer import split_for
 from .solver_training import (
     Panel,
     SolverChoice,

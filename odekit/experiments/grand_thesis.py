@@ -1,6 +1,6 @@
 """Numbers printed in the thesis's chapter 4 (mean ± std test accuracy, %); ``None`` is the thesis's NA.
 
-Keys: model name (:data:`odekit.experiments.node_classification.MODELS`), dataset, then the
+Keys: model name (:data:`odekit.experiments.node_settings.MODELS`), dataset, then the
 varied quantity (labelled nodes per class, or depth ``T`` / number of layers).
 """
 

@@ -15,10 +15,6 @@ from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_9, TABLE_4_10
 from .node_classification import (
-    DATASET_LABELS,
-    MODELS,
-    NodeClassificationConfig,
-    check_config,
     depth_at_20_labels,
     depth_cells,
     group,
@@ -30,6 +26,7 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
 
 
 @dataclass

@@ -30,14 +30,8 @@ from .base import Experiment, RunContext
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1, TABLE_4_3
 from .node_classification import (
-    DATASET_LABELS,
-    MODELS,
     Cell,
-    GraphCache,
-    NodeClassificationConfig,
     accuracy_lost,
-    build_model,
-    check_config,
     depth_at_20_labels,
     depth_cells,
     group,
@@ -49,6 +43,8 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
+from .node_trainer import GraphCache, build_model
 
 # each heavy-ball model beside the first-order model it extends
 COUNTERPARTS = {"hb-grand-l": "grand-l", "hb-grand++-l": "grand++-l", "ghb-grand-l": "grand-l",
