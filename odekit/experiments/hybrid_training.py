@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..data.plane_vibration import WindowSet
-from ..models.sequence import ODERNN, HybridSizes
+from ..models.dynamics import FAMILIES
+from ..models.sequence import ODERNN, SEQUENCE_KINDS, HybridSizes
 from ..models.zoo import count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
@@ -25,8 +26,8 @@ from .base import ExperimentConfig, RunContext
 from .claims import Claim, ThesisNumber, judge_orderings
 from .training import EpochResume, train_epoch
 
-LABELS = {"odernn": "ODE-RNN", "anode": "ANODE-RNN", "sonode": "SONODE-RNN", "hbnode": "HBNODE-RNN",
-          "ghbnode": "GHBNODE-RNN"}
+# the ODE-RNN hybrids by the family of their flow ("odernn" is NODE's)
+LABELS = {kind: f"{'ODE' if kind == 'odernn' else FAMILIES[kind].label}-RNN" for kind in SEQUENCE_KINDS}
 
 
 @dataclass(frozen=True)

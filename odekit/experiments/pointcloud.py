@@ -17,13 +17,14 @@ import torch
 
 from ..data.synthetic import nested_spheres
 from ..models import MODEL_KINDS, pointcloud_model
+from ..models.dynamics import FAMILIES
 from ..models.zoo import THESIS_PARAMS, count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
 
-LABELS = {"node": "NODE", "anode": "ANODE", "sonode": "SONODE", "hbnode": "HBNODE", "ghbnode": "GHBNODE"}
+LABELS = {kind: family.label for kind, family in FAMILIES.items()}
 
 
 @dataclass

@@ -13,6 +13,8 @@ stores ``−m`` instead of ``m``; the dynamics are the same up to that sign.)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +126,32 @@ def ghbnode(f: nn.Module, gate: str = "tanh", xi: float = math.log(2.0), learn_x
             **kwargs) -> HeavyBall:
     """GHBNODE dynamics (eq. 3.56): tanh gate and a learnable ``ξ`` by default."""
     return HeavyBall(f, gate=gate, xi=xi, learn_xi=learn_xi, **kwargs)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model of chapter 3's family: its label and how its dynamics wrap a network.
+
+    ``components`` is 1 for a state ``h`` and 2 for ``(h, m)`` (SONODE's velocity, the heavy-ball
+    momentum); ``inputs`` is the network's input width in units of the state width ``n`` (SONODE's
+    network reads ``h`` and ``v``); ``wrap(network, **options)`` gives the dynamics (the options are
+    the heavy-ball ones: ``xi``, ``learn_xi``, ``gamma``, …).
+    """
+
+    label: str
+    components: int
+    inputs: int
+    wrap: Callable[..., nn.Module]
+
+    def dynamics(self, make_network: Callable[[int], nn.Module], n: int, **options) -> nn.Module:
+        """The dynamics around ``make_network(input width)`` for a state of width ``n``."""
+        return self.wrap(make_network(self.inputs * n), **options)
+
+
+FAMILIES: dict[str, Family] = {
+    "node": Family("NODE", 1, 1, FirstOrder),
+    "anode": Family("ANODE", 1, 1, FirstOrder),
+    "sonode": Family("SONODE", 2, 2, SecondOrder),
+    "hbnode": Family("HBNODE", 2, 1, hbnode),
+    "ghbnode": Family("GHBNODE", 2, 1, ghbnode),
+}

@@ -18,11 +18,10 @@ from torch import nn
 
 from ..solve import SolveStats
 from ..solve.spec import SolveSettings
-from .dynamics import FirstOrder, SecondOrder, ghbnode, hbnode
+from .dynamics import FAMILIES
 from .layers import mlp
 
 SEQUENCE_KINDS = ("odernn", "anode", "sonode", "hbnode", "ghbnode")
-TWO_COMPONENT = ("sonode", "hbnode", "ghbnode")
 
 
 class TimeScaled(nn.Module):
@@ -127,18 +126,13 @@ class ODERNN(nn.Module):
             raise ValueError("augment applies to kind='anode' only")
         self.kind, self.features, self.sizes, self.window = kind, features, sizes, window
         n = sizes.n
-        self.components = 2 if kind in TWO_COMPONENT else 1
-        ode_in = 2 * n if kind == "sonode" else n
-        net = mlp([ode_in, *sizes.ode_hidden, n], "relu") if sizes.ode_hidden else nn.Linear(ode_in, n)
-        field = _Field(net)
-        if kind in ("odernn", "anode"):
-            dynamics = FirstOrder(field)
-        elif kind == "sonode":
-            dynamics = SecondOrder(field)
-        else:
-            make = hbnode if kind == "hbnode" else ghbnode
-            dynamics = make(field, **(heavy_ball or {}))
-        self.dynamics = dynamics
+        family = FAMILIES["node" if kind == "odernn" else kind]
+        self.components = family.components
+
+        def network(width: int) -> nn.Module:
+            return _Field(mlp([width, *sizes.ode_hidden, n], "relu") if sizes.ode_hidden else nn.Linear(width, n))
+
+        self.dynamics = family.dynamics(network, n, **(heavy_ball or {}))
         self.settings = SolveSettings.of(settings, solve_keywords, gradient="adjoint")
         self._solves: list[SolveStats] = []
         self.jump = (MLPJump(n, self.components, features, sizes.jump_hidden) if sizes.jump_hidden
