@@ -86,7 +86,7 @@ def list_experiments(data_dir: str | None, long_: bool) -> None:
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=col in ("name", "quick"))  # names stay whole: they are typed
     for exp in EXPERIMENTS.values():
-        missing = _missing_data(exp, root)
+        missing = _missing_data(exp, exp.config("quick"), root)
         if not missing:
             data = "[green]available[/]"
         else:
@@ -178,14 +178,14 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
     root = data_root(data_dir)
-    missing = _missing_data(experiment, root)
+    missing = _missing_data(experiment, config, root)
     if missing and experiment.download is not None:
         console.print(f"{name}: downloading its data into {root} …")
         try:
-            experiment.download(root)
+            experiment.download(root, config)
         except DataError as err:
             raise click.ClickException(str(err)) from None
-        missing = _missing_data(experiment, root)
+        missing = _missing_data(experiment, config, root)
     if missing:
         raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
     run_dir = _execute(experiment, config, _runs_dir(out), root, resume=not fresh, threads=threads,
@@ -193,12 +193,13 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
     out_console.print(f"results in {run_dir}")
 
 
-def _missing_data(experiment, root: Path) -> list[str]:
-    """What data ``experiment`` lacks under ``root``; an unreadable root is one clear error."""
+def _missing_data(experiment, config, root: Path) -> list[str]:
+    """What data a run of ``experiment`` with ``config`` lacks under ``root``; an unreadable root is
+    one clear error."""
     from .data import DataError
 
     try:
-        return experiment.missing_data(root)
+        return experiment.missing_data(root, config)
     except DataError as err:  # its message names the file and the fix
         raise click.ClickException(str(err)) from None
     except OSError as err:
@@ -342,7 +343,7 @@ def _reproduce_plan(chosen: list, profile: str, runs: Path, root: Path, fresh: b
         done = latest_complete(runs, experiment.name, settings, root)
         estimate = done[1].seconds if done is not None and done[1].seconds else experiment.quick_seconds
         plan.append(PlannedRun(experiment, config, estimate, None if fresh or done is None else done[0],
-                               _missing_data(experiment, root)))
+                               _missing_data(experiment, config, root)))
     return sorted(plan, key=lambda entry: entry.estimate)
 
 

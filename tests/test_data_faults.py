@@ -289,3 +289,18 @@ def test_unreadable_graph_raw_file(data_root, tmp_path, pyg_cache, unreadable):
     with pytest.raises(DataPermissionError) as caught:
         graphs.load_graph("cora", folder.parent)
     assert _says_fix_permissions(caught.value, bad)
+
+
+def test_missing_data_is_what_the_config_uses(tmp_path):
+    """Each experiment checks the datasets its config names (grand_proximal's smoke profile runs on Cora)."""
+    from odekit.experiments import get
+
+    proximal = get("grand_proximal")
+    smoke = " ".join(proximal.missing_data(tmp_path, proximal.config("smoke")))
+    assert "cora" in smoke.lower() and "coauthor" not in smoke.lower()
+    labels = get("grand_labels")
+    full = " ".join(labels.missing_data(tmp_path, labels.config("full")))
+    assert all(name in full.lower() for name in ("pubmed", "computers", "photo"))
+    images = get("image_classification")
+    cifar = " ".join(images.missing_data(tmp_path, images.config("quick", {"dataset": "cifar10"})))
+    assert "cifar" in cifar.lower() and "mnist" not in cifar.lower()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import gzip
 import pickle
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -121,3 +122,13 @@ def load_cifar10(root: Path, train: bool = True, download: bool = True) -> Tenso
     images = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     labels = np.concatenate([p[1] for p in parts])
     return TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+class ImageData(NamedTuple):
+    missing: Callable[[Path], list[str]]
+    download: Callable[[Path], None]
+
+
+# The image datasets by name: what is missing under a data root, and how to fetch it.
+IMAGE_DATA = {"mnist": ImageData(mnist_missing, download_mnist),
+              "cifar10": ImageData(cifar10_missing, download_cifar10)}

@@ -41,7 +41,7 @@ class AdjointDecayConfig(ExperimentConfig):
     tol: float = 1e-5
 
 
-def _missing(root) -> list[str]:
+def _missing(root, config) -> list[str]:
     """Nothing is missing when either dataset is there; otherwise the plane-vibration file (it downloads)."""
     return [] if not walker_data.missing(root) else plane_data.missing(root)
 
@@ -150,5 +150,5 @@ EXPERIMENT = Experiment(
                    "adjoints decay much more slowly (more of the adjoint reaches the first observation).",
         quantity="survival", low=("odernn",), high=("hbnode", "ghbnode"))},
     missing_data=_missing,
-    download=plane_data.download,
+    download=lambda root, config: plane_data.download(root),
 )

@@ -61,10 +61,12 @@ class Experiment:
     thesis: dict[str, ThesisNumber] = field(default_factory=dict)
     # The thesis's qualitative claims (mostly about figures) that a run judges: ``RunContext.judge``.
     claims: dict[str, Claim] = field(default_factory=dict)
-    # Returns human-readable descriptions of missing data (empty list: everything is there).
-    missing_data: Callable[[Path], list[str]] = lambda root: []
-    # Fetches the missing data into the root (machines with internet); None if nothing downloads.
-    download: Callable[[Path], object] | None = None
+    # missing_data(root, config): what a run of ``config`` lacks under the data root, described for
+    # people (empty list: everything is there).
+    missing_data: Callable[[Path, Any], list[str]] = lambda root, config: []
+    # download(root, config): fetches that data into the root (machines with internet); None if
+    # nothing downloads.
+    download: Callable[[Path, Any], object] | None = None
     # Wall time of the quick profile on the 2-core reference machine (a fresh clone, quiet): orders
     # `odekit reproduce` cheap first and estimates the time left where no run has been timed here.
     quick_seconds: float = 60.0

@@ -204,7 +204,7 @@ EXPERIMENT = Experiment(
         "same_bits_per_dim": Matches("Fig 5.6a", "The BDFs reach DOPRI5's bits/dim (test, within 0.05).",
                                      quantity="metric", tolerance=0.05, higher_is_better=False),
     },
-    missing_data=mnist_missing,
-    download=download_mnist,
+    missing_data=lambda root, config: mnist_missing(root),
+    download=lambda root, config: download_mnist(root),
     threads=2,
 )

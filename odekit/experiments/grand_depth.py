@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data import graphs
 from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Outcome, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1
@@ -27,7 +26,7 @@ from .node_classification import (
     runs_of,
     summarise,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
 
 
 @dataclass
@@ -166,5 +165,5 @@ EXPERIMENT = Experiment(
                                                               "loses it (Cora, T = 128: 80.3 vs 77.2)."),
         "gnns_collapse": Claim("Table 4.1", "GCN, GAT and GraphSAGE collapse beyond 4 layers (over-smoothing)."),
     },
-    missing_data=lambda root: graphs.missing("cora", root),
+    missing_data=missing_graphs,
 )

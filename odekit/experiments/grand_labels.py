@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from ..data import graphs
 from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Outcome, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_3, TABLE_4_4, TABLE_4_5
@@ -31,7 +30,7 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
 
 
 @dataclass
@@ -138,10 +137,6 @@ def _thesis() -> dict[str, ThesisNumber]:
     return numbers
 
 
-def _missing(root) -> list[str]:
-    return [f for name in ("cora", "citeseer") for f in graphs.missing(name, root)]
-
-
 EXPERIMENT = Experiment(
     name="grand_labels",
     quick_seconds=205,
@@ -169,5 +164,5 @@ EXPERIMENT = Experiment(
         "beats_baselines": Claim("Table 4.3, Fig 4.1", "At the lowest labelling rate GRAND++-l is more accurate "
                                                        "than the GNN baselines (GCN, GAT, GraphSAGE, MoNet)."),
     },
-    missing_data=_missing,
+    missing_data=missing_graphs,
 )

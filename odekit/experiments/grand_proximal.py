@@ -169,6 +169,6 @@ EXPERIMENT = Experiment(
                                              "solvers (within 1 point of the best).", quantity="metric",
                                  tolerance=0.01),
     },
-    missing_data=lambda root: graphs.missing("coauthor_cs", root),
+    missing_data=lambda root, config: graphs.missing(config.dataset, root),
     threads=2,
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data import graphs
 from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_9, TABLE_4_10
@@ -26,7 +25,7 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
 
 
 @dataclass
@@ -119,5 +118,5 @@ EXPERIMENT = Experiment(
         "no_gain_low_labels": Claim("Table 4.10", "At low labelling rates the source term no longer helps GRAND-nl "
                                                   "(-rw)."),
     },
-    missing_data=lambda root: graphs.missing("cora", root),
+    missing_data=missing_graphs,
 )

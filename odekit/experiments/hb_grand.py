@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ..data import graphs
 from ..models.graph_diffusion import dirichlet_energy
 from ..report.plots import pyplot
 from .base import Experiment, RunContext
@@ -43,7 +42,7 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
 from .node_trainer import GraphCache, build_model
 
 # each heavy-ball model beside the first-order model it extends
@@ -209,5 +208,5 @@ EXPERIMENT = Experiment(
         "fewer_nfe": Claim("ch. 3 (HBNODE), §4.7", "The heavy ball cuts NFEs: HB-GRAND-l needs fewer forward NFE per "
                                                    "epoch than GRAND-l."),
     },
-    missing_data=lambda root: graphs.missing("cora", root),
+    missing_data=missing_graphs,
 )

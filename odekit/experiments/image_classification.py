@@ -208,6 +208,7 @@ EXPERIMENT = Experiment(
         "higher_accuracy": heavy_ball_beats("test_error", FIRST_ORDER_AND_SONODE, "Fig 3.7 / 3.1",
                                             "HBNODE and GHBNODE reach slightly higher test accuracy."),
     },
-    missing_data=images.mnist_missing,
-    download=images.download_mnist,
+    missing_data=lambda root, config: images.IMAGE_DATA[config.dataset].missing(root)
+    if config.dataset in images.IMAGE_DATA else [],
+    download=lambda root, config: images.IMAGE_DATA[config.dataset].download(root),
 )

@@ -176,6 +176,7 @@ EXPERIMENT = Experiment(
                                                    "much more slowly than those of NODE, ANODE and SONODE.")
             for d in ("forward", "backward")},
     # The quick and smoke profiles read MNIST; the full profile downloads CIFAR10 when it runs.
-    missing_data=images.mnist_missing,
-    download=images.download_mnist,
+    missing_data=lambda root, config: images.IMAGE_DATA[config.dataset].missing(root)
+    if config.dataset in images.IMAGE_DATA else [],
+    download=lambda root, config: images.IMAGE_DATA[config.dataset].download(root),
 )

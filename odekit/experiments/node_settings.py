@@ -5,10 +5,12 @@ settings, what each model name means, and the config the experiments share.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..data import graphs
 from ..models.gnn import BASELINES
 from ..models.grand import GRAND
 from ..solve import METHODS
@@ -161,3 +163,8 @@ def check_config(config: NodeClassificationConfig, models: tuple[str, ...]) -> N
         raise ValueError(f"time_scan must be 'every_epoch' or 'best_epoch', got {config.time_scan!r}")
     if config.splits < 1 or config.seeds < 1 or config.time_points < 1:
         raise ValueError("splits, seeds and time_points must be at least 1")
+
+
+def missing_graphs(root: Path, config: NodeClassificationConfig) -> list[str]:
+    """The raw files of ``config.datasets`` missing under the data root."""
+    return [f for name in config.datasets for f in graphs.missing(name, root)]

@@ -79,6 +79,6 @@ EXPERIMENT = Experiment(
     run=run,
     thesis=TASK.thesis_numbers(),
     claims=TASK.claims,
-    missing_data=pv.missing,
-    download=pv.download,
+    missing_data=lambda root, config: pv.missing(root),
+    download=lambda root, config: pv.download(root),
 )

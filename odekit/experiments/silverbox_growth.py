@@ -111,6 +111,6 @@ EXPERIMENT = Experiment(
                                                   "SONODE's and HBNODE's.",
                                        quantity="log_norm", low=("ghbnode",), high=("anode", "sonode", "hbnode")),
     },
-    missing_data=silverbox.missing,
-    download=silverbox.download,
+    missing_data=lambda root, config: silverbox.missing(root),
+    download=lambda root, config: silverbox.download(root),
 )

@@ -77,6 +77,6 @@ EXPERIMENT = Experiment(
     run=run,
     thesis=TASK.thesis_numbers(),
     claims=TASK.claims,
-    missing_data=walker2d.missing,
-    download=walker2d.download,
+    missing_data=lambda root, config: walker2d.missing(root),
+    download=lambda root, config: walker2d.download(root),
 )

@@ -75,7 +75,7 @@ class _Augmented:
         A stage whose output has no graph (the first, carried over from the previous step, whose
         graph the loop does not keep) is evaluated again.
         """
-        n, size = self.n, sum(p.numel() for p in params)
+        n = self.n
 
         def integrate(times: list[torch.Tensor], inputs: list[torch.Tensor], stages: list[torch.Tensor],
                       weights: torch.Tensor) -> torch.Tensor:
