@@ -329,3 +329,14 @@ def test_the_authors_lower_order_start_is_cheaper_and_one_order_lower():
     assert errors["one_step", 0.1] / errors["one_step", 0.05] > 6  # ≈ 2³
     assert errors["lower_order", 0.1] / errors["lower_order", 0.05] < 5  # ≈ 2² from the start
     assert stages["lower_order", 0.1] == 20 and stages["one_step", 0.1] == 18 + 2 * 6
+
+
+@pytest.mark.parametrize("method,extra", [("prox_be", {"step_size": 0.1}), ("prox_cn", {"step_size": 0.1}),
+                                          ("prox_bdf", {})])
+def test_start_is_refused_where_the_scheme_needs_none(method, extra):
+    import odekit
+    from odekit.solve.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="option start applies to the multistep schemes"):
+        odekit.solve(lambda t, y: -y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
+                     method=method, options={"start": "lower_order"}, **extra)

@@ -216,6 +216,10 @@ def make_proximal_solver(name: str, scheme: Scheme | None, options: dict[str, An
         scheme = BackwardDifference(order)
         if adaptive and tolerances is not None and "res_tol" not in settings:
             settings["res_tol"] = min(InnerSolver.res_tol, 0.01 * max(tightest(x) for x in tolerances))
+    if "start" in options and (adaptive or scheme.history == 1):
+        raise InvalidInputError(
+            f"option start applies to the multistep schemes on a fixed grid (prox_bdf2–4, prox_bdf with "
+            f"step_size), which need a start; {name}{' (adaptive)' if adaptive else ''} starts by itself: drop it")
     inner = InnerSolver(**settings)
     return ProximalSolver(
         name, scheme, inner, adaptive=adaptive,
