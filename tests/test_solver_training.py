@@ -98,7 +98,10 @@ def test_inner_solve_warnings_are_recorded_in_the_status(tmp_path):
     run = runs["prox_cn"]
     assert [r.warnings > 0 for r in run.records] == [True, True]
     assert run.status == "ok" and "engine warnings in 2 of 2 iterations" in run.described_status()
-    assert "did not converge" in run.described_status()
+    assert "iteration 1: " in run.described_status() and "did not converge" in run.described_status()
+    # the first warning travels with the records: a run restored from them (a resume) still names it
+    restored = type(run).from_dict(json.loads(json.dumps(run.as_dict())))
+    assert restored.described_status() == run.described_status()
 
 
 @pytest.mark.slow

@@ -104,6 +104,7 @@ class IterationRecord:
     seconds: float  # forward, backward and optimiser step (evaluation excluded)
     metric: float | None = None  # the evaluation after this iteration, where one was made
     warnings: int = 0  # the engine's warnings in this iteration (implicit stages left unconverged)
+    warning: str | None = None  # the first of them (kept with the record, so a resumed run still has it)
     peak_mb: float | None = None  # the iteration's peak memory above what it started with (memory.PeakMemory)
 
 
@@ -125,7 +126,7 @@ class SolverRun:
         warned = [r for r in self.records if r.warnings]
         described = self.status
         if warned:
-            first = self.extra.get("first_warning", "")
+            first = f"iteration {warned[0].iteration}: {warned[0].warning or ''}"
             described += f"; engine warnings in {len(warned)} of {len(self.records)} iterations ({first[:120]})"
         for key in ("finish_warning", "finish_error"):
             if key in self.extra:
@@ -259,8 +260,7 @@ def _train(run: SolverRun, model, optimiser, learning_rate, generator, iteration
                 if other not in engine:
                     warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
             record.warnings = len(engine)
-            if engine and "first_warning" not in run.extra:
-                run.extra["first_warning"] = f"iteration {iteration}: {engine[0].message}"
+            record.warning = str(engine[0].message) if engine else None
             run.records.append(record)
             if record.metric is not None:
                 save()
