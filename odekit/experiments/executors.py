@@ -29,6 +29,10 @@ class ExecutorError(RuntimeError):
     """The executor could not start (Ray missing, a cluster that cannot be reached)."""
 
 
+class CellError(RuntimeError):
+    """A cell raised on a Ray worker (or its worker died more often than the retries allow)."""
+
+
 @dataclass
 class LocalExecutor:
     """Every cell in this process, in order."""
@@ -88,7 +92,13 @@ class RayExecutor:
                     in_flight[task.remote(shared, cell, self.threads)] = cell
                 ready, _ = ray.wait(list(in_flight), num_returns=1)
                 cell = in_flight.pop(ready[0])
-                yield cell, ray.get(ready[0])
+                try:
+                    record = ray.get(ready[0])
+                except ray.exceptions.RayError as err:  # its text is the whole remote traceback
+                    cause = getattr(err, "cause", None) or err
+                    raise CellError(f"cell {getattr(cell, 'key', cell)} failed on Ray: {type(cause).__name__}: "
+                                    f"{str(cause).splitlines()[-1] if str(cause) else ''}") from err
+                yield cell, record
         finally:
             for ref in in_flight:  # interrupted or failed: stop what is still running
                 ray.cancel(ref, force=True)

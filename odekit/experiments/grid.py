@@ -31,10 +31,9 @@ def run_grid(ctx: RunContext, cells: Sequence[GridCell], work: Callable[[Any], d
 
     ``describe(cell, record)`` gives the log line of a finished cell.
     """
+    # Sweeps may overlap (a depth sweep and a label sweep meet at one cell): a cell runs once.
+    cells = list({cell.key: cell for cell in cells}.values())
     keys = [cell.key for cell in cells]
-    if len(set(keys)) != len(keys):
-        repeated = sorted({k for k in keys if keys.count(k) > 1})
-        raise ValueError(f"the grid names cells twice: {repeated[:3]}")
     done: dict[str, dict] = ctx.checkpoint.setdefault("cells", {})
     todo = [cell for cell in cells if cell.key not in done]
     with ctx.progress(len(cells), description) as advance:
