@@ -35,7 +35,8 @@ def test_checkpoint_equals_backprop(method, kwargs):
     reference, expected = _gradients("backprop", method, **kwargs)
     sol, got = _gradients("checkpoint", method, **kwargs)
     assert sol.stats.steps_accepted == reference.stats.steps_accepted > 10
-    assert torch.equal(sol.ys.detach(), reference.ys.detach())
+    # the same steps; values to rounding (the graph-free re-take may pick another kernel: 1 ulp on some CPUs)
+    torch.testing.assert_close(sol.ys.detach(), reference.ys.detach(), rtol=1e-14, atol=1e-15)
     for a, b in zip(expected, got):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * float(a.abs().max()))
 
