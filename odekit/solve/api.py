@@ -586,15 +586,10 @@ def _solve_in_lockstep(f: Callable, y0: State, t: torch.Tensor, layout: StateLay
                        settings: dict[str, Any]) -> Solution:
     """Every sample's own :func:`solve` with ``settings``, its calls of ``f`` batched (:mod:`~odekit.solve.lockstep`)."""
     from .lockstep import solve_in_lockstep
-    from .per_sample import CheckedField
+    from .per_sample import CheckedField, sample_times
 
-    if t.ndim == 2 and t.shape[0] == batch:
-        times = list(t.unbind(0))
-    elif t.ndim == 1:
-        times = [t] * batch
-    else:
-        raise InvalidInputError(f"with per_sample=True, t must have shape (T,) or (batch={batch}, T); "
-                                f"got {tuple(t.shape)}")
+    sample_times(t, batch, t.device)  # shape, finiteness and order, each failure naming its sample
+    times = list(t.unbind(0)) if t.ndim == 2 else [t] * batch
     if compile:
         warnings.warn(f"compile=True: per_sample=True with method {settings['method']!r} solves each sample by "
                       "its own loop in lockstep, which is not compiled; solving eagerly", CompileWarning,

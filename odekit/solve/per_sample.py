@@ -54,7 +54,7 @@ def solve_per_sample(f: Callable, y0: State, t: torch.Tensor, forward: Settings,
     layout, batch = sample_layout(y0)
     parts = tuple(y0) if layout.is_tuple else (y0,)
     flat = torch.cat([p.reshape(batch, -1) for p in parts], dim=1)
-    times = _sample_times(t, batch, flat.device)
+    times = sample_times(t, batch, flat.device)
     field = CheckedField(f, layout, batch)
     stats = SolveStats(method=forward.method.name)
     if gradient == "adjoint":
@@ -108,7 +108,7 @@ class CheckedField:
         return out
 
 
-def _sample_times(t: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+def sample_times(t: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
     """Output times as ``(batch, T)`` float64, checked strictly monotone per sample."""
     if t.ndim == 1:
         times = t.detach().to(torch.float64).expand(batch, -1)
