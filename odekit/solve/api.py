@@ -596,7 +596,8 @@ def _solve_in_lockstep(f: Callable, y0: State, t: torch.Tensor, layout: StateLay
                       stacklevel=3)
     samples = [tuple(p[b] for p in y0) if layout.is_tuple else y0[b] for b in range(batch)]
     ys, stats, status, message = solve_in_lockstep(
-        CheckedField(f, layout, batch), samples, times, layout, lambda field, y, times_b: solve(field, y, times_b, **settings))
+        CheckedField(f, layout, batch), samples, times, layout,
+        lambda field, y, times_b: solve(field, y, times_b, **settings))
     publish(stats)
     return Solution(ts=t, ys=ys, stats=stats, status=status, message=message)
 
