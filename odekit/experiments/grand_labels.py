@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy import stats
-
 from .base import Experiment, RunContext, ThesisNumber
-from .claims import Claim, Outcome, Verdict, gap_verdict
+from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_3, TABLE_4_4, TABLE_4_5
 from .node_classification import (
     Cell,
+    gain_test,
+    gain_verdict,
     group,
     label_cells,
     labels_text,
@@ -42,7 +42,7 @@ class GrandLabelsConfig(NodeClassificationConfig):
 def _t_tests(ctx: RunContext, config: GrandLabelsConfig, done: dict, cells: list[Cell]) -> dict:
     """Tables 4.4–4.5: is GRAND++-l more accurate than GRAND-l (one-sided, same splits and seeds)?
 
-    Returns ``{(variant, dataset, k): (mean gain, paired one-sided p, pairs)}``."""
+    Returns ``{(variant, dataset, k): GainTest}``."""
     rows, results = [], {}
     for challenger in ("grand++-l", "grand++-l-refsrc"):
         if challenger not in config.models or "grand-l" not in config.models:
@@ -51,21 +51,17 @@ def _t_tests(ctx: RunContext, config: GrandLabelsConfig, done: dict, cells: list
         for dataset in config.datasets:
             for k in config.labels:
                 pairs = matched.get((dataset, k), [])
-                if len(pairs) < 2:
+                test = gain_test(pairs)
+                if test is None:
                     rows.append([DATASET_LABELS[dataset], MODELS[challenger].label, k, len(pairs), "", "", "", "", ""])
                     continue
-                ours, theirs = [p[0] for p in pairs], [p[1] for p in pairs]
-                diff = [a - b for a, b in pairs]
-                welch = stats.ttest_ind(ours, theirs, equal_var=False, alternative="greater")
-                paired = stats.ttest_rel(ours, theirs, alternative="greater")
-                mean = sum(diff) / len(diff)
-                results[(challenger, dataset, k)] = (mean, float(paired.pvalue), len(pairs))
-                rows.append([DATASET_LABELS[dataset], MODELS[challenger].label, k, len(pairs), f"{mean:+.2f}",
-                             f"{welch.statistic:.2f}", f"{welch.pvalue:.3f}", f"{paired.statistic:.2f}",
-                             f"{paired.pvalue:.3f}"])
+                results[(challenger, dataset, k)] = test
+                rows.append([DATASET_LABELS[dataset], MODELS[challenger].label, k, test.pairs, f"{test.gain:+.2f}",
+                             f"{test.unpaired_t:.2f}", f"{test.unpaired_p:.3f}", f"{test.paired_t:.2f}",
+                             f"{test.paired_p:.3f}"])
                 if challenger == "grand++-l":
-                    ctx.metric(_t_key(dataset, k, "unpaired"), round(float(welch.statistic), 2))
-                    ctx.metric(_t_key(dataset, k, "paired"), round(float(paired.statistic), 2))
+                    ctx.metric(_t_key(dataset, k, "unpaired"), round(test.unpaired_t, 2))
+                    ctx.metric(_t_key(dataset, k, "paired"), round(test.paired_t, 2))
     ctx.table("table4_4_4_5_t_tests", ["dataset", "GRAND++ variant", "labels/class", "pairs", "mean gain (points)",
                                        "unpaired t (eq. 4.18)", "p (one-sided)", "paired t (eq. 4.19)",
                                        "p (one-sided)"], rows,
@@ -74,25 +70,14 @@ def _t_tests(ctx: RunContext, config: GrandLabelsConfig, done: dict, cells: list
     return results
 
 
-# One-sided p below which a gain counts as significant (the thesis's t > 1.66 at n = 100 is p < 0.05).
-SIGNIFICANT_P = 0.05
 BASELINES = ("gcn", "gat", "sage", "monet")
 
 
 def _verdicts(config: GrandLabelsConfig, means: dict, tests: dict) -> dict[str, Verdict]:
     """Table 4.3's and Tables 4.4–4.5's claims at the lowest labelling rate of the run."""
     k = min(config.labels)
-    found = [(DATASET_LABELS[d], *tests[("grand++-l", d, k)]) for d in config.datasets if ("grand++-l", d, k) in tests]
-    shown = "; ".join(f"{d} {gain:+.2f} points, p = {p:.3g} ({n} pairs)" for d, gain, p, n in found)
-    if not found:
-        gain = Verdict(Outcome.NOT_COMPARABLE, "the run has fewer than two paired GRAND++-l / GRAND-l runs")
-    elif any(g <= 0 for _, g, _, _ in found):
-        gain = Verdict(Outcome.DIFFERS, f"GRAND++-l minus GRAND-l at {labels_text(k)}: {shown}")
-    elif all(p < SIGNIFICANT_P for _, _, p, _ in found):
-        gain = Verdict(Outcome.AGREES, f"GRAND++-l minus GRAND-l at {labels_text(k)}: {shown}")
-    else:
-        gain = Verdict(Outcome.NOT_COMPARABLE, f"gains in the claimed direction but not significant at "
-                                               f"p < {SIGNIFICANT_P:g} with this few pairs (thesis: 100): {shown}")
+    found = [(DATASET_LABELS[d], tests[("grand++-l", d, k)]) for d in config.datasets if ("grand++-l", d, k) in tests]
+    gain = gain_verdict(found, f"GRAND++-l minus GRAND-l at {labels_text(k)}")
     pairs = [pair for baseline in BASELINES if baseline in config.models
              for pair in model_gaps(means, "grand++-l", baseline, lambda d, xs: [x for x in xs if x == k],
                                     x_name=f"{MODELS[baseline].label}, k=")]

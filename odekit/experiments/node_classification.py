@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from scipy import stats
 
 from ..report.plots import pyplot
 from .base import RunContext
+from .claims import Outcome, Verdict
 from .grid import run_grid
 from .node_settings import (
     DATASET_LABELS,
@@ -42,15 +44,19 @@ class Cell:
     seed: int
     t_end: float | None = None  # GRAND family depth (None: the dataset's default)
     depth: int = 2  # baseline layers
+    source_scale: float | None = None  # GRAND++'s source scale (None: the config's)
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}|{self.model}|k={self.per_class}|T={self.t_end}|L={self.depth}|run={self.run}|seed={self.seed}"
+        key = f"{self.dataset}|{self.model}|k={self.per_class}|T={self.t_end}|L={self.depth}|run={self.run}|seed={self.seed}"
+        return key if self.source_scale is None else f"{key}|s={self.source_scale}"
 
 
 def cell_record(config: NodeClassificationConfig, data_root: Path, cell: Cell) -> dict:
     """Train one cell on its split: its :class:`CellResult` and its coordinates (the grid's work function)."""
     spec = MODELS[cell.model]
+    if cell.source_scale is not None:
+        config = dataclasses.replace(config, source_scale=cell.source_scale)
     data = _graphs(data_root, config.float64).get(cell.dataset, spec.rewiring)
     split = split_for(cell.dataset, data, cell.per_class, cell.run)
     source_mask = None
@@ -71,7 +77,9 @@ def describe_cell(cell: Cell, record: dict) -> str:
     spec = MODELS[cell.model]
     shown = "NA" if record["test"] is None else f"{100 * record['test']:.1f}%"
     depth = f"L={cell.depth}" if spec.baseline else f"T={cell.t_end or SETTINGS[cell.dataset].t_end:g}"
-    return (f"{cell.dataset} {spec.label} k={cell.per_class} {depth} run {cell.run}: test {shown} "
+    if cell.source_scale is not None:
+        depth += f" s={cell.source_scale:g}"
+    return (f"{cell.dataset} {spec.label} k={cell.per_class} {depth} run {cell.run} seed {cell.seed}: test {shown} "
             f"({record['seconds']:.0f} s, {record['status']})")
 
 
@@ -156,6 +164,48 @@ def paired_accuracies(done: dict, cells: list[Cell], challenger: str, base: str,
         if model == challenger and ours is not None and theirs is not None:
             pairs.setdefault((dataset, x), []).append((100 * ours, 100 * theirs))
     return pairs
+
+
+@dataclass(frozen=True)
+class GainTest:
+    """One model's gain over another on the same splits: the mean difference (points) and the one-sided
+    t-tests that it is positive, unpaired (Welch, eq. 4.18) and paired (eq. 4.19), by scipy."""
+
+    pairs: int
+    gain: float
+    unpaired_t: float
+    unpaired_p: float
+    paired_t: float
+    paired_p: float
+
+
+def gain_test(pairs: list[tuple[float, float]]) -> GainTest | None:
+    """The :class:`GainTest` of ``(challenger, base)`` accuracy pairs; ``None`` with fewer than two."""
+    if len(pairs) < 2:
+        return None
+    ours, theirs = [p[0] for p in pairs], [p[1] for p in pairs]
+    welch = stats.ttest_ind(ours, theirs, equal_var=False, alternative="greater")
+    paired = stats.ttest_rel(ours, theirs, alternative="greater")
+    return GainTest(len(pairs), sum(a - b for a, b in pairs) / len(pairs), float(welch.statistic),
+                    float(welch.pvalue), float(paired.statistic), float(paired.pvalue))
+
+
+# One-sided p below which a gain counts as significant (the thesis's t > 1.66 at n = 100 is p < 0.05).
+SIGNIFICANT_P = 0.05
+
+
+def gain_verdict(found: list[tuple[str, GainTest]], claimed: str) -> Verdict:
+    """Agrees when every ``(where, test)`` of ``found`` shows a significant positive gain; ``claimed``
+    says what is compared."""
+    shown = "; ".join(f"{where} {t.gain:+.2f} points, p = {t.paired_p:.3g} ({t.pairs} pairs)" for where, t in found)
+    if not found:
+        return Verdict(Outcome.NOT_COMPARABLE, "the run has fewer than two paired runs of the two models")
+    if any(t.gain <= 0 for _, t in found):
+        return Verdict(Outcome.DIFFERS, f"{claimed}: {shown}")
+    if all(t.paired_p < SIGNIFICANT_P for _, t in found):
+        return Verdict(Outcome.AGREES, f"{claimed}: {shown}")
+    return Verdict(Outcome.NOT_COMPARABLE, f"gains in the claimed direction but not significant at "
+                                           f"p < {SIGNIFICANT_P:g} with this few pairs (thesis: 100): {shown}")
 
 
 def mean_accuracies(grouped: dict) -> dict[tuple[str, str, float], float]:
