@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from odekit.experiments import EXPERIMENTS, Experiment, ExperimentConfig, register
+from odekit.report.records import Key
 
 
 @pytest.fixture(autouse=True)
@@ -60,8 +61,8 @@ def _counting_run(config, ctx):
             raise KeyboardInterrupt
         done.append(i)
         ctx.save_checkpoint()
-    ctx.metric("items", len(done))
-    ctx.metric("threads", torch.get_num_threads())
+    ctx.record(Key("items"), len(done))
+    ctx.record(Key("threads"), torch.get_num_threads())
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from odekit.experiments.claims import Matches, Ordering, Outcome, ThesisNumber, Verdict, gap_verdict, number_verdict
+from odekit.report.records import Key
 
 
 @pytest.mark.parametrize("value,ref,outcome", [
@@ -90,12 +91,12 @@ def _judging_experiment(judged: dict[str, Verdict]):
         pass
 
     def run(config, ctx):
-        ctx.metric("parameters", 100)
+        ctx.record(Key("parameters"), 100)
         ctx.judge(judged)
 
     return Experiment(name="judging", title="Judging", thesis_items="Fig 9.9", config_class=Config,
                       profiles={"smoke": {}, "quick": {}, "full": {}}, run=run,
-                      thesis={"parameters": ThesisNumber(101, "Table 9.9", rel_tol=0.02)},
+                      thesis={Key("parameters"): ThesisNumber(101, "Table 9.9", rel_tol=0.02)},
                       claims={"judged": Claim("Fig 9.9", "the judged claim"),
                               "unjudged": Claim("Fig 9.9", "a claim this run leaves alone")})
 

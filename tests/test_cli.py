@@ -1,5 +1,6 @@
 """The command line end to end: run an experiment's smoke profile, resume, and build the report."""
 
+import csv
 import json
 
 import pytest
@@ -7,6 +8,7 @@ from click.testing import CliRunner
 
 from odekit.cli import main
 from odekit.experiments import EXPERIMENTS, Experiment, ExperimentConfig, execute, register
+from odekit.report.records import Key, Labels, Metric, read_results
 
 
 def invoke(*args):
@@ -33,8 +35,8 @@ def test_run_work_precision_smoke_then_report(tmp_path):
         assert float(error) >= 0 and int(nfe) > 0 and float(wall) > 0
     pngs = list((run_dir / "figures").glob("*.png"))
     assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    nfe_ratios = [v for k, v in metrics.items() if k.startswith("dopri5 NFE")]
+    results = read_results(run_dir)
+    nfe_ratios = [v for k, v in results.items() if k.metric == "nfe_ratio" and k.model == "dopri5"]
     assert nfe_ratios and all(0.85 <= r <= 1.15 for r in nfe_ratios)
 
     result = invoke("report", "--runs", str(runs))
@@ -42,7 +44,8 @@ def test_run_work_precision_smoke_then_report(tmp_path):
     report = (runs / "report.md").read_text()
     assert "## Work–precision of the explicit solvers (`work_precision`)" in report
     assert "figures/work_precision_van_der_pol.png" in report
-    assert "| metric | odekit | thesis | source | verdict |" in report
+    assert "| model | dataset | at | metric | odekit | thesis | source | verdict |" in report
+    assert "| dopri5 | van_der_pol |  | NFE odekit / torchdiffeq (median over tolerances) |" in report
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, counting_experiment):
@@ -95,40 +98,56 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
     from odekit.experiments import ThesisNumber
     from odekit.report.markdown import build_report
 
+    accuracy = Key("accuracy_vs_labels", "grand-l", "cora", 1)
+
     def run(config, ctx):
-        ctx.metric("accuracy", 81.5)
-        ctx.metric("nfe", 40)
-        ctx.metric("error", 2e-9)
+        ctx.record(accuracy, 81.5)
+        ctx.record(Key("nfe", "grand-l"), 40)
+        ctx.record(Key("error", "prox_be", x=0.01), 2e-9)
 
     exp = register(Experiment(
         name="thesis_check", title="Thesis check", thesis_items="Table 0.0", config_class=ExperimentConfig,
         profiles={"smoke": {}, "quick": {}, "full": {}}, run=run,
-        thesis={"accuracy": ThesisNumber(83.0, "Table 0.0, Cora", std=1.0),
-                "missing": ThesisNumber(1.0, "Fig 0.0"),
-                "error": ThesisNumber(4e-7, "Table 0.1", higher_is_better=False)},
+        # 1.0 matches the recorded 1: keys are compared by value, not by spelling
+        thesis={Key("accuracy_vs_labels", "grand-l", "cora", 1.0): ThesisNumber(83.0, "Table 0.0, Cora", std=1.0),
+                Key("missing"): ThesisNumber(1.0, "Fig 0.0"),
+                Key("error", "prox_be", x=0.01): ThesisNumber(4e-7, "Table 0.1", higher_is_better=False)},
+        metrics={"accuracy_vs_labels": Metric("test accuracy (%)", "labels/class"), "error": Metric("final error", "h")},
+        model_labels={"grand-l": "GRAND-l"}, dataset_labels={"cora": "Cora"},
     ))
     try:
-        execute(exp, exp.config("smoke"), tmp_path, tmp_path)
+        run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
         text = build_report(tmp_path, EXPERIMENTS.values()).read_text()
     finally:
         del EXPERIMENTS["thesis_check"]
-    assert "| accuracy | 81.5 | 83 ± 1 | Table 0.0, Cora | **differs**: off by -1.5 (1.5 std) |" in text
-    assert "| nfe | 40 | — | no thesis counterpart |  |" in text
-    assert "| error | 2e-09 | 4e-07 | Table 0.1 | **agrees**: better: 0.005× the thesis's |" in text
-    assert ("| missing | not measured | 1 | Fig 0.0 | **not comparable**: this profile does not measure it; run the "
-            "full profile |") in text
+    assert ("| GRAND-l | Cora | labels/class = 1 | test accuracy (%) | 81.5 | 83 ± 1 | Table 0.0, Cora | **differs**: "
+            "off by -1.5 (1.5 std) |") in text
+    assert "| GRAND-l |  |  | nfe | 40 | — | no thesis counterpart |  |" in text
+    assert "| prox_be |  | h = 0.01 | final error | 2e-09 | 4e-07 | Table 0.1 | **agrees**: better: 0.005× the thesis's |" in text
+    assert ("|  |  |  | missing | not measured | 1 | Fig 0.0 | **not comparable**: this profile does not measure it; "
+            "run the full profile |") in text
     assert "Not run yet: `odekit run work_precision`." in text
+    # the run's records: one long-format row each, identifiers not labels
+    rows = json.loads((run_dir / "results.json").read_text())
+    assert rows[0] == {"experiment": "thesis_check", "model": "grand-l", "dataset": "cora", "x": 1,
+                       "metric": "accuracy_vs_labels", "value": 81.5}
+    assert read_results(run_dir)[accuracy] == 81.5
+    with open(tmp_path / "results.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    (row,) = [r for r in table if r["experiment"] == "thesis_check" and r["metric"] == "error"]
+    assert (row["model"], row["x"], float(row["value"]), float(row["thesis"]), row["verdict"]) == (
+        "prox_be", "0.01", 2e-9, 4e-7, "agrees")
 
 
 def test_report_folds_a_large_unmeasured_grid_into_one_row():
     from odekit.experiments import ThesisNumber
     from odekit.report.markdown import MAX_UNMEASURED_ROWS, _comparison_rows
 
-    thesis = {f"cell {i}": ThesisNumber(50.0 + i, f"Table 4.{i % 2 + 1}, Cora", std=1.0)
+    thesis = {Key("accuracy", "gcn", "cora", i): ThesisNumber(50.0 + i, f"Table 4.{i % 2 + 1}, Cora", std=1.0)
               for i in range(MAX_UNMEASURED_ROWS + 5)}
-    rows, verdicts, unmeasured = _comparison_rows({"cell 0": 50.5}, thesis)
-    assert rows[0] == ["cell 0", "50.5", "50 ± 1", "Table 4.1, Cora", "**agrees**: within ±1 std"]
-    assert rows[1:] == [[f"{MAX_UNMEASURED_ROWS + 4} more thesis numbers", "not measured", "—",
+    rows, verdicts, unmeasured = _comparison_rows({Key("accuracy", "gcn", "cora", 0): 50.5}, thesis, Labels())
+    assert rows[0] == ["gcn", "cora", "0", "accuracy", "50.5", "50 ± 1", "Table 4.1, Cora", "**agrees**: within ±1 std"]
+    assert rows[1:] == [[f"{MAX_UNMEASURED_ROWS + 4} more thesis numbers", "", "", "", "not measured", "—",
                          "Table 4.1, Table 4.2",
                          "**not comparable**: not in this profile; run the full profile (or --set datasets=…)"]]
     assert len(verdicts) == 1 and unmeasured == MAX_UNMEASURED_ROWS + 4

@@ -17,6 +17,7 @@ import torch
 from odekit.experiments import Experiment, ExperimentConfig, execute, get
 from odekit.experiments.executors import CellError, ExecutorError, LocalExecutor, RayExecutor, make_executor
 from odekit.experiments.grid import run_grid
+from odekit.report.records import Key, read_results
 
 try:
     import ray
@@ -64,7 +65,7 @@ def squares_run(config: SquaresConfig, ctx) -> None:
         return f"{cell.key}: {record['square']}"
 
     done = run_grid(ctx, cells, functools.partial(square, config), "squares", describe)
-    ctx.metric("total", sum(r["square"] for r in done.values()))
+    ctx.record(Key("total"), sum(r["square"] for r in done.values()))
 
 
 SQUARES = Experiment(name="squares", title="Squares", thesis_items="none", config_class=SquaresConfig,
@@ -90,7 +91,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_repeated(tmp_path):
     attempts = sorted(p.name.split("-")[:2] for p in marks.iterdir())
     assert [a for a in attempts if a[0] == "2"] == [["2", "1"], ["2", "2"]]  # killed once, retried once
     assert len(attempts) == 7  # every other cell ran exactly once
-    assert json.loads((run_dir / "metrics.json").read_text())["total"] == sum(n * n for n in range(6))
+    assert read_results(run_dir)[Key("total")] == sum(n * n for n in range(6))
 
 
 def test_an_interrupted_grid_resumes_with_only_the_unfinished_cells(tmp_path):
@@ -131,12 +132,12 @@ def test_ray_with_two_workers_gives_the_local_executors_records(tmp_path, data_r
 def test_a_cell_named_twice_runs_once(tmp_path):
     def twice(config, ctx):
         done = run_grid(ctx, [Square(1), Square(2), Square(1)], functools.partial(square, config), "twice")
-        ctx.metric("keys", sorted(done))
+        ctx.record(Key("keys"), sorted(done))
 
     experiment = Experiment(name="twice", title="Twice", thesis_items="none", config_class=SquaresConfig,
                             profiles={"smoke": {}, "quick": {}, "full": {}}, run=twice)
     run_dir = execute(experiment, SquaresConfig(marks=str(tmp_path)), tmp_path / "runs", tmp_path)
-    assert json.loads((run_dir / "metrics.json").read_text())["keys"] == ["n=1", "n=2"]
+    assert read_results(run_dir)[Key("keys")] == ["n=1", "n=2"]
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*-*-*")) == ["1", "2"]
 
 

@@ -7,6 +7,7 @@ import torch
 
 from odekit.data.landscapes import LANDSCAPES
 from odekit.experiments import execute, get
+from odekit.report.records import Key, read_results
 
 
 @pytest.mark.parametrize("name", sorted(LANDSCAPES))
@@ -24,7 +25,7 @@ def test_hb_optim_demo_smoke(tmp_path, verdicts_of):
     exp = get("hb_optim_demo")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
     verdicts_of(exp, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    results = read_results(run_dir)
     rows = (run_dir / "tables" / "hb_optim_demo.csv").read_text().splitlines()
     assert len(rows) == 5  # header + 2 functions × 2 ODEs
     # Gradient flow from (0, 0) on Rosenbrock at t = 1 with Δt = 0.001: the distance is known from an
@@ -35,7 +36,7 @@ def test_hb_optim_demo_smoke(tmp_path, verdicts_of):
     sol = solve_ivp(lambda t, x: -land.gradient(torch.from_numpy(x)).numpy(), (0, 1), [0.0, 0.0], method="DOP853",
                     rtol=1e-12, atol=1e-12)
     expected = float(((torch.from_numpy(sol.y[:, -1]) - torch.tensor(land.minimiser, dtype=torch.float64)).norm()))
-    got = metrics["rosenbrock: distance to minimiser at t=1, gradient flow (3.8)"]
+    got = results[Key("distance_at_end", "flow", "rosenbrock", 1)]
     assert got == pytest.approx(expected, abs=1e-4)
     assert (run_dir / "figures" / "hb_optim_demo.png").stat().st_size > 10_000
 
@@ -118,11 +119,10 @@ def test_silverbox_growth_smoke(tmp_path, verdicts_of):
     exp = get("silverbox_growth")
     run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
     verdicts_of(exp, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    growth = {k.split(":")[0]: v for k, v in metrics.items()}
-    assert set(growth) == {"NODE", "ANODE", "SONODE", "HBNODE", "GHBNODE"}
+    growth = {k.model: v for k, v in read_results(run_dir).items() if k.metric == "log10_mean_h_norm"}
+    assert set(growth) == {"node", "anode", "sonode", "hbnode", "ghbnode"}
     # GHBNODE's gate and skip term keep h bounded where HBNODE's grows (Fig. 3.3's point).
-    assert growth["GHBNODE"] < growth["HBNODE"]
+    assert growth["ghbnode"] < growth["hbnode"]
     assert (run_dir / "figures" / "silverbox_growth.png").is_file()
 
 
@@ -179,16 +179,18 @@ def test_stiff_scalar_smoke(tmp_path, verdicts_of):
     exp = get("stiff_scalar")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
     verdicts_of(exp, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    results = read_results(run_dir)
+
+    def error(solver, h):
+        return results[Key("final_error", solver, "eq5.11", h)]
+
     # Fig 5.2: the proximal scheme approaches exact backward Euler as its inner tolerance shrinks ...
-    be = metrics["eq5.11, h=0.01: final error, backward Euler"]
-    loose = metrics["eq5.11, h=0.01: final error, prox BE, ε=0.01"]
-    tight = metrics["eq5.11, h=0.01: final error, prox BE, ε=0.0001"]
+    be, loose, tight = error("backward_euler", 0.01), error("prox_be_eps0.01", 0.01), error("prox_be_eps0.0001", 0.01)
     assert abs(tight - be) < abs(loose - be)
     # ... and at h = 0.05 forward Euler is unstable on eq. 5.11 while backward Euler is not.
-    backward = metrics["eq5.11, h=0.05: final error, backward Euler"]
+    backward = error("backward_euler", 0.05)
     assert backward < 1e-2
-    assert metrics["eq5.11, h=0.05: final error, forward Euler"] > 100 * backward
+    assert error("forward_euler", 0.05) > 100 * backward
     assert (run_dir / "figures" / "fig5_2_error_vs_time.png").stat().st_size > 10_000
 
 
@@ -197,14 +199,14 @@ def test_diffusion1d_smoke(tmp_path, verdicts_of):
     exp = get("diffusion1d")
     run_dir = execute(exp, exp.config("smoke"), tmp_path, tmp_path)
     verdicts_of(exp, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    results = read_results(run_dir)
     rows = (run_dir / "tables" / "work_precision.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2 * 2 + 1 + 2  # schemes × inner × steps, adaptive BDF, explicit
     table = {tuple(r.split(",")[:2]): r.split(",") for r in rows[1:]}
     lbfgs, dopri5 = table[("backward Euler (lbfgs)", "h=0.025")], table[("dopri5", "rtol=0.001")]
     assert int(lbfgs[3]) < int(dopri5[3]) / 2  # a stiff problem: far fewer evaluations than dopri5 ...
     assert float(lbfgs[2]) < 0.1 and float(dopri5[2]) < 0.1  # ... at a comparable (coarse) error
-    assert isinstance(metrics["inner iterations to 1e-8 of the exact step, lbfgs"], int)
+    assert isinstance(results[Key("inner_iterations_to_1e-8", "lbfgs")], int)
     header = rows[0].split(",")
     for row in table.values():  # a fixed step whose inner solves failed is never reported as a success
         fields = dict(zip(header, row))
@@ -230,8 +232,8 @@ def test_grand_experiments_smoke_on_cora(tmp_path, verdicts_of, data_root):
         assert set(tables) <= set(manifest["tables"]), name
         for figure in manifest["figures"].values():
             assert (run_dir / figure["file"]).stat().st_size > 1000
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        accuracies = [v for k, v in metrics.items() if k.endswith("(%)") and isinstance(v, float)]
+        accuracies = [v for k, v in read_results(run_dir).items()
+                      if k.metric.startswith("accuracy_vs_") and isinstance(v, float)]
         assert accuracies and all(0 <= v <= 100 for v in accuracies), name
         cells = json.loads((run_dir / "checkpoint.json").read_text())["cells"]
         assert all(c["status"] == "ok" for c in cells.values()), name

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from odekit.cli import main
 from odekit.experiments import ConfigError, execute, get
 from odekit.experiments.rundir import RunLock, RunStatus, new_run_dir
+from odekit.report.records import Key, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # pointcloud's smoke profile trains five small models, checkpointing after each, in a few seconds.
@@ -44,7 +45,7 @@ def deterministic_results(run_dir: Path) -> dict:
     return {
         "histories": {k: {m: v for m, v in h.items() if m != "seconds"} for k, h in histories.items()},
         "table": [",".join(line.split(",")[:-1]) for line in table],  # the last column is ms per iteration
-        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+        "results": json.loads((run_dir / "results.json").read_text()),
     }
 
 
@@ -319,7 +320,7 @@ def test_runs_use_the_experiments_threads_or_the_flag(tmp_path, counting_experim
     result = CliRunner().invoke(main, ["run", "counting", "--out", str(tmp_path), *flag])
     assert result.exit_code == 0, result.output
     (run,) = [p for p in (tmp_path / "counting").iterdir() if p.is_dir()]
-    assert json.loads((run / "metrics.json").read_text())["threads"] == expected
+    assert read_results(run)[Key("threads")] == expected
     assert torch.get_num_threads() == before
 
 

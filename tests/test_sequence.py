@@ -1,6 +1,5 @@
 """ODE-RNN hybrids (§3.4–3.5.3): change of time interval, gradients, sizes, the plane-vibration data."""
 
-import json
 import math
 
 import numpy as np
@@ -19,6 +18,7 @@ from odekit.experiments.walker2d import Walker2dConfig
 from odekit.models.dynamics import hbnode
 from odekit.models.sequence import ODERNN, HybridSizes, TimeScaled
 from odekit.models.zoo import count_parameters
+from odekit.report.records import Key, read_results
 
 F64 = torch.float64
 
@@ -136,13 +136,13 @@ def test_plane_vibration_smoke_on_a_fixture(tmp_path, verdicts_of):
     _write_pv_fixture(tmp_path / "data" / pv.FILE, 4000)
     exp = get("plane_vibration")
     run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["HBNODE-RNN: parameters"] == 16127
+    results = read_results(run_dir)
+    assert results[Key("parameters", "hbnode")] == 16127
     verdicts = verdicts_of(exp, run_dir)
     # the smoke profile trains ODE-RNN and HBNODE-RNN only: claims about the others cannot be judged
     assert verdicts["beats_sonode"]["outcome"] == "not comparable" and "SONODE-RNN" in verdicts["beats_sonode"]["reason"]
-    assert metrics["ODE-RNN: backward NFE per batch (mean over epochs)"] > 0
-    assert math.isfinite(metrics["HBNODE-RNN: test loss after epoch 1"])
+    assert results[Key("nfe_backward", "odernn")] > 0
+    assert math.isfinite(results[Key("test_loss", "hbnode", x=1)])
     assert (run_dir / "weights_hbnode.pt").is_file()
     assert (run_dir / "figures" / "fig3_10_plane_vibration.png").stat().st_size > 10_000
 
@@ -207,10 +207,10 @@ def test_walker2d_smoke_on_a_fixture(tmp_path, verdicts_of):
     _write_walker_fixture(tmp_path / "data" / walker2d.FOLDER, files=20)
     exp = get("walker2d")
     run_dir = execute(exp, exp.config("smoke"), tmp_path / "runs", tmp_path / "data")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["HBNODE-RNN: parameters"] == 8898
+    results = read_results(run_dir)
+    assert results[Key("parameters", "hbnode")] == 8898
     verdicts_of(exp, run_dir)
-    assert math.isfinite(metrics["ODE-RNN: test loss after epoch 1"])
+    assert math.isfinite(results[Key("test_loss", "odernn", x=1)])
     assert (run_dir / "figures" / "fig3_11_walker2d.png").stat().st_size > 10_000
 
 
@@ -237,8 +237,8 @@ def test_adjoint_decay_smoke_on_a_fixture(tmp_path, verdicts_of):
     exp = get("adjoint_decay")
     config = exp.config("smoke", {"test_windows": "4", "models": "odernn,hbnode"})
     run_dir = execute(exp, config, tmp_path / "runs", tmp_path / "data")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["ODE-RNN: adjoint norm at the first / last observation"] > 0
+    results = read_results(run_dir)
+    assert results[Key("adjoint_survival", "odernn", "plane_vibration")] > 0
     verdict = verdicts_of(exp, run_dir)["heavy_ball_keeps_adjoint"]
     assert verdict["outcome"] == "not comparable" and "GHBNODE-RNN" in verdict["reason"]  # not in this run
     rows = (run_dir / "tables" / "adjoint_norms.csv").read_text().splitlines()

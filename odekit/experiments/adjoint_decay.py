@@ -19,6 +19,7 @@ from ..data import plane_vibration as plane_data
 from ..data import walker2d as walker_data
 from ..data.plane_vibration import WindowSet
 from ..report.plots import pyplot
+from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Ordering, judge_orderings
 from .hybrid_training import LABELS, build_model, load_splits, plan_of, train_hybrid
@@ -95,18 +96,18 @@ def run(config: AdjointDecayConfig, ctx: RunContext) -> None:
             done[kind] = {"history": history, "remaining": remaining, "h": norms["h"].tolist(),
                           "state": norms["state"].tolist()}
             ctx.save_checkpoint()
-    _report(config, ctx, done, task.name)
+    _report(config, ctx, done, task)
 
 
-def _report(config, ctx, done, dataset) -> None:
+def _report(config, ctx, done, task) -> None:
+    dataset = task.name
     rows = []
     for kind in config.models:
         r = done[kind]
         for j, remaining in enumerate(r["remaining"]):
             rows.append([LABELS[kind], j, f"{remaining:.4g}", f"{r['h'][j]:.4e}", f"{r['state'][j]:.4e}"])
         # how much of the adjoint survives from the last observation back to the first
-        ctx.metric(f"{LABELS[kind]}: adjoint norm at the first / last observation",
-                   float(f"{r['state'][0] / r['state'][-1]:.4g}"))
+        ctx.record(Key("adjoint_survival", kind, task.key), float(f"{r['state'][0] / r['state'][-1]:.4g}"))
     survival = {kind: {"survival": done[kind]["state"][0] / done[kind]["state"][-1]} for kind in config.models}
     ctx.judge(judge_orderings(EXPERIMENT.claims, survival, LABELS, {
         "survival": f"adjoint norm at the first observation / at the last, on {dataset} after {config.epochs} "
@@ -136,6 +137,9 @@ EXPERIMENT = Experiment(
     quick_seconds=40,
     title="Adjoint norms over long horizons in ODE-RNN hybrids",
     thesis_items="Fig 3.5",
+    metrics={"adjoint_survival": Metric("adjoint norm at the first observation / at the last")},
+    model_labels=LABELS,
+    dataset_labels={"plane_vibration": "plane vibration", "walker2d": "Walker2d"},
     config_class=AdjointDecayConfig,
     summary="The thesis shows (figure only) the ODE-RNN adjoint vanishing quickly with T − t on Walker2d while the "
             "(G)HBNODE-RNN adjoints decay much more slowly.",

@@ -2,7 +2,8 @@
 
 An experiment is a config dataclass with ``smoke``/``quick``/``full`` profiles and a
 ``run(config, ctx)`` function. It writes everything through its :class:`RunContext`: tables
-(CSV), figures (PNG), metrics (JSON) and a checkpoint, all atomically, under
+(CSV), figures (PNG), typed result records (``results.json``, :mod:`odekit.report.records`) and a
+checkpoint, all atomically, under
 ``runs/<experiment>/<timestamp>/``. A run interrupted half-way is resumed from its checkpoint.
 """
 
@@ -25,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..report import atomic
 from ..report.plots import pyplot
+from ..report.records import Key, Labels, Metric, Value, read_results, rows_of
 from ..solve.errors import did_you_mean
 from .claims import Claim, ThesisNumber, Verdict
 from .executors import LocalExecutor, RayExecutor
@@ -58,7 +60,12 @@ class Experiment:
     profiles: dict[str, dict[str, Any]]
     run: Callable[[Any, RunContext], None]
     summary: str = ""
-    thesis: dict[str, ThesisNumber] = field(default_factory=dict)
+    # The thesis's printed numbers, keyed like the run's records (model, dataset, x, metric).
+    thesis: dict[Key, ThesisNumber] = field(default_factory=dict)
+    # How the records' metrics, models and datasets are labelled in the report.
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    model_labels: dict[str, str] = field(default_factory=dict)
+    dataset_labels: dict[str, str] = field(default_factory=dict)
     # The thesis's qualitative claims (mostly about figures) that a run judges: ``RunContext.judge``.
     claims: dict[str, Claim] = field(default_factory=dict)
     # missing_data(root, config): what a run of ``config`` lacks under the data root, described for
@@ -77,6 +84,10 @@ class Experiment:
     # 180 s, 90 s at 2; beside another busy process 1 is better (a GRAND step on Cora: 0.45 s at 1
     # thread, 12 s at 2), so pass --threads 1 when the machine is shared.
     threads: int = 1
+
+    @property
+    def labels(self) -> Labels:
+        return Labels(self.metrics, self.model_labels, self.dataset_labels)
 
     def config(self, profile: str, overrides: dict[str, str] | None = None, **fixed: Any):
         """The config of ``profile`` with ``--set`` style string overrides and typed values applied."""
@@ -155,7 +166,7 @@ class RunContext:
         self.out = out
         self.data_root = data_root
         self.console = console or Console(stderr=True)
-        self.metrics: dict[str, Any] = read_json(out / "metrics.json", {})
+        self.results: dict[Key, Value] = read_results(out)
         self.checkpoint: dict[str, Any] = read_json(out / "checkpoint.json", {})
         self.manifest: dict[str, Any] = read_json(out / "manifest.json", {"tables": {}, "figures": {}})
         self.verdicts: dict[str, Any] = read_json(out / "verdicts.json", {})
@@ -193,9 +204,13 @@ class RunContext:
         atomic.write_json(self.out / "manifest.json", self.manifest)
         return path
 
-    def metric(self, key: str, value: Any) -> None:
-        self.metrics[key] = value
-        atomic.write_json(self.out / "metrics.json", self.metrics)
+    def record(self, key: Key, value: Value) -> None:
+        """Report ``value`` at ``key`` (one row of the run's long-format ``results.json``; a key recorded
+        again is overwritten)."""
+        if not isinstance(key, Key):
+            raise TypeError(f"results are recorded at a Key(metric, model, dataset, x), got {key!r}")
+        self.results[key] = value
+        atomic.write_json(self.out / "results.json", rows_of(self.experiment.name, self.results))
 
     def judge(self, verdicts: dict[str, Verdict]) -> None:
         """Record the run's verdicts on claims of ``experiment.claims`` (by key)."""

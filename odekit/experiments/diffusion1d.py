@@ -25,7 +25,8 @@ import torch
 from .. import solve
 from ..data.stiff_problems import HeatEquation
 from ..report.plots import pyplot
-from ..solve.inner import InnerSolver, ProximalProblem
+from ..report.records import Key, Metric
+from ..solve.inner import INNER_METHODS, InnerSolver, ProximalProblem
 from ..solve.proximal import InnerSolveWarning
 from .base import Experiment, ExperimentConfig, RunContext, ThesisNumber
 from .claims import Claim, Ordering, Outcome, Verdict
@@ -76,6 +77,12 @@ def _inner_options(config: Diffusion1DConfig, inner: str) -> dict:
     if inner in ("fr", "gd", "nesterov", "nesterov_restart"):
         options["inner_step"] = config.inner_step
     return options
+
+
+def _curve_labels() -> dict[str, str]:
+    """The label of each Fig 5.3 curve id (``scheme|inner``; adaptive BDF; explicit methods are their own)."""
+    return {**{f"{s}|{inner}": f"{label} ({inner})" for s, label in SCHEME_LABELS.items() for inner in INNER_METHODS},
+            "prox_bdf|lbfgs": "adaptive proximal BDF2 (lbfgs)"}
 
 
 def _cells(config: Diffusion1DConfig) -> list[tuple[str, str, str, dict]]:
@@ -292,17 +299,15 @@ def _report_work_precision(config: Diffusion1DConfig, ctx: RunContext, rows: dic
         for scheme in config.schemes:
             row = rows.get(f"{scheme}|fr|h={h_thesis:g}")
             if row is not None:
-                ctx.metric(_table_key(scheme), float(f"{row['error']:.3g}"))
-    for curve in dict.fromkeys(r["curve"] for r in rows.values()):
-        points = [r for r in rows.values() if r["curve"] == curve and math.isfinite(r["error"])]
-        good = [r["nfe"] for r in points if r["error"] <= 1e-5]
+                ctx.record(Key("final_error_fr", scheme, x=h_thesis), float(f"{row['error']:.3g}"))
+    curves: dict[str, list[dict]] = {}
+    for key, row in rows.items():  # a row's key is "<curve id>|<setting>"
+        curves.setdefault(key.rsplit("|", 1)[0], []).append(row)
+    for curve, points in curves.items():
+        good = [r["nfe"] for r in points if math.isfinite(r["error"]) and r["error"] <= 1e-5]
         if good:
-            ctx.metric(f"fewest NFE to final error ≤ 1e-5, {curve}", min(good))
+            ctx.record(Key("fewest_nfe_to_1e-5", curve), min(good))
     _plot_work_precision(config, ctx, rows)
-
-
-def _table_key(scheme: str) -> str:
-    return f"Table 5.2 final error, {SCHEME_LABELS[scheme]} (FR, h=1/2000)"
 
 
 def _plot_work_precision(config, ctx, rows) -> None:
@@ -348,7 +353,7 @@ def _plot_convergence(config, ctx, traces) -> None:
                caption="Fig 5.4: convergence of the inner solvers for the first backward Euler step.")
     for name, trace in traces.items():
         below = [i + 1 for i, d in enumerate(trace["distances"]) if d <= 1e-8]
-        ctx.metric(f"inner iterations to 1e-8 of the exact step, {name}", below[0] if below else "not reached")
+        ctx.record(Key("inner_iterations_to_1e-8", name), below[0] if below else "not reached")
 
 
 def _report_scaling(config, ctx, timings) -> None:
@@ -375,7 +380,7 @@ def _report_scaling(config, ctx, timings) -> None:
     for inner in config.scaling_solvers:
         row = timings.get(f"{largest}|{inner}")
         if row:
-            ctx.metric(f"wall time at N={largest}, {inner} (s)", round(row["wall_s"], 4))
+            ctx.record(Key("wall_seconds", inner, x=largest), round(row["wall_s"], 4))
 
 
 EXPERIMENT = Experiment(
@@ -386,8 +391,14 @@ EXPERIMENT = Experiment(
     config_class=Diffusion1DConfig,
     summary="Final error vs NFE of proximal BE/CN/BDF2–4 against explicit adaptive solvers; inner-solver "
             "convergence on one step; time against grid size.",
-    thesis={_table_key(s): ThesisNumber(v, f"Table 5.2, {SCHEME_LABELS[s]}", higher_is_better=False)
+    thesis={Key("final_error_fr", s, x=1 / 2000): ThesisNumber(v, f"Table 5.2, {SCHEME_LABELS[s]}",
+                                                               higher_is_better=False)
             for s, v in TABLE_5_2.items()},
+    metrics={"final_error_fr": Metric("final error at t = 1, inner solver FR", "h"),
+             "fewest_nfe_to_1e-5": Metric("fewest NFE to a final error ≤ 1e-5"),
+             "inner_iterations_to_1e-8": Metric("inner iterations to within 1e-8 of the exact step"),
+             "wall_seconds": Metric("wall time of the backward Euler steps (s)", "grid points N")},
+    model_labels={**SCHEME_LABELS, **_curve_labels()},
     claims={
         "fewer_nfe_than_adaptive": Claim("Fig 5.3", "Adaptive explicit solvers (adaptive Heun, dopri5) need many more "
                                                     "NFE than the proximal solvers for the same final error."),

@@ -11,22 +11,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..report.records import Key, Metric
 from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Outcome, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1
 from .node_classification import (
+    SWEEP_METRICS,
     Cell,
     accuracy_lost,
     depth_cells,
     group,
     mean_accuracies,
-    metric_key,
     report_sweep,
     run_cells,
     runs_of,
     summarise,
+    table_numbers,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import (
+    DATASET_LABELS,
+    MODEL_LABELS,
+    MODELS,
+    NodeClassificationConfig,
+    check_config,
+    missing_graphs,
+)
 
 
 @dataclass
@@ -36,14 +45,6 @@ class GrandDepthConfig(NodeClassificationConfig):
     baselines: tuple[str, ...] = ("gcn", "gat", "sage")
     layers: tuple[int, ...] = (1, 4, 16, 32)
     per_class: int = 20
-
-
-def _time_label(t: float) -> str:
-    return f"T={t:g}"
-
-
-def _layers_label(n: float) -> str:
-    return f"{n:g} layer{'s' if n != 1 else ''}"
 
 
 def cells_of(config: GrandDepthConfig) -> tuple[list[Cell], list[Cell]]:
@@ -61,11 +62,7 @@ def _gap_metrics(ctx: RunContext, grouped: dict) -> None:
             continue
         ours, theirs = summarise(results)[0], summarise(grouped[(dataset, "grand-l", t)])[0]
         if ours is not None and theirs is not None:
-            ctx.metric(_gap_key(dataset, t, model), round(ours - theirs, 2))
-
-
-def _gap_key(dataset: str, t: float, model: str) -> str:
-    return f"{DATASET_LABELS[dataset]}, T={t:g}, {MODELS[model].label} minus GRAND-l (points)"
+            ctx.record(Key("gain_over_grand_l", model, dataset, t), round(ours - theirs, 2))
 
 
 def run(config: GrandDepthConfig, ctx: RunContext) -> None:
@@ -77,7 +74,7 @@ def run(config: GrandDepthConfig, ctx: RunContext) -> None:
     if continuous:
         grouped = group(done, continuous, lambda c: c.t_end)
         report_sweep(ctx, grouped, TABLE_4_1, name="table4_1_continuous_depth", x_name="depth T",
-                     x_label=_time_label,
+                     metric="accuracy_vs_depth",
                      caption="Table 4.1 (GRAND rows): test accuracy against the integration time T; NA = the solver "
                              "failed (NFE cap or step underflow).",
                      figure_caption="Fig 4.2: test accuracy against depth T (solid: odekit, dashed: thesis).")
@@ -86,7 +83,7 @@ def run(config: GrandDepthConfig, ctx: RunContext) -> None:
                         mean_accuracies(group(done, discrete, lambda c: float(c.depth)))))
     if discrete:
         report_sweep(ctx, group(done, discrete, lambda c: float(c.depth)), TABLE_4_1, name="table4_1_gnn_layers",
-                     x_name="layers", x_label=_layers_label,
+                     x_name="layers", metric="accuracy_vs_layers",
                      caption="Table 4.1 (GNN rows): test accuracy against the number of layers.",
                      figure_caption="Table 4.1 (GNN rows) as a figure: deeper GNNs over-smooth.")
 
@@ -121,22 +118,21 @@ def _verdicts(continuous: dict, discrete: dict) -> dict[str, Verdict]:
     return {"grandpp_holds_accuracy": holds, "gnns_collapse": collapse}
 
 
-def _thesis() -> dict[str, ThesisNumber]:
-    numbers = {}
-    for model, per_dataset in TABLE_4_1.items():
-        label = _time_label if not MODELS[model].baseline else _layers_label
-        for dataset, row in per_dataset.items():
-            for x, value in row.items():
-                if value is not None:
-                    table = "Table 4.2" if dataset == "ogbn_arxiv" else "Table 4.1"
-                    numbers[metric_key(dataset, model, label(x))] = ThesisNumber(
-                        value[0], f"{table}, {DATASET_LABELS[dataset]}, {MODELS[model].label}", std=value[1])
+def _thesis() -> dict[Key, ThesisNumber]:
+    continuous = {m: TABLE_4_1[m] for m in TABLE_4_1 if not MODELS[m].baseline}
+    discrete = {m: TABLE_4_1[m] for m in TABLE_4_1 if MODELS[m].baseline}
+
+    def source(model: str, dataset: str) -> str:
+        return "Table 4.2" if dataset == "ogbn_arxiv" else "Table 4.1"
+
+    numbers = {**table_numbers(continuous, "accuracy_vs_depth", source),
+               **table_numbers(discrete, "accuracy_vs_layers", source)}
     for dataset in TABLE_4_1["grand-l"]:
         for t, ours in TABLE_4_1["grand++-l"][dataset].items():
             theirs = TABLE_4_1["grand-l"][dataset][t]
             if ours is not None and theirs is not None:
                 for model in ("grand++-l", "grand++-l-refsrc"):
-                    numbers[_gap_key(dataset, t, model)] = ThesisNumber(
+                    numbers[Key("gain_over_grand_l", model, dataset, float(t))] = ThesisNumber(
                         round(ours[0] - theirs[0], 2), f"Table 4.1, {DATASET_LABELS[dataset]}")
     return numbers
 
@@ -160,6 +156,9 @@ EXPERIMENT = Experiment(
     },
     run=run,
     thesis=_thesis(),
+    metrics={**SWEEP_METRICS, "gain_over_grand_l": Metric("minus GRAND-l, test accuracy (points)", "T")},
+    model_labels=MODEL_LABELS,
+    dataset_labels=DATASET_LABELS,
     claims={
         "grandpp_holds_accuracy": Claim("Table 4.1, Fig 4.2", "GRAND++-l holds its accuracy as T grows while GRAND-l "
                                                               "loses it (Cora, T = 128: 80.3 vs 77.2)."),

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..report.records import Key, Metric
 from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_3, TABLE_4_4, TABLE_4_5
 from .node_classification import (
+    SWEEP_METRICS,
     Cell,
     gain_test,
     gain_verdict,
@@ -24,13 +26,20 @@ from .node_classification import (
     label_cells,
     labels_text,
     mean_accuracies,
-    metric_key,
     model_gaps,
     paired_accuracies,
     report_sweep,
     run_cells,
+    table_numbers,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import (
+    DATASET_LABELS,
+    MODEL_LABELS,
+    MODELS,
+    NodeClassificationConfig,
+    check_config,
+    missing_graphs,
+)
 
 
 @dataclass
@@ -60,8 +69,8 @@ def _t_tests(ctx: RunContext, config: GrandLabelsConfig, done: dict, cells: list
                              f"{test.unpaired_t:.2f}", f"{test.unpaired_p:.3f}", f"{test.paired_t:.2f}",
                              f"{test.paired_p:.3f}"])
                 if challenger == "grand++-l":
-                    ctx.metric(_t_key(dataset, k, "unpaired"), round(test.unpaired_t, 2))
-                    ctx.metric(_t_key(dataset, k, "paired"), round(test.paired_t, 2))
+                    ctx.record(Key("unpaired_t", challenger, dataset, float(k)), round(test.unpaired_t, 2))
+                    ctx.record(Key("paired_t", challenger, dataset, float(k)), round(test.paired_t, 2))
     ctx.table("table4_4_4_5_t_tests", ["dataset", "GRAND++ variant", "labels/class", "pairs", "mean gain (points)",
                                        "unpaired t (eq. 4.18)", "p (one-sided)", "paired t (eq. 4.19)",
                                        "p (one-sided)"], rows,
@@ -86,16 +95,12 @@ def _verdicts(config: GrandLabelsConfig, means: dict, tests: dict) -> dict[str, 
     return {"low_label_gain": gain, "beats_baselines": baselines}
 
 
-def _t_key(dataset: str, k: int, kind: str) -> str:
-    return f"{DATASET_LABELS[dataset]}, {labels_text(k)}, {kind} t of GRAND++-l over GRAND-l"
-
-
 def run(config: GrandLabelsConfig, ctx: RunContext) -> None:
     check_config(config, config.models)
     cells = label_cells(config, config.labels)
     done = run_cells(config, ctx, cells, "Table 4.3: accuracy vs labels per class")
     report_sweep(ctx, group(done, cells, lambda c: float(c.per_class)), TABLE_4_3, name="table4_3_labels",
-                 x_name="labelled nodes per class", x_label=labels_text,
+                 x_name="labelled nodes per class", metric="accuracy_vs_labels",
                  caption="Table 4.3 / Tables 4.6–4.8: test accuracy (mean ± std over splits × seeds) against labelled "
                          "nodes per class, beside the thesis.",
                  figure_caption="Fig 4.1: test accuracy against labelled nodes per class (solid: odekit, "
@@ -104,22 +109,21 @@ def run(config: GrandLabelsConfig, ctx: RunContext) -> None:
     ctx.judge(_verdicts(config, mean_accuracies(group(done, cells, lambda c: float(c.per_class))), tests))
 
 
-def _thesis() -> dict[str, ThesisNumber]:
-    numbers = {}
-    for model, per_dataset in TABLE_4_3.items():
-        for variant in (model, f"{model}-refsrc") if model == "grand++-l" else (model,):
-            for dataset, row in per_dataset.items():
-                for k, value in row.items():
-                    if value is not None:
-                        numbers[metric_key(dataset, variant, labels_text(k))] = ThesisNumber(
-                            value[0], f"Table 4.3, {DATASET_LABELS[dataset]}, {MODELS[model].label}", std=value[1])
+def _thesis() -> dict[Key, ThesisNumber]:
+    numbers = table_numbers(TABLE_4_3, "accuracy_vs_labels", lambda model, dataset: "Table 4.3")
     # t grows like √n: the thesis's come from 100 runs, so compare signs, not sizes
-    for table, kind, source in ((TABLE_4_4, "unpaired", "Table 4.4 (n = 100)"),
-                                (TABLE_4_5, "paired", "Table 4.5 (n = 100)")):
+    for table, kind, source in ((TABLE_4_4, "unpaired_t", "Table 4.4 (n = 100)"),
+                                (TABLE_4_5, "paired_t", "Table 4.5 (n = 100)")):
         for dataset, row in table.items():
             for k, value in row.items():
-                numbers[_t_key(dataset, k, kind)] = ThesisNumber(value, f"{source}, {DATASET_LABELS[dataset]}")
+                numbers[Key(kind, "grand++-l", dataset, float(k))] = ThesisNumber(
+                    value, f"{source}, {DATASET_LABELS[dataset]}")
     return numbers
+
+
+# How the records are labelled in the report.
+T_TEST_METRICS = {"unpaired_t": Metric("unpaired t over GRAND-l (eq. 4.18)", "labels/class"),
+                  "paired_t": Metric("paired t over GRAND-l (eq. 4.19)", "labels/class")}
 
 
 EXPERIMENT = Experiment(
@@ -142,6 +146,9 @@ EXPERIMENT = Experiment(
     },
     run=run,
     thesis=_thesis(),
+    metrics={**SWEEP_METRICS, **T_TEST_METRICS},
+    model_labels=MODEL_LABELS,
+    dataset_labels=DATASET_LABELS,
     claims={
         "low_label_gain": Claim("Table 4.3, Tables 4.4–4.5", "At the lowest labelling rate GRAND++-l is more "
                                                              "accurate than GRAND-l (Cora, 1 label/class: 54.9 vs "

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..data import graphs
 from ..models.grand import GRAND
+from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Matches, Ordering
 from .node_settings import SETTINGS
@@ -38,6 +39,7 @@ from .solver_training import (
     fletcher_reeves,
     plot_solver_curves,
     proximal_choices,
+    proximal_labels,
     record_and_judge,
     resolve_device,
     solver_tables,
@@ -122,7 +124,7 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
                                       "epochs and the last validation accuracy.")
     for choice in choices:
         if "test_accuracy" in runs[choice.key].extra:
-            ctx.metric(f"{choice.label}: test accuracy", round(runs[choice.key].extra["test_accuracy"], 4))
+            ctx.record(Key("test_accuracy", choice.key), round(runs[choice.key].extra["test_accuracy"], 4))
     plot_solver_curves(ctx, "fig5_7_grand_solvers", runs, choices,
                        [Panel("nfe_forward", "forward NFE per epoch"), Panel("nfe_backward", "backward NFE per epoch"),
                         Panel("seconds", "total training time (s)", cumulative=True), Panel("loss", "training loss"),
@@ -135,7 +137,7 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
         "seconds": f"training seconds over {config.epochs} epoch(s)",
         "metric": f"validation accuracy after {config.epochs} epoch(s)",
         "loss": f"training loss over the last epochs of {config.epochs}"},
-        {"nfe": "NFE per epoch (forward + backward)", "seconds": "training seconds", "metric": "validation accuracy"})
+        ("nfe", "seconds", "metric"), "validation_accuracy")
 
 
 _STATEMENT = "the proximal solvers (CN, BE with Fletcher–Reeves, step 1.25)"
@@ -145,6 +147,9 @@ EXPERIMENT = Experiment(
     title="Proximal solvers in training GRAND on Coauthor CS",
     thesis_items="Fig 5.7",
     config_class=GrandProximalConfig,
+    metrics={"nfe": Metric("NFE per epoch (forward + backward)"), "seconds": Metric("training seconds"),
+             "validation_accuracy": Metric("validation accuracy"), "test_accuracy": Metric("test accuracy")},
+    model_labels={**ADAPTIVE_LABELS, **proximal_labels(PROXIMAL_LABELS)},
     summary="The thesis shows (figure only) proximal solvers training GRAND on Coauthor CS with far fewer NFE per "
             "iteration and less total time than adaptive Heun, DOPRI5 and DOPRI8 at tolerance 1e-4, converging as "
             "well in training loss and validation accuracy.",

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..report.plots import pyplot
+from ..report.records import Key, Metric
 from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim
 from .grand_thesis import TABLE_4_3
@@ -28,9 +29,10 @@ from .node_classification import (
     run_cells,
     runs_of,
     summarise,
+    table_numbers,
     thesis_cell,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import DATASET_LABELS, MODEL_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
 
 
 @dataclass
@@ -103,13 +105,11 @@ def _trial_label(config: GrandTSearchConfig, model: str, cell: Cell) -> str:
     return f"init {cell.seed % len(config.source_scales)}"
 
 
-def _selected_key(dataset: str, k: int, model: str) -> str:
-    return f"{DATASET_LABELS[dataset]}, {labels_text(k)}, {MODELS[model].label}, T chosen by validation (%)"
-
-
-def _t_key(dataset: str, k: int, kind: str, challenger: str, base: str) -> str:
-    return (f"{DATASET_LABELS[dataset]}, {labels_text(k)}, {kind} t of {MODELS[challenger].label} over "
-            f"{MODELS[base].label}, both T chosen by validation")
+METRICS = {
+    "accuracy_t_by_validation": Metric("test accuracy (%), T chosen by validation", "labels/class"),
+    "unpaired_t": Metric("unpaired t over the other model (eq. 4.18), both T chosen by validation", "labels/class"),
+    "paired_t": Metric("paired t over the other model (eq. 4.19), both T chosen by validation", "labels/class"),
+}
 
 
 def _report_selected(ctx: RunContext, config: GrandTSearchConfig, chosen: dict) -> None:
@@ -130,7 +130,7 @@ def _report_selected(ctx: RunContext, config: GrandTSearchConfig, chosen: dict) 
                              ", ".join(f"T={t:g}: {c}" for t, c in sorted(depths.items())),
                              ", ".join(f"{s}: {c}" for s, c in sorted(scales.items()))])
                 if mean is not None:
-                    ctx.metric(_selected_key(dataset, k, model), round(mean, 2))
+                    ctx.record(Key("accuracy_t_by_validation", model, dataset, float(k)), round(mean, 2))
     header = ["dataset", "model", "labels/class", "splits", "test acc (%), T chosen by validation",
               "thesis (Table 4.3, fixed T)", "T chosen", "trial chosen"]
     ctx.table("t_search_selected", header, rows,
@@ -152,8 +152,8 @@ def _report_tests(ctx: RunContext, config: GrandTSearchConfig, base: str, chosen
             tests[(dataset, k)] = test
             rows.append([DATASET_LABELS[dataset], k, test.pairs, f"{test.gain:+.2f}", f"{test.unpaired_t:.2f}",
                          f"{test.unpaired_p:.3g}", f"{test.paired_t:.2f}", f"{test.paired_p:.3g}"])
-            ctx.metric(_t_key(dataset, k, "unpaired", challenger, base), round(test.unpaired_t, 2))
-            ctx.metric(_t_key(dataset, k, "paired", challenger, base), round(test.paired_t, 2))
+            ctx.record(Key("unpaired_t", challenger, dataset, float(k)), round(test.unpaired_t, 2))
+            ctx.record(Key("paired_t", challenger, dataset, float(k)), round(test.paired_t, 2))
     ctx.table("t_search_tests", ["dataset", "labels/class", "pairs", "mean gain (points)", "unpaired t (eq. 4.18)",
                                  "p (one-sided)", "paired t (eq. 4.19)", "p (one-sided)"], rows,
               f"One-sided t-tests of {MODELS[challenger].label} over {MODELS[base].label}, each with T chosen by "
@@ -233,16 +233,9 @@ def run(config: GrandTSearchConfig, ctx: RunContext) -> None:
                f"chosen by validation")})
 
 
-def _thesis() -> dict[str, ThesisNumber]:
-    numbers = {}
-    for model in ("grand-l", "grand++-l"):
-        for dataset, row in TABLE_4_3[model].items():
-            for k, value in row.items():
-                if value is not None:
-                    numbers[_selected_key(dataset, k, model)] = ThesisNumber(
-                        value[0], f"Table 4.3 (Table 4.12's T), {DATASET_LABELS[dataset]}, {MODELS[model].label}",
-                        std=value[1])
-    return numbers
+def _thesis() -> dict[Key, ThesisNumber]:
+    table = {model: TABLE_4_3[model] for model in ("grand-l", "grand++-l")}
+    return table_numbers(table, "accuracy_t_by_validation", lambda model, dataset: "Table 4.3 (Table 4.12's T)")
 
 
 EXPERIMENT = Experiment(
@@ -263,6 +256,9 @@ EXPERIMENT = Experiment(
     },
     run=run,
     thesis=_thesis(),
+    metrics=METRICS,
+    model_labels=MODEL_LABELS,
+    dataset_labels=DATASET_LABELS,
     claims={
         "tuned_depth_gain": Claim("Table 4.3, Table 4.12",
                                   "At the lowest labelling rate GRAND++-l is more accurate than GRAND-l; tested here "

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..report.records import Key, Metric
 from .base import Experiment, RunContext, ThesisNumber
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_9, TABLE_4_10
 from .node_classification import (
-    depth_at_20_labels,
+    SWEEP_METRICS,
     depth_cells,
     group,
     label_cells,
-    labels_text,
     mean_accuracies,
-    metric_key,
     model_gaps,
     report_sweep,
     run_cells,
+    table_numbers,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import DATASET_LABELS, MODEL_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
 
 
 @dataclass
@@ -43,14 +43,14 @@ def run(config: GrandVariantsConfig, ctx: RunContext) -> None:
     done = run_cells(config, ctx, by_depth + by_labels, "Tables 4.9–4.10: GRAND-nl variants")
     if by_depth:
         report_sweep(ctx, group(done, by_depth, lambda c: c.t_end), TABLE_4_9, name="table4_9_depth",
-                     x_name="depth T", x_label=depth_at_20_labels,
+                     x_name="depth T", metric="accuracy_vs_depth",
                      caption="Table 4.9: GRAND-nl variants against depth T at 20 labelled nodes per class.",
                      figure_caption="Table 4.9 as a figure (solid: odekit, dashed: thesis).")
     ctx.judge(_verdicts(config, mean_accuracies(group(done, by_depth, lambda c: c.t_end)),
                         mean_accuracies(group(done, by_labels, lambda c: float(c.per_class)))))
     if by_labels:
         report_sweep(ctx, group(done, by_labels, lambda c: float(c.per_class)), TABLE_4_10, name="table4_10_labels",
-                     x_name="labelled nodes per class", x_label=labels_text,
+                     x_name="labelled nodes per class", metric="accuracy_vs_labels",
                      caption="Table 4.10 (two-hop rows: Tables 4.6–4.8): GRAND-nl variants against labelled nodes "
                              "per class.",
                      figure_caption="Table 4.10 as a figure (solid: odekit, dashed: thesis).")
@@ -79,18 +79,12 @@ def _verdicts(config: GrandVariantsConfig, by_depth: dict, by_labels: dict) -> d
     }
 
 
-def _thesis() -> dict[str, ThesisNumber]:
-    numbers = {}
-    for table, label, source in ((TABLE_4_9, depth_at_20_labels, "Table 4.9"), (TABLE_4_10, labels_text, "Table 4.10")):
-        for model, per_dataset in table.items():
-            if model.endswith("two_hop"):
-                source = "Tables 4.6–4.8"
-            for dataset, row in per_dataset.items():
-                for x, value in row.items():
-                    if value is not None:
-                        numbers[metric_key(dataset, model, label(x))] = ThesisNumber(
-                            value[0], f"{source}, {DATASET_LABELS[dataset]}, {MODELS[model].label}", std=value[1])
-    return numbers
+def _thesis() -> dict[Key, ThesisNumber]:
+    def source(table: str):
+        return lambda model, dataset: "Tables 4.6–4.8" if model.endswith("two_hop") else table
+
+    return {**table_numbers(TABLE_4_9, "accuracy_vs_depth", source("Table 4.9")),
+            **table_numbers(TABLE_4_10, "accuracy_vs_labels", source("Table 4.10"))}
 
 
 EXPERIMENT = Experiment(
@@ -112,6 +106,9 @@ EXPERIMENT = Experiment(
     },
     run=run,
     thesis=_thesis(),
+    metrics={**SWEEP_METRICS, "accuracy_vs_depth": Metric("test accuracy (%), 20 labels/class", "T")},
+    model_labels=MODEL_LABELS,
+    dataset_labels=DATASET_LABELS,
     claims={
         "source_helps_deep": Claim("Table 4.9", "With the source term, GRAND++-nl (-rw) outperforms GRAND-nl (-rw) "
                                                 "when the network is deep (CiteSeer, T = 128: 74.2 vs 65.2)."),

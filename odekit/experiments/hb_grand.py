@@ -25,24 +25,24 @@ from scipy import stats
 
 from ..models.graph_diffusion import dirichlet_energy
 from ..report.plots import pyplot
+from ..report.records import Metric
 from .base import Experiment, RunContext
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1, TABLE_4_3
 from .node_classification import (
+    SWEEP_METRICS,
     Cell,
     accuracy_lost,
-    depth_at_20_labels,
     depth_cells,
     group,
     label_cells,
-    labels_text,
     mean_accuracies,
     model_gaps,
     paired_accuracies,
     report_sweep,
     run_cells,
 )
-from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import DATASET_LABELS, MODEL_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
 from .node_trainer import GraphCache, build_model
 
 # each heavy-ball model beside the first-order model it extends
@@ -77,7 +77,7 @@ def run(config: HBGrandConfig, ctx: RunContext) -> None:
         ("labels", by_labels, lambda c: float(c.per_class), "labelled nodes per class")) if cells]
     for name, cells, x_of, x_name in sweeps:
         report_sweep(ctx, group(done, cells, x_of), TABLE_4_1 if name == "depth" else TABLE_4_3,
-                     name=f"hb_grand_{name}", x_name=x_name, x_label=depth_at_20_labels if name == "depth" else labels_text,
+                     name=f"hb_grand_{name}", x_name=x_name, metric=f"accuracy_vs_{name}",
                      caption=f"Heavy-ball models beside GRAND against {x_name} (thesis numbers: the first-order "
                              "models' Table 4.1 / 4.3 rows).",
                      figure_caption=f"Test accuracy against {x_name}: heavy-ball models beside GRAND (dashed: "
@@ -188,6 +188,9 @@ EXPERIMENT = Experiment(
     title="Heavy-ball graph diffusion (HB-GRAND) beside GRAND",
     thesis_items="§4.7, ch. 6 (future work; beyond the thesis)",
     config_class=HBGrandConfig,
+    metrics={**SWEEP_METRICS, "accuracy_vs_depth": Metric("test accuracy (%), 20 labels/class", "T")},
+    model_labels=MODEL_LABELS,
+    dataset_labels=DATASET_LABELS,
     summary="The thesis closes chapters 4 and 6 suggesting that a second-order (heavy-ball) graph ODE, a damped wave "
             "equation, would naturally overcome over-smoothing and could cut NFEs as HBNODE does; it runs no such "
             "model. Here it is measured, whichever way it comes out.",

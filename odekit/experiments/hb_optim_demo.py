@@ -19,6 +19,7 @@ from .. import solve
 from ..data.landscapes import LANDSCAPES
 from ..models.dynamics import HeavyBall
 from ..report.plots import pyplot
+from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Ordering, judge_orderings
 
@@ -82,8 +83,8 @@ def run(config: HBOptimConfig, ctx: RunContext) -> None:
             rows.append([name, label, gamma if "heavy" in label else "", t_end, dt, f"{at_end:.4g}",
                          f"{land.value(path[in_thesis_window][-1]).item():.4g}", f"{first:.3g}",
                          f"{distance[-1].item():.3g}"])
-            ctx.metric(f"{name}: distance to minimiser at t={t_end:g}, {label}", round(at_end, 4))
-            ctx.metric(f"{name}: first time within {config.reach_distance:g} of the minimiser, {label}",
+            ctx.record(Key("distance_at_end", ode, name, t_end), round(at_end, 4))
+            ctx.record(Key("time_to_reach", ode, name, config.reach_distance),
                        round(first, 3) if math.isfinite(first) else "not reached")
             axes[1, col].plot(t.numpy(), distance.numpy(), label=label)
             axes[1, col].axvline(t_end, color="grey", linestyle=":", linewidth=1)
@@ -124,6 +125,9 @@ def _contour(ax, land) -> None:
 
 EXPERIMENT = Experiment(
     name="hb_optim_demo",
+    metrics={"distance_at_end": Metric("distance to the minimiser", "t"),
+             "time_to_reach": Metric("first time within this distance of the minimiser", "distance")},
+    model_labels=ODES,
     quick_seconds=25,
     title="Heavy-ball ODE vs gradient flow on Rosenbrock and Beale",
     thesis_items="Fig 3.2",

@@ -22,6 +22,7 @@ from ..models.sequence import ODERNN, SEQUENCE_KINDS, HybridSizes
 from ..models.zoo import count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
+from ..report.records import Key
 from .base import ExperimentConfig, RunContext
 from .claims import Claim, ThesisNumber, judge_orderings
 from .training import EpochResume, train_epoch
@@ -34,7 +35,8 @@ LABELS = {kind: f"{'ODE' if kind == 'odernn' else FAMILIES[kind].label}-RNN" for
 class HybridTask:
     """One time-series task: its data, the model sizes of its thesis table, how the models start."""
 
-    name: str
+    key: str  # identifier in records ("walker2d")
+    name: str  # for people ("Walker2d")
     figure: str
     thesis_figure: str
     thesis_table: str  # the table of the thesis's model sizes and parameter counts
@@ -49,14 +51,10 @@ class HybridTask:
     claims: dict[str, Claim]  # the thesis's claims about the figure, judged per run (mostly Orderings)
     thesis_epochs: int  # the length of the thesis's training, quoted beside each verdict
 
-    def thesis_numbers(self) -> dict[str, ThesisNumber]:
+    def thesis_numbers(self) -> dict[Key, ThesisNumber]:
         """The parameter counts of the thesis's table (ours must lie within 2 %)."""
-        return {parameters_key(kind): ThesisNumber(count, f"{self.thesis_table}, {LABELS[kind]}", rel_tol=0.02)
+        return {Key("parameters", kind): ThesisNumber(count, f"{self.thesis_table}, {LABELS[kind]}", rel_tol=0.02)
                 for kind, count in self.thesis_parameters.items()}
-
-
-def parameters_key(kind: str) -> str:
-    return f"{LABELS[kind]}: parameters"
 
 
 @dataclass
@@ -207,11 +205,10 @@ def _report(task: HybridTask, config: HybridConfig, ctx: RunContext, done: dict)
                          f"{e['test_forecast_mse']:.5f}", f"{e['nfe_forward']:.1f}", f"{e['nfe_backward']:.1f}",
                          f"{e['train_seconds']:.1f}"])
         last = done[kind][-1]
-        ctx.metric(f"{LABELS[kind]}: test loss after epoch {last['epoch']}", round(last["test_loss"], 5))
-        ctx.metric(f"{LABELS[kind]}: forward NFE per batch (mean over epochs)", round(summary[kind]["nfe_forward"], 1))
-        ctx.metric(f"{LABELS[kind]}: backward NFE per batch (mean over epochs)",
-                   round(summary[kind]["nfe_backward"], 1))
-        ctx.metric(parameters_key(kind), params)
+        ctx.record(Key("test_loss", kind, x=last["epoch"]), round(last["test_loss"], 5))
+        ctx.record(Key("nfe_forward", kind), round(summary[kind]["nfe_forward"], 1))
+        ctx.record(Key("nfe_backward", kind), round(summary[kind]["nfe_backward"], 1))
+        ctx.record(Key("parameters", kind), params)
     _judge(task, config, ctx, summary)
     loss = (f"{task.next_step_weight:g}·next-step MSE + {task.forecast}-step forecast MSE" if task.forecast
             else "next-step MSE")

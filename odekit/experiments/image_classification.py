@@ -22,10 +22,11 @@ from ..models import MODEL_KINDS, image_model
 from ..models.zoo import THESIS_PARAMS, count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
+from ..report.records import Key
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
 from .pointcloud import LABELS
-from .training import EpochResume, train_epoch
+from .training import TRAINING_METRICS, EpochResume, train_epoch
 
 LOADERS = {"mnist": images.load_mnist, "cifar10": images.load_cifar10}
 
@@ -105,10 +106,6 @@ def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None]
     return epochs
 
 
-def parameters_key(kind: str, dataset: str) -> str:
-    return f"{LABELS[kind]}: parameters ({dataset})"
-
-
 def _summary(done: dict, kinds) -> dict[str, dict[str, float]]:
     """Per model: NFE per batch averaged over the epochs, total training seconds, last test error."""
     return {kind: {"nfe_forward": float(np.mean([e["nfe_forward"] for e in done[kind]])),
@@ -148,11 +145,10 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
             rows.append([LABELS[kind], e["epoch"], f"{e['nfe_forward']:.1f}", f"{e['nfe_backward']:.1f}",
                          f"{e['train_seconds']:.1f}", f"{e['train_loss']:.4f}", f"{e['test_accuracy']:.4f}"])
         last = done[kind][-1]
-        ctx.metric(f"{LABELS[kind]}: test accuracy after epoch {last['epoch']}", round(last["test_accuracy"], 4))
-        ctx.metric(f"{LABELS[kind]}: forward NFE per batch (mean over epochs)", round(summary[kind]["nfe_forward"], 1))
-        ctx.metric(f"{LABELS[kind]}: backward NFE per batch (mean over epochs)",
-                   round(summary[kind]["nfe_backward"], 1))
-        ctx.metric(parameters_key(kind, config.dataset), count_parameters(image_model(kind, config.dataset)))
+        ctx.record(Key("test_accuracy", kind, config.dataset, last["epoch"]), round(last["test_accuracy"], 4))
+        ctx.record(Key("nfe_forward", kind, config.dataset), round(summary[kind]["nfe_forward"], 1))
+        ctx.record(Key("nfe_backward", kind, config.dataset), round(summary[kind]["nfe_backward"], 1))
+        ctx.record(Key("parameters", kind, config.dataset), count_parameters(image_model(kind, config.dataset)))
     _judge(config, ctx, summary)
     ctx.table(f"{config.dataset}_epochs", ["model", "epoch", "forward NFE", "backward NFE", "train s", "train loss",
                                            "test accuracy"], rows,
@@ -194,8 +190,12 @@ EXPERIMENT = Experiment(
         "full": {},
     },
     run=run,
-    thesis={parameters_key(kind, dataset): ThesisNumber(count, f"Table 3.3, {dataset}, {LABELS[kind]}", rel_tol=0.02)
+    thesis={Key("parameters", kind, dataset): ThesisNumber(count, f"Table 3.3, {dataset}, {LABELS[kind]}",
+                                                           rel_tol=0.02)
             for dataset in LOADERS for kind, count in THESIS_PARAMS[dataset].items()},
+    metrics=TRAINING_METRICS,
+    model_labels=LABELS,
+    dataset_labels={"mnist": "MNIST", "cifar10": "CIFAR10"},
     claims={
         "fewer_forward_nfe": heavy_ball_beats("nfe_forward", FIRST_ORDER_AND_SONODE, "Fig 3.7 / 3.1",
                                               "HBNODE and GHBNODE need far fewer forward NFE than NODE, ANODE and "

@@ -20,8 +20,9 @@ import torch
 from scipy import stats
 
 from ..report.plots import pyplot
+from ..report.records import Key, Metric
 from .base import RunContext
-from .claims import Outcome, Verdict
+from .claims import Outcome, ThesisNumber, Verdict
 from .grid import run_grid
 from .node_settings import (
     DATASET_LABELS,
@@ -127,10 +128,6 @@ def label_cells(config, labels) -> list[Cell]:
             for d in config.datasets for k in labels for run, seed in runs_of(config) for m in config.models]
 
 
-def depth_at_20_labels(t: float) -> str:
-    return f"T={t:g}, 20 labels/class"
-
-
 def labels_text(k: float) -> str:
     return f"{k:g} label{'s' if k != 1 else ''}/class"
 
@@ -149,8 +146,28 @@ def thesis_cell(table: dict, model: str, dataset: str, x: float):
     return row.get(int(x) if float(x).is_integer() else x, "absent")
 
 
-def metric_key(dataset: str, model: str, x_label: str) -> str:
-    return f"{DATASET_LABELS[dataset]}, {x_label}, {MODELS[model].label} (%)"
+# The metrics of the chapter-4 sweeps: test accuracy (%) against one swept coordinate.
+SWEEP_METRICS = {
+    "accuracy_vs_labels": Metric("test accuracy (%)", "labels/class"),
+    "accuracy_vs_depth": Metric("test accuracy (%)", "T"),
+    "accuracy_vs_layers": Metric("test accuracy (%)", "layers"),
+}
+
+
+def table_numbers(table: dict, metric: str, source: Callable[[str, str], str]) -> dict[Key, ThesisNumber]:
+    """Every entry of a chapter-4 table (``table[model][dataset][x]`` = mean ± std, ``None`` for NA) as the
+    thesis number of ``Key(metric, model, dataset, x)``; ``source(model, dataset)`` names its table.
+    The authors'-code variant of GRAND++-l is compared with GRAND++-l's number."""
+    numbers = {}
+    for model, per_dataset in table.items():
+        for variant in (model, f"{model}-refsrc") if f"{model}-refsrc" in MODELS else (model,):
+            for dataset, row in per_dataset.items():
+                for x, value in row.items():
+                    if value is not None:
+                        numbers[Key(metric, variant, dataset, float(x))] = ThesisNumber(
+                            value[0], f"{source(model, dataset)}, {DATASET_LABELS[dataset]}, {MODELS[model].label}",
+                            std=value[1])
+    return numbers
 
 
 def paired_accuracies(done: dict, cells: list[Cell], challenger: str, base: str, x_of
@@ -239,9 +256,10 @@ def accuracy_lost(means: dict, model: str, baseline: str) -> list[tuple[str, flo
     return pairs
 
 
-def report_sweep(ctx: RunContext, grouped: dict, table: dict, *, name: str, x_name: str, x_label, caption: str,
+def report_sweep(ctx: RunContext, grouped: dict, table: dict, *, name: str, x_name: str, metric: str, caption: str,
                  figure_caption: str) -> None:
-    """One table (ours beside the thesis, per cell), metrics, and a figure of accuracy against the swept ``x``."""
+    """One table (ours beside the thesis, per cell), the mean accuracies as records of ``metric``, and a
+    figure of accuracy against the swept ``x``."""
     rows = []
     for (dataset, model, x), results in sorted(grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         mean, std, n, failed = summarise(results)
@@ -255,9 +273,9 @@ def report_sweep(ctx: RunContext, grouped: dict, table: dict, *, name: str, x_na
                      ref_text, verdict, f"{sum(nfe) / len(nfe):.0f}" if nfe else "",
                      "; ".join(sorted({r["status"] for r in results if r["status"] != "ok"}))[:160]])
         if mean is not None:
-            ctx.metric(metric_key(dataset, model, x_label(x)), round(mean, 2))
+            ctx.record(Key(metric, model, dataset, x), round(mean, 2))
         elif failed:
-            ctx.metric(metric_key(dataset, model, x_label(x)), "NA (solver failed)")
+            ctx.record(Key(metric, model, dataset, x), "NA (solver failed)")
     ctx.table(name, ["dataset", "model", x_name, "odekit test acc (%)", "runs", "thesis", "vs thesis",
                      "forward NFE / epoch", "failures"], rows, caption)
     _plot_sweep(ctx, grouped, table, name, x_name, figure_caption)

@@ -108,6 +108,7 @@ MODELS = {
     "hb-grand-nl": ModelSpec("HB-GRAND-nl", nonlinear=True, heavy_ball="hb"),
     **{name: ModelSpec(label, baseline=name) for name, label in BASELINES.items()},
 }
+MODEL_LABELS = {name: spec.label for name, spec in MODELS.items()}
 
 
 @dataclass

@@ -16,12 +16,14 @@ from ..data import plane_vibration as pv
 from ..models.sequence import HybridSizes
 from .base import Experiment, RunContext
 from .claims import heavy_ball_beats
-from .hybrid_training import HybridConfig, HybridTask, run_hybrid_experiment
+from .hybrid_training import LABELS, HybridConfig, HybridTask, run_hybrid_experiment
+from .training import TRAINING_METRICS
 
 # the authors' HBNODE code: ξ = softplus(ξ̃) with ξ̃ = 0 trainable for both heavy-ball models; GHBNODE gates with tanh.
 _XI = {"xi": math.log(2.0), "learn_xi": True}
 
 TASK = HybridTask(
+    key="plane_vibration",
     name="plane vibration",
     figure="fig3_10_plane_vibration",
     thesis_figure="Fig 3.10",
@@ -78,6 +80,8 @@ EXPERIMENT = Experiment(
     },
     run=run,
     thesis=TASK.thesis_numbers(),
+    metrics=TRAINING_METRICS,
+    model_labels=LABELS,
     claims=TASK.claims,
     missing_data=lambda root, config: pv.missing(root),
     download=lambda root, config: pv.download(root),

@@ -21,8 +21,10 @@ from ..models.dynamics import FAMILIES
 from ..models.zoo import THESIS_PARAMS, count_parameters
 from ..report import atomic
 from ..report.plots import pyplot
+from ..report.records import Key
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
+from .training import TRAINING_METRICS
 
 LABELS = {kind: family.label for kind, family in FAMILIES.items()}
 
@@ -91,11 +93,10 @@ def run(config: PointCloudConfig, ctx: RunContext) -> None:
                      f"{stack['nfe_forward'].mean():.1f}", f"{stack['nfe_backward'].mean():.1f}",
                      f"{stack['nfe_forward'].max():.0f}", f"{stack['nfe_backward'].max():.0f}",
                      f"{stack['seconds'].mean() * 1e3:.1f}"])
-        ctx.metric(f"{LABELS[kind]}: final training loss (mean over runs)", round(float(final_loss.mean()), 4))
-        ctx.metric(f"{LABELS[kind]}: forward NFE per iteration (mean)", round(float(stack["nfe_forward"].mean()), 1))
-        ctx.metric(f"{LABELS[kind]}: backward NFE per iteration (mean)",
-                   round(float(stack["nfe_backward"].mean()), 1))
-        ctx.metric(parameters_key(kind), count_parameters(pointcloud_model(kind)))
+        ctx.record(Key("final_training_loss", kind), round(float(final_loss.mean()), 4))
+        ctx.record(Key("nfe_forward", kind), round(float(stack["nfe_forward"].mean()), 1))
+        ctx.record(Key("nfe_backward", kind), round(float(stack["nfe_backward"].mean()), 1))
+        ctx.record(Key("parameters", kind), count_parameters(pointcloud_model(kind)))
     quantities = {kind: {"final_loss": float(stack["loss"][:, -1].mean()), "nfe_forward": float(stack["nfe_forward"].mean()),
                          "nfe_backward": float(stack["nfe_backward"].mean())} for kind, stack in summary.items()}
     trained = f"{config.iterations} iterations (thesis 300), mean of {config.runs} runs"
@@ -108,10 +109,6 @@ def run(config: PointCloudConfig, ctx: RunContext) -> None:
                       f"{config.runs} runs per model; NFE per iteration averaged over iterations and runs.")
     _plot_curves(config, ctx, summary)
     _plot_evolution(config, ctx)
-
-
-def parameters_key(kind: str) -> str:
-    return f"{LABELS[kind]}: parameters"
 
 
 def _plot_curves(config, ctx, summary) -> None:
@@ -174,8 +171,10 @@ EXPERIMENT = Experiment(
         "full": {"runs": 100, "iterations": 300},
     },
     run=run,
-    thesis={parameters_key(kind): ThesisNumber(count, f"Table 3.2, {LABELS[kind]}", rel_tol=0.02)
+    thesis={Key("parameters", kind): ThesisNumber(count, f"Table 3.2, {LABELS[kind]}", rel_tol=0.02)
             for kind, count in THESIS_PARAMS["pointcloud"].items()},
+    metrics=TRAINING_METRICS,
+    model_labels=LABELS,
     claims={
         "lower_loss": heavy_ball_beats("final_loss", ("node",), "Fig 3.6",
                                        "HBNODE and GHBNODE drive the training loss towards zero while NODE cannot "

@@ -22,6 +22,7 @@ from ..models.dynamics import FirstOrder, SecondOrder, ghbnode, hbnode
 from ..models.initial import VectorMomentum
 from ..models.layers import InputDrivenLinear, LinearInterpolation
 from ..report.plots import pyplot
+from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Ordering, judge_orderings
 from .pointcloud import LABELS
@@ -76,8 +77,7 @@ def run(config: SilverboxConfig, ctx: RunContext) -> None:
     ctx.table("silverbox_growth", ["model", *(f"‖h({i})‖" for i in shown)], rows,
               caption=f"Mean ‖h(t)‖ over {config.inits} initialisations on the Silverbox input (Fig. 3.3).")
     for kind in config.models:
-        ctx.metric(f"{LABELS[kind]}: log10 mean ‖h(t)‖ at t={config.steps - 1}",
-                   round(float(np.log10(norms[kind][-1])), 3))
+        ctx.record(Key("log10_mean_h_norm", kind, x=config.steps - 1), round(float(np.log10(norms[kind][-1])), 3))
     growth = {kind: {"log_norm": float(np.log10(norms[kind][-1]))} for kind in config.models}
     ctx.judge(judge_orderings(EXPERIMENT.claims, growth, LABELS,
                               {"log_norm": f"log10 mean ‖h(t)‖ at t={config.steps - 1}"}))
@@ -99,6 +99,8 @@ EXPERIMENT = Experiment(
     quick_seconds=20,
     title="Growth of h(t) at initialisation on Silverbox",
     thesis_items="Fig 3.3",
+    metrics={"log10_mean_h_norm": Metric("log10 mean ‖h(t)‖", "t")},
+    model_labels=LABELS,
     config_class=SilverboxConfig,
     summary="Thesis (figure only): ‖h(t)‖ of ANODE, SONODE and HBNODE grows much faster than NODE's; GHBNODE "
             "keeps it under control for large t.",

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..report.plots import pyplot
+from ..report.records import Key
 from ..solve import SolverError
 from ..solve.errors import InnerSolveWarning, InvalidInputError
 from ..solve.spec import SolveSettings
@@ -72,10 +73,20 @@ def proximal_choices(names: Sequence[str], labels: Mapping[str, str], gradients:
     if unknown:
         raise ValueError(f"unknown proximal solver(s) or gradient(s) {unknown}; solvers: {', '.join(labels)}; "
                          f"gradients: {', '.join(PROXIMAL_GRADIENTS)}")
-    return [SolverChoice(name + ("_implicit" if gradient == "implicit" else ""),
-                         labels[name] + (" (implicit gradient)" if gradient == "implicit" else ""),
+    keys = proximal_labels(labels)
+    return [SolverChoice(_proximal_key(name, gradient), keys[_proximal_key(name, gradient)],
                          {"method": name, "gradient": gradient, "options": dict(options)}, proximal=True)
             for gradient in gradients for name in names]
+
+
+def _proximal_key(name: str, gradient: str) -> str:
+    return name + ("_implicit" if gradient == "implicit" else "")
+
+
+def proximal_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The label of each proximal choice's key, for every gradient."""
+    return {_proximal_key(name, gradient): label + (" (implicit gradient)" if gradient == "implicit" else "")
+            for name, label in labels.items() for gradient in PROXIMAL_GRADIENTS}
 
 
 def between(claims: Mapping[str, Claim], choices: Sequence[SolverChoice]) -> dict[str, Claim]:
@@ -336,12 +347,15 @@ def _fmt(value: float | None) -> str:
 
 
 def record_and_judge(ctx: RunContext, summaries: Mapping[str, Mapping[str, float]], choices: Sequence[SolverChoice],
-                     claims: Mapping[str, Claim], names: Mapping[str, str], metrics: Mapping[str, str]) -> None:
-    """The run's metrics (``"<solver>: <metrics[quantity]>"`` for each summary quantity) and its verdicts
-    on the proximal-versus-adaptive ``claims`` (:func:`between`; ``names[quantity]`` for the reasons)."""
+                     claims: Mapping[str, Claim], names: Mapping[str, str], quantities: Sequence[str],
+                     metric_name: str) -> None:
+    """The run's records (``Key(quantity, solver key)`` for each summary quantity of ``quantities``; the
+    summary's ``"metric"`` is recorded as ``metric_name``) and its verdicts on the proximal-versus-adaptive
+    ``claims`` (:func:`between`; ``names[quantity]`` for the reasons)."""
     for choice in choices:
         summary = summaries.get(choice.key, {})
-        for quantity, what in metrics.items():
+        for quantity in quantities:
             if quantity in summary:
-                ctx.metric(f"{choice.label}: {what}", round(summary[quantity], 4))
+                name = metric_name if quantity == "metric" else quantity
+                ctx.record(Key(name, choice.key), round(summary[quantity], 4))
     ctx.judge(judge_orderings(between(claims, choices), summaries, {c.key: c.label for c in choices}, names))

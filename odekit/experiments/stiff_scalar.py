@@ -17,6 +17,7 @@ import torch
 from .. import solve
 from ..data.stiff_problems import SCALAR_PROBLEMS
 from ..report.plots import pyplot
+from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Claim, Outcome, Verdict
 
@@ -32,14 +33,24 @@ class StiffScalarConfig(ExperimentConfig):
     outputs: int = 201
 
 
+def _prox_id(eps: float) -> str:
+    return f"prox_be_eps{eps:g}"
+
+
 def _solvers(config: StiffScalarConfig) -> dict[str, tuple[str, dict]]:
-    solvers = {"forward Euler": ("euler", {}), "backward Euler": ("prox_be", EXACT_INNER)}
+    """``{solver id: (method, options)}``: forward and exact backward Euler, and proximal BE at each ε."""
+    solvers = {"forward_euler": ("euler", {}), "backward_euler": ("prox_be", EXACT_INNER)}
     for eps in config.inner_tolerances:
         # Algorithm 1 starts each inner solve from h_k (no extrapolated warm start)
-        solvers[f"prox BE, ε={eps:g}"] = ("prox_be", {"inner": "gd", "inner_step": config.inner_step,
-                                                     "inner_tol": eps, "inner_res_tol": 0.0,
-                                                     "warm_start": "previous"})
+        solvers[_prox_id(eps)] = ("prox_be", {"inner": "gd", "inner_step": config.inner_step,
+                                              "inner_tol": eps, "inner_res_tol": 0.0,
+                                              "warm_start": "previous"})
     return solvers
+
+
+def _labels(tolerances) -> dict[str, str]:
+    return {"forward_euler": "forward Euler", "backward_euler": "backward Euler",
+            **{_prox_id(eps): f"prox BE, ε={eps:g}" for eps in tolerances}}
 
 
 def run(config: StiffScalarConfig, ctx: RunContext) -> None:
@@ -47,6 +58,7 @@ def run(config: StiffScalarConfig, ctx: RunContext) -> None:
         raise ValueError(f"every step must lie in (0, t_end={config.t_end}), got steps={config.steps}")
     t = torch.linspace(0.0, config.t_end, config.outputs, dtype=torch.float64)
     solvers = _solvers(config)
+    labels = _labels(config.inner_tolerances)
     curves: dict[str, list[float]] = {}
     finals: dict[tuple[str, float, str], float] = {}
     rows = []
@@ -54,64 +66,65 @@ def run(config: StiffScalarConfig, ctx: RunContext) -> None:
         for h in config.steps:
             for problem, (f, exact) in SCALAR_PROBLEMS.items():
                 reference = exact(t)
-                for label, (method, options) in solvers.items():
+                for solver, (method, options) in solvers.items():
                     sol = solve(f, torch.tensor(1.0, dtype=torch.float64), t, method=method, throw=False,
                                 options={"step_size": h, **options})
                     errors = (sol.ys - reference).abs()
                     if h == config.steps[0]:
-                        curves[f"{problem}|{label}"] = errors.tolist()
+                        curves[f"{problem}|{solver}"] = errors.tolist()
                     extra = sol.stats.extra
                     final = errors[-1].item()
-                    finals[(problem, h, label)] = final
-                    rows.append([problem, h, label, f"{final:.3e}", f"{errors.max().item():.3e}", sol.stats.nfe,
+                    finals[(problem, h, solver)] = final
+                    rows.append([problem, h, labels[solver], f"{final:.3e}", f"{errors.max().item():.3e}", sol.stats.nfe,
                                  extra.get("inner_iterations", 0), extra.get("inner_iterations_max", 0)])
-                    ctx.metric(f"{problem}, h={h:g}: final error, {label}", float(f"{final:.4g}"))
+                    ctx.record(Key("final_error", solver, problem, h), float(f"{final:.4g}"))
                     advance()
     ctx.table("stiff_scalar", ["problem", "step", "solver", "error at t_end", "max error", "nfe",
                                "inner iterations", "max inner iterations"], rows,
               caption=f"Steps {', '.join(map(str, config.steps))} on [0, {config.t_end}]; proximal BE by gradient "
                       f"descent (η = {config.inner_step}) from h_k, stopped at ‖z_(i+1) − z_i‖ ≤ ε.")
-    ctx.judge(_verdicts(config, finals, [label for label in solvers if label.startswith("prox")]))
-    _plot(config, ctx, t, curves, list(solvers))
+    ctx.judge(_verdicts(config, finals, labels))
+    _plot(config, ctx, t, curves, labels)
 
 
-def _verdicts(config: StiffScalarConfig, finals: dict, proximal: list[str]) -> dict[str, Verdict]:
+def _verdicts(config: StiffScalarConfig, finals: dict, labels: dict[str, str]) -> dict[str, Verdict]:
     """Fig 5.2's two claims at the thesis's step (the first of ``config.steps``), on both equations."""
     h = config.steps[0]
+    proximal = [_prox_id(eps) for eps in config.inner_tolerances]
     gaps, shown = [], []
     for problem in SCALAR_PROBLEMS:
-        gap = [abs(finals[(problem, h, label)] - finals[(problem, h, "backward Euler")]) for label in proximal]
+        gap = [abs(finals[(problem, h, p)] - finals[(problem, h, "backward_euler")]) for p in proximal]
         gaps.append(all(b <= a for a, b in itertools.pairwise(gap)))
         shown.append(f"{problem}: " + ", ".join(f"{g:.2g}" for g in gap))
     approach = Verdict(Outcome.AGREES if all(gaps) else Outcome.DIFFERS,
                        f"|error(prox BE) − error(BE)| at t={config.t_end:g}, h={h:g}, for ε = "
-                       f"{', '.join(label.split('=')[1] for label in proximal)}: {'; '.join(shown)}")
+                       f"{', '.join(f'{eps:g}' for eps in config.inner_tolerances)}: {'; '.join(shown)}")
     tightest = proximal[-1]
     wins, shown = [], []
     for problem in SCALAR_PROBLEMS:
         for step in config.steps:
-            prox, euler = finals[(problem, step, tightest)], finals[(problem, step, "forward Euler")]
+            prox, euler = finals[(problem, step, tightest)], finals[(problem, step, "forward_euler")]
             if step == h:
                 wins.append(prox < euler)
             shown.append(f"{problem} h={step:g}: {prox:.3g} vs {euler:.3g}")
     beats = Verdict(Outcome.AGREES if all(wins) else Outcome.DIFFERS,
-                    f"final error of {tightest} vs forward Euler (judged at the thesis's h={h:g}): {'; '.join(shown)}")
+                    f"final error of {labels[tightest]} vs forward Euler (judged at the thesis's h={h:g}): {'; '.join(shown)}")
     return {"prox_approaches_backward_euler": approach, "prox_beats_forward_euler": beats}
 
 
 def _plot(config, ctx, t, curves, labels) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    proximal = [label for label in labels if label.startswith("prox")]
+    proximal = [_prox_id(eps) for eps in config.inner_tolerances]
     colours = plt.get_cmap("viridis")
     for row, problem in enumerate(SCALAR_PROBLEMS):
-        for col, reference in enumerate(("backward Euler", "forward Euler")):
+        for col, reference in enumerate(("backward_euler", "forward_euler")):
             ax = axes[row, col]
-            ax.semilogy(t, curves[f"{problem}|{reference}"], color="black", linewidth=2, label=reference)
-            for i, label in enumerate(proximal):
-                ax.semilogy(t, curves[f"{problem}|{label}"], color=colours(i / max(1, len(proximal) - 1)),
-                            linestyle="--", label=label)
-            ax.set_title(f"({'abcd'[2 * row + col]}) {problem}: proximal BE vs {reference}")
+            ax.semilogy(t, curves[f"{problem}|{reference}"], color="black", linewidth=2, label=labels[reference])
+            for i, solver in enumerate(proximal):
+                ax.semilogy(t, curves[f"{problem}|{solver}"], color=colours(i / max(1, len(proximal) - 1)),
+                            linestyle="--", label=labels[solver])
+            ax.set_title(f"({'abcd'[2 * row + col]}) {problem}: proximal BE vs {labels[reference]}")
             ax.set_xlabel("t")
             ax.set_ylabel("|error|")
             ax.grid(True, which="both", alpha=0.3)
@@ -136,6 +149,9 @@ EXPERIMENT = Experiment(
         "full": {"t_end": 4.0, "inner_tolerances": (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7), "outputs": 401},
     },
     run=run,
+    metrics={"final_error": Metric("error at t_end", "h")},
+    # the tolerances of every profile
+    model_labels=_labels((1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)),
     claims={
         "prox_approaches_backward_euler": Claim(
             "Fig 5.2 (a), (c)", "Proximal backward Euler approaches backward Euler as the inner tolerance ε "

@@ -12,6 +12,17 @@ import numpy as np
 import torch
 
 from ..report import atomic
+from ..report.records import Metric
+
+# The metrics chapter 3's training experiments report per model (x: the epoch where one is given).
+TRAINING_METRICS = {
+    "test_loss": Metric("test loss after epoch", "epoch"),
+    "test_accuracy": Metric("test accuracy after epoch", "epoch"),
+    "final_training_loss": Metric("final training loss (mean over runs)"),
+    "nfe_forward": Metric("forward NFE per training step (mean)"),
+    "nfe_backward": Metric("backward NFE per training step (mean)"),
+    "parameters": Metric("parameters"),
+}
 
 
 @dataclass

@@ -17,9 +17,11 @@ from ..data import walker2d
 from ..models.sequence import HybridSizes
 from .base import Experiment, RunContext
 from .claims import heavy_ball_beats
-from .hybrid_training import HybridConfig, HybridTask, run_hybrid_experiment
+from .hybrid_training import LABELS, HybridConfig, HybridTask, run_hybrid_experiment
+from .training import TRAINING_METRICS
 
 TASK = HybridTask(
+    key="walker2d",
     name="Walker2d",
     figure="fig3_11_walker2d",
     thesis_figure="Fig 3.11",
@@ -76,6 +78,8 @@ EXPERIMENT = Experiment(
     },
     run=run,
     thesis=TASK.thesis_numbers(),
+    metrics=TRAINING_METRICS,
+    model_labels=LABELS,
     claims=TASK.claims,
     missing_data=lambda root, config: walker2d.missing(root),
     download=lambda root, config: walker2d.download(root),

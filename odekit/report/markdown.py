@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from . import atomic
+from .records import COLUMNS, Key, Labels, Value, read_results, rows_of
 from .verdicts import Outcome, ThesisNumber, Verdict, format_number, number_verdict
 
 MAX_TABLE_ROWS = 40
@@ -43,28 +44,32 @@ def _verdict_text(verdict: Verdict) -> str:
     return f"**{verdict.outcome.value}**: {verdict.reason}"
 
 
-def _comparison_rows(metrics: dict[str, Any],
-                     thesis: dict[str, ThesisNumber]) -> tuple[list[list[str]], list[Verdict], int]:
-    """Each metric beside the thesis number it reproduces with a verdict; the thesis numbers not measured
+def _comparison_rows(results: dict[Key, Value], thesis: dict[Key, ThesisNumber],
+                     labels: Labels) -> tuple[list[list[str]], list[Verdict], int]:
+    """Each record beside the thesis number it reproduces with a verdict; the thesis numbers not measured
     (and how many)."""
     rows, verdicts = [], []
-    for key, value in metrics.items():
+
+    def where(key: Key) -> list[str]:
+        return [labels.model(key), labels.dataset(key), labels.x(key), labels.metric(key)]
+
+    for key, value in results.items():
         ref = thesis.get(key)
         if ref is None:
-            rows.append([key, format_number(value), "—", "no thesis counterpart", ""])
+            rows.append([*where(key), format_number(value), "—", "no thesis counterpart", ""])
             continue
         verdict = number_verdict(value, ref)
         verdicts.append(verdict)
         ref_text = format_number(ref.value) + (f" ± {format_number(ref.std)}" if ref.std is not None else "")
-        rows.append([key, format_number(value), ref_text, ref.source, _verdict_text(verdict)])
-    unmeasured = [(key, ref) for key, ref in thesis.items() if key not in metrics]
+        rows.append([*where(key), format_number(value), ref_text, ref.source, _verdict_text(verdict)])
+    unmeasured = [(key, ref) for key, ref in thesis.items() if key not in results]
     not_run = Verdict(Outcome.NOT_COMPARABLE, "this profile does not measure it; run the full profile")
     if len(unmeasured) <= MAX_UNMEASURED_ROWS:
-        rows += [[key, "not measured", format_number(ref.value), ref.source, _verdict_text(not_run)]
+        rows += [[*where(key), "not measured", format_number(ref.value), ref.source, _verdict_text(not_run)]
                  for key, ref in unmeasured]
     else:  # a grid of table cells the quick profile does not cover: one line, not hundreds
         tables = sorted({ref.source.split(",")[0] for _, ref in unmeasured})
-        rows.append([f"{len(unmeasured)} more thesis numbers", "not measured", "—", ", ".join(tables),
+        rows.append([f"{len(unmeasured)} more thesis numbers", "", "", "", "not measured", "—", ", ".join(tables),
                      _verdict_text(Verdict(Outcome.NOT_COMPARABLE, "not in this profile; run the full profile "
                                                                    "(or --set datasets=…)"))])
     return rows, verdicts, len(unmeasured)
@@ -101,7 +106,7 @@ def _section(experiment, run: Path | None, report_dir: Path) -> tuple[str, str]:
     status = json.loads((run / "status.json").read_text())
     config = json.loads((run / "config.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    results = read_results(run)
     rel = Path(_relative(run, report_dir))
     lines += [f"Run `{rel}`: profile **{status.get('profile')}**, {status.get('seconds', '?')} s, "
               f"finished {status.get('finished', '?')}.", ""]
@@ -115,11 +120,12 @@ def _section(experiment, run: Path | None, report_dir: Path) -> tuple[str, str]:
         rows, judged = _claim_rows(experiment, recorded)
         verdicts += judged
         lines += ["### The thesis's claims", "", _markdown_table(["source", "thesis claim", "verdict"], rows), ""]
-    if metrics or experiment.thesis:
-        rows, judged, unmeasured = _comparison_rows(metrics, experiment.thesis)
+    if results or experiment.thesis:
+        rows, judged, unmeasured = _comparison_rows(results, experiment.thesis, experiment.labels)
         verdicts += judged
         lines += ["### Numbers beside the thesis", "",
-                  _markdown_table(["metric", "odekit", "thesis", "source", "verdict"], rows), ""]
+                  _markdown_table(["model", "dataset", "at", "metric", "odekit", "thesis", "source", "verdict"], rows),
+                  ""]
     for name, entry in manifest.get("figures", {}).items():
         lines += [f"![{entry.get('caption') or name}]({rel / entry['file']})", "", f"*{entry.get('caption', '')}*", ""]
     for name, entry in manifest.get("tables", {}).items():
@@ -158,11 +164,30 @@ def build_report(runs: Path, experiments: Iterable, out: Path | None = None) -> 
         "",
         "| experiment | thesis | latest run | verdicts |", "|---|---|---|---|",
     ]
-    body = []
+    body, table = [], []
     for exp in experiments:
         run = latest_complete_run(runs, exp.name)
         text, tally = _section(exp, run, out.parent)
         body.append(text)
         header.append(f"| `{exp.name}` | {exp.thesis_items} | {run.name if run else 'not run'} | {tally} |")
+        if run is not None:
+            table += _long_rows(exp, read_results(run))
+    header += ["", f"Every number of these runs, beside its thesis number, is in one long-format table: "
+                   f"[{RESULTS_TABLE}]({RESULTS_TABLE}).", ""]
+    atomic.write_csv(out.parent / RESULTS_TABLE, [*COLUMNS, "thesis", "thesis_std", "source", "verdict"], table)
     atomic.write_text(out, "\n".join(header) + "\n\n" + "\n\n".join(body) + "\n")
     return out
+
+
+RESULTS_TABLE = "results.csv"
+
+
+def _long_rows(experiment, results: dict[Key, Value]) -> list[list[Any]]:
+    """The run's records as rows of the long table, each with its thesis number and verdict (if any)."""
+    rows = []
+    for row, key in zip(rows_of(experiment.name, results), results):
+        ref = experiment.thesis.get(key)
+        verdict = number_verdict(row["value"], ref).outcome.value if ref else ""
+        rows.append([*(row[c] for c in COLUMNS), *((ref.value, ref.std, ref.source) if ref else ("", "", "")),
+                     verdict])
+    return rows
