@@ -3,6 +3,7 @@ a worker killed mid-cell retried with nothing lost or duplicated."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,7 @@ import torch
 
 from odekit.experiments import Experiment, ExperimentConfig, execute, get
 from odekit.experiments.executors import CellError, ExecutorError, LocalExecutor, RayExecutor, make_executor
-from odekit.experiments.grid import run_grid
+from odekit.experiments.grid import cell_advance, cell_log, run_grid
 from odekit.report.records import Key, read_results
 
 try:
@@ -169,3 +170,60 @@ def test_executor_settings_are_checked():
         make_executor("slurm")
     executor = make_executor("ray", threads=2)
     assert isinstance(executor, RayExecutor) and executor.workers >= 1 and executor.threads == 2
+
+
+class _RecordingContext:
+    """What run_grid uses of a RunContext, recording the progress bar's moves and the log."""
+
+    def __init__(self, executor) -> None:
+        self.executor, self.checkpoint, self.moves, self.lines = executor, {}, [], []
+
+    @contextlib.contextmanager
+    def progress(self, total, description):
+        self.total = total
+        yield self.moves.append
+
+    def save_checkpoint(self) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def epochs_of(cell: Square) -> dict:
+    """A cell of ``cell.n`` epochs that reports each one (and one line of news) as it goes."""
+    for epoch in range(cell.n):
+        cell_log(f"{cell.key} epoch {epoch}")
+        cell_advance()
+    return {"epochs": cell.n}
+
+
+def test_a_long_cell_moves_the_grid_progress_bar_as_it_goes_and_logs_its_news():
+    ctx = _RecordingContext(LocalExecutor())
+    ctx.checkpoint["cells"] = {"n=1": {"epochs": 1}}  # finished earlier: counted at once
+    done = run_grid(ctx, [Square(1), Square(2), Square(3)], epochs_of, "epochs", size=lambda cell: cell.n)
+    assert done == {f"n={n}": {"epochs": n} for n in (1, 2, 3)}
+    assert ctx.total == 6 and sum(ctx.moves) == 6
+    assert ctx.moves == [1, 1, 1, 0, 1, 1, 1, 0]  # per epoch, nothing left over when each cell ends
+    assert ctx.lines == ["n=2 epoch 0", "n=2 epoch 1", "n=3 epoch 0", "n=3 epoch 1", "n=3 epoch 2"]
+    cell_advance()  # outside a grid: nothing to move, no error
+    cell_log("outside")
+    assert sum(ctx.moves) == 6 and ctx.lines[-1] == "n=3 epoch 2"
+
+
+@needs_ray
+def test_on_ray_a_long_cell_moves_the_bar_by_its_size_when_it_finishes():
+    ctx = _RecordingContext(RayExecutor(workers=1, threads=1))
+    try:
+        done = run_grid(ctx, [Square(2), Square(3)], epochs_of, "epochs", size=lambda cell: cell.n)
+    finally:
+        ctx.executor.close()
+    assert done == {"n=2": {"epochs": 2}, "n=3": {"epochs": 3}}
+    assert ctx.moves == [0, 2, 3] and ctx.lines == []  # the worker's news stays there
+
+
+def test_grids_of_one_run_keep_their_records_apart_by_section():
+    ctx = _RecordingContext(LocalExecutor())
+    run_grid(ctx, [Square(1)], epochs_of, "first", section="first")
+    run_grid(ctx, [Square(2)], epochs_of, "second", section="second")
+    assert ctx.checkpoint == {"first": {"n=1": {"epochs": 1}}, "second": {"n=2": {"epochs": 2}}}

@@ -9,6 +9,13 @@ the checkpoint already holds, hands the rest to the run's executor
 (:mod:`~odekit.experiments.executors`), and writes each record into the checkpoint as soon as its
 cell finishes, in whatever order cells finish: a run killed at any point resumes with only the
 unfinished cells, and no cell is recorded twice.
+
+A long cell (a model trained for many epochs) declares its size in units of progress
+(``size(cell)``, e.g. its epochs) and reports them as it goes with :func:`cell_advance`, and its
+news with :func:`cell_log`: in this process they move the run's one progress bar and print under
+it; in a Ray worker they do nothing, and the bar moves by the cell's whole size when it finishes.
+A cell that keeps its own state between units (an epoch checkpoint, trained weights) writes it
+under a folder it is given (the run folder, which a cluster's nodes must share like the data).
 """
 
 from __future__ import annotations
@@ -24,24 +31,55 @@ class GridCell(Protocol):
     def key(self) -> str: ...
 
 
+class _Reporter:
+    """Where :func:`cell_advance` and :func:`cell_log` go in this process (nowhere in a Ray worker)."""
+
+    advance: Callable[[int], None] | None = None
+    log: Callable[[str], None] | None = None
+    ticks = 0
+
+
+def cell_advance(n: int = 1) -> None:
+    """Move the grid's progress bar by ``n`` units of the running cell (see ``size`` of :func:`run_grid`)."""
+    if _Reporter.advance is not None:
+        _Reporter.ticks += n
+        _Reporter.advance(n)
+
+
+def cell_log(message: str) -> None:
+    """A line of news from the running cell, printed by the run when the cell runs in this process."""
+    if _Reporter.log is not None:
+        _Reporter.log(message)
+
+
 def run_grid(ctx: RunContext, cells: Sequence[GridCell], work: Callable[[Any], dict], description: str,
-             describe: Callable[[Any, dict], str] | None = None) -> dict[str, dict]:
+             describe: Callable[[Any, dict], str] | None = None,
+             size: Callable[[Any], int] | None = None, section: str = "cells") -> dict[str, dict]:
     """Run every cell of ``cells`` not yet in the checkpoint through ``ctx.executor``; returns
     ``{cell.key: record}`` for all of them (earlier attempts' records included).
 
-    ``describe(cell, record)`` gives the log line of a finished cell.
+    ``describe(cell, record)`` gives the log line of a finished cell; ``size(cell)`` its units of
+    progress (default 1), which the cell may report as it goes with :func:`cell_advance`. An
+    experiment with several grids keeps each under its own ``section`` of the checkpoint.
     """
     # Sweeps may overlap (a depth sweep and a label sweep meet at one cell): a cell runs once.
     cells = list({cell.key: cell for cell in cells}.values())
     keys = [cell.key for cell in cells]
-    done: dict[str, dict] = ctx.checkpoint.setdefault("cells", {})
+    units = size or (lambda cell: 1)
+    done: dict[str, dict] = ctx.checkpoint.setdefault(section, {})
     todo = [cell for cell in cells if cell.key not in done]
-    with ctx.progress(len(cells), description) as advance:
-        advance(len(cells) - len(todo))
-        for cell, record in ctx.executor.map(work, todo):
-            done[cell.key] = record
-            ctx.save_checkpoint()  # streamed: a finished cell is on disk before the next is awaited
-            if describe is not None:
-                ctx.log(describe(cell, record))
-            advance()
+    with ctx.progress(sum(units(cell) for cell in cells), description) as advance:
+        advance(sum(units(cell) for cell in cells if cell.key in done))
+        _Reporter.advance, _Reporter.log, _Reporter.ticks = advance, ctx.log, 0
+        try:
+            for cell, record in ctx.executor.map(work, todo):
+                done[cell.key] = record
+                ctx.save_checkpoint()  # streamed: a finished cell is on disk before the next is awaited
+                if describe is not None:
+                    ctx.log(describe(cell, record))
+                # what the cell did not report itself (all of it when it ran elsewhere)
+                advance(max(0, units(cell) - _Reporter.ticks))
+                _Reporter.ticks = 0
+        finally:
+            _Reporter.advance = _Reporter.log = None
     return {key: done[key] for key in keys}
