@@ -67,7 +67,8 @@ def main() -> None:
                  **{f"{k}_ratio": ours[k] / base[k] for k in ("nfe_forward", "nfe_backward", "seconds_per_epoch")},
                  "test": ours["test"], "counterpart_test": base["test"]}
         ratios.append(entry)
-        table.add_row(f"{depth:g}", f"{model} / {base['model']}", f"{100 * ours['test']:.1f} / {100 * base['test']:.1f}",
+        table.add_row(f"{depth:g}", f"{model} / {base['model']}",
+                      f"{100 * ours['test']:.1f} / {100 * base['test']:.1f}",
                       f"{entry['nfe_forward_ratio']:.2f}", f"{entry['nfe_backward_ratio']:.2f}",
                       f"{entry['seconds_per_epoch_ratio']:.2f}")
     console.print(table)

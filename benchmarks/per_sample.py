@@ -26,7 +26,8 @@ stiffness ``λ_b`` log-spaced over 1 … 10⁴, t ∈ [0, 5], rtol 1e-6 / atol 1
 batch-coupled: batched f calls, steps, inner iterations, wall time and the largest difference
 from each sample solved alone. Coupled, the stiffest sample sets every sample's step.
 
-    python benchmarks/per_sample.py [--part vdp|hybrid|stiff|all] [--repeats 5] [--out benchmarks/results/per_sample.json]
+    python benchmarks/per_sample.py [--part vdp|hybrid|stiff|all] [--repeats 5]
+        [--out benchmarks/results/per_sample.json]
 
 A single part updates its entry in the JSON and keeps the others.
 """

@@ -190,7 +190,8 @@ def main() -> None:
         runs[name] = train(settings, args, train_x, test_x)
         r = runs[name]
         console.print(f"{name}: test NLL {r['test_nll']:.3f} (entropy {entropy:.3f}), NFE {r['nfe_forward']:.0f}/"
-                      f"{r['nfe_backward']:.0f}, {r['seconds'] * 1e3:.0f} ms/iteration, {r['saved_bytes'] / 1e6:.1f} MB")
+                      f"{r['nfe_backward']:.0f}, {r['seconds'] * 1e3:.0f} ms/iteration, "
+                      f"{r['saved_bytes'] / 1e6:.1f} MB")
     if runs:
         base = runs["dopri5 (adjoint)"]
         table = Table(title=f"2-D FFJORD, {args.iterations} iterations, batch {args.batch} (entropy {entropy:.3f})")

@@ -120,7 +120,8 @@ def diffrax_runs(field: MLPField, y0: torch.Tensor) -> dict:
         return jax.jit(jax.grad(lambda params, y: jnp.sum(solve(params, y, adjoint) ** 2), argnums=(0, 1)))
 
     forward_jit = jax.jit(lambda params, y: solve(params, y, diffrax.RecursiveCheckpointAdjoint()))
-    backsolve_jit, checkpoint_jit = gradient_of(diffrax.BacksolveAdjoint()), gradient_of(diffrax.RecursiveCheckpointAdjoint())
+    backsolve_jit, checkpoint_jit = (gradient_of(diffrax.BacksolveAdjoint()),
+                                     gradient_of(diffrax.RecursiveCheckpointAdjoint()))
     # The bare cost of one evaluation inside XLA: 38 chained evaluations in one compiled loop.
     chained = jax.jit(lambda params, y: jax.lax.fori_loop(0, 38, lambda i, z: vf(0.0, z, params), y))
     y = jnp.asarray(y0.numpy())
@@ -197,7 +198,8 @@ def measure(dim: int, width: int, batch: int, repeats: int) -> dict[str, float]:
                     odekit.solve(field, y0, t, rtol=RTOL, atol=ATOL, compile=True)
                 return
             y = y0.clone().requires_grad_()
-            odekit.solve(field, y, t, rtol=RTOL, atol=ATOL, gradient=gradient, compile=True).ys[-1].square().sum().backward()
+            odekit.solve(field, y, t, rtol=RTOL, atol=ATOL, gradient=gradient,
+                         compile=True).ys[-1].square().sum().backward()
         return run
 
     def eager_backprop():

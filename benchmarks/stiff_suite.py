@@ -223,8 +223,8 @@ def _print(console: Console, results: dict, checks: dict) -> None:
         table.add_column(col, justify="right" if col not in ("problem", "solver", "status") else "left")
     for name, row in results.items():
         for label, r in row.items():
-            table.add_row(name, label, r["status"][:24], f"{r['error']:.2e}", str(r["evaluations"]), str(r["jacobians"]),
-                          str(r["lu"]), str(r["steps"]), f"{r['wall']:.3f}")
+            table.add_row(name, label, r["status"][:24], f"{r['error']:.2e}", str(r["evaluations"]),
+                          str(r["jacobians"]), str(r["lu"]), str(r["steps"]), f"{r['wall']:.3f}")
     console.print(table)
     for name, check in checks.items():
         console.print(f"{name}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"

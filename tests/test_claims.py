@@ -129,7 +129,8 @@ def test_a_stopped_training_resumes_from_its_last_epoch(tmp_path):
     from odekit.experiments.image_classification import ImageConfig, train_model
 
     torch.manual_seed(0)
-    data = ((torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))), (torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))))
+    data = ((torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))),
+            (torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))))
     config = ImageConfig(models=("hbnode",), epochs=2, batch_size=4, lr=1e-3, tol=1e-2)
     whole = train_model("hbnode", config, data, lambda m: None, lambda: None, tmp_path / "whole.pt")
 

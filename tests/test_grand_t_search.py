@@ -27,7 +27,8 @@ def test_both_models_get_the_same_trials_and_seeds():
 
 
 def test_selection_takes_the_best_validation_never_a_failure_and_the_smallest_t_on_ties():
-    config = get("grand_t_search").config("smoke", depths=(1.0, 4.0, 16.0), source_scales=(1.0,), models=("grand-l", "grand++-l"))
+    config = get("grand_t_search").config("smoke", depths=(1.0, 4.0, 16.0), source_scales=(1.0,),
+                                          models=("grand-l", "grand++-l"))
     cells = [c for c in trials(config) if c.model == "grand-l"]
     scores = {1.0: (0.5, 0.40), 4.0: (0.7, 0.60), 16.0: (None, None)}  # T=16 "failed" (would not be chosen anyway)
     done = {c.key: {"val": scores[c.t_end][0], "test": scores[c.t_end][1]} for c in cells}
@@ -57,13 +58,15 @@ def test_smoke_selects_by_validation_and_tests_the_selected_pairs(tmp_path, data
     best = {}
     for c in cells:  # recomputed here from the records: the best validation of each model and split
         key = (c["model"], c["run"])
-        if key not in best or c["val"] > best[key]["val"] or (c["val"] == best[key]["val"] and c["t_end"] < best[key]["t_end"]):
+        if key not in best or c["val"] > best[key]["val"] or (
+                c["val"] == best[key]["val"] and c["t_end"] < best[key]["t_end"]):
             best[key] = c
     selected = {r["model"]: r for r in _rows(run_dir / "tables" / "t_search_selected.csv")}
     for model, label in (("grand-l", "GRAND-l"), ("grand++-l", "GRAND++-l")):
         accuracies = [100 * best[model, r]["test"] for r in (0, 1)]
         mean = sum(accuracies) / 2
-        assert float(selected[label]["test acc (%), T chosen by validation"].split(" ± ")[0]) == pytest.approx(mean, abs=0.006)
+        assert (float(selected[label]["test acc (%), T chosen by validation"].split(" ± ")[0])
+                == pytest.approx(mean, abs=0.006))
     expected = stats.ttest_rel([100 * best["grand++-l", r]["test"] for r in (0, 1)],
                                [100 * best["grand-l", r]["test"] for r in (0, 1)])
     (row,) = _rows(run_dir / "tables" / "t_search_tests.csv")

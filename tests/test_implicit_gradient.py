@@ -143,7 +143,8 @@ def test_bdf_implicit_gradient_equals_backprop_on_a_linear_field():
             sol = odekit.solve(field, x0, torch.tensor([0.0, 1.0], dtype=F64), method="bdf", rtol=1e-6, atol=1e-8,
                                gradient=gradient, options={"jacobian": "autograd"})
         sol.ys[-1].square().sum().backward()
-        grads[gradient], steps[gradient], saved[gradient] = (field.a.grad, x0.grad), sol.stats.steps_accepted, sum(sizes)
+        grads[gradient], steps[gradient], saved[gradient] = (
+            (field.a.grad, x0.grad), sol.stats.steps_accepted, sum(sizes))
     assert steps["implicit"] == steps["backprop"]
     assert saved["implicit"] < saved["backprop"]  # Newton ran without a graph
     for implicit, unrolled in zip(grads["implicit"], grads["backprop"]):

@@ -39,7 +39,8 @@ def y0() -> torch.Tensor:
 CASES = {
     "prox_bdf adaptive, Fletcher–Reeves": {"method": "prox_bdf", "options": {"inner": "fr", "inner_step": 0.3}},
     "prox_bdf3 fixed step, L-BFGS": {"method": "prox_bdf3", "step_size": 0.05},
-    "prox_ms3 fixed step, Newton–Krylov": {"method": "prox_ms3", "step_size": 0.1, "options": {"inner": "newton_krylov"}},
+    "prox_ms3 fixed step, Newton–Krylov": {"method": "prox_ms3", "step_size": 0.1,
+                                           "options": {"inner": "newton_krylov"}},
     "prox_cn fixed step, Anderson": {"method": "prox_cn", "step_size": 0.05, "options": {"inner": "anderson"}},
     "ndf": {"method": "ndf"},
     "radauIIA5": {"method": "radauIIA5"},
@@ -166,7 +167,8 @@ def test_forward_mode_products_and_autograd_jacobians_evaluate_each_sample_at_on
     the others (its point is evaluated on a batch of its copies), and results still equal its own solve."""
     t = torch.linspace(0.0, 0.5, 3, dtype=DTYPE)
     wide = torch.ones(BATCH, 20, dtype=DTYPE)  # 20 components: ndf's "auto" Jacobian is jacfwd
-    cases = [({"method": "prox_be", "step_size": 0.1, "options": {"inner": "newton_krylov", "jvp": "forward_ad"}}, y0()),
+    cases = [({"method": "prox_be", "step_size": 0.1,
+               "options": {"inner": "newton_krylov", "jvp": "forward_ad"}}, y0()),
              ({"method": "ndf", "options": {"jacobian": "autograd"}}, wide)]
     for settings, start in cases:
         sol = odekit.solve(Relaxation(), start, t, args=RATES, per_sample=True, **settings)

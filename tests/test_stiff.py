@@ -268,7 +268,8 @@ def test_stiff_solver_objects_take_the_same_steps_as_the_strings():
     problem = CLASSICAL_PROBLEMS["robertson"]
     t = torch.tensor([0.0, problem.t_end], dtype=torch.float64)
     controller = odekit.PIController(rtol=RTOL, atol=ATOL)
-    for solver, method, options in [(odekit.Auto(), "auto", {}), (odekit.NDF({"max_order": 3}), "ndf", {"max_order": 3})]:
+    for solver, method, options in [(odekit.Auto(), "auto", {}),
+                                    (odekit.NDF({"max_order": 3}), "ndf", {"max_order": 3})]:
         as_object = odekit.solve(problem, problem.y0, t, solver=solver, controller=controller)
         as_string = _solve(problem, method, options=options)
         assert as_object.stats.nfe == as_string.stats.nfe

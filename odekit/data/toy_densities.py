@@ -53,7 +53,8 @@ def _moons_sample(n: int, generator: torch.Generator) -> torch.Tensor:
 def _checkerboard_sample(n: int, generator: torch.Generator) -> torch.Tensor:
     """Uniform on the 8 unit squares of [−2, 2]² whose integer corners sum to an even number."""
     x = torch.rand(n, generator=generator, dtype=torch.float64) * 4 - 2
-    offset = torch.rand(n, generator=generator, dtype=torch.float64) + 2 * torch.randint(0, 2, (n,), generator=generator)
+    offset = (torch.rand(n, generator=generator, dtype=torch.float64)
+              + 2 * torch.randint(0, 2, (n,), generator=generator))
     column = torch.floor(x).remainder(2)
     return torch.stack([x, offset - 2 + column], 1)
 

@@ -45,9 +45,9 @@ from . import (  # noqa: E402
     work_precision,
 )
 
-for _module in (plane_vibration, walker2d, adjoint_decay, grand_depth, grand_labels, grand_t_search, grand_variants, hb_grand, diffusion1d,
-                hb_optim_demo, pointcloud, image_classification, nfe_vs_tolerance, silverbox_growth, stiff_scalar,
-                work_precision, grand_proximal, cnf_mnist):
+for _module in (plane_vibration, walker2d, adjoint_decay, grand_depth, grand_labels, grand_t_search, grand_variants,
+                hb_grand, diffusion1d, hb_optim_demo, pointcloud, image_classification, nfe_vs_tolerance,
+                silverbox_growth, stiff_scalar, work_precision, grand_proximal, cnf_mnist):
     register(_module.EXPERIMENT)
 
 __all__ = ["EXPERIMENTS", "register", "get", "Experiment", "ExperimentConfig", "RunContext", "ThesisNumber",

@@ -216,7 +216,8 @@ class RunContext:
         """Record the run's verdicts on claims of ``experiment.claims`` (by key)."""
         unknown = sorted(set(verdicts) - set(self.experiment.claims))
         if unknown:
-            raise KeyError(f"{self.experiment.name} declares no claim {unknown}; it has {sorted(self.experiment.claims)}")
+            raise KeyError(f"{self.experiment.name} declares no claim {unknown}; "
+                           f"it has {sorted(self.experiment.claims)}")
         self.verdicts.update({key: verdict.as_dict() for key, verdict in verdicts.items()})
         atomic.write_json(self.out / "verdicts.json", self.verdicts)
 

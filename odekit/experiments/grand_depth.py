@@ -103,7 +103,8 @@ def _drop(means: dict, dataset: str, model: str) -> tuple[float, float, float, f
 
 def _verdicts(continuous: dict, discrete: dict) -> dict[str, Verdict]:
     """Table 4.1's two claims on the run's mean accuracies."""
-    holds = gap_verdict(accuracy_lost(continuous, "grand++-l", "grand-l"), "accuracy lost from the shallowest to the deepest T, GRAND-l vs GRAND++-l (points)",
+    holds = gap_verdict(accuracy_lost(continuous, "grand++-l", "grand-l"),
+                        "accuracy lost from the shallowest to the deepest T, GRAND-l vs GRAND++-l (points)",
                         "the run has GRAND-l and GRAND++-l at fewer than two common depths")
     collapses, shown = [], []
     for dataset, model in dict.fromkeys((d, m) for d, m, _ in discrete):

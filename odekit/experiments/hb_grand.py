@@ -115,7 +115,8 @@ def _costs(ctx: RunContext, done: dict, sweeps: list) -> None:
             if ok:
                 rows.append([DATASET_LABELS[dataset], name, f"{x:g}", MODELS[model].label, len(ok),
                              f"{np.mean([r['nfe_forward'] for r in ok]):.0f}",
-                             f"{np.mean([r['nfe_backward'] for r in ok]):.0f}", f"{np.mean([r['seconds'] for r in ok]):.1f}"])
+                             f"{np.mean([r['nfe_backward'] for r in ok]):.0f}",
+                             f"{np.mean([r['seconds'] for r in ok]):.1f}"])
     ctx.table("hb_grand_costs", ["dataset", "sweep", "x", "model", "runs", "forward NFE / epoch",
                                  "backward NFE / epoch", "seconds per run"], rows,
               "Cost per training run: NFE per epoch (forward, and backward after backward()) and wall seconds.")

@@ -49,7 +49,8 @@ class Cell:
 
     @property
     def key(self) -> str:
-        key = f"{self.dataset}|{self.model}|k={self.per_class}|T={self.t_end}|L={self.depth}|run={self.run}|seed={self.seed}"
+        key = (f"{self.dataset}|{self.model}|k={self.per_class}|T={self.t_end}|L={self.depth}"
+               f"|run={self.run}|seed={self.seed}")
         return key if self.source_scale is None else f"{key}|s={self.source_scale}"
 
 
@@ -233,7 +234,8 @@ def mean_accuracies(grouped: dict) -> dict[tuple[str, str, float], float]:
 
 def _shared(means: dict, dataset: str, a: str, b: str) -> list[float]:
     """The swept values at which both models have a mean on ``dataset``, in order."""
-    return sorted({x for d, m, x in means if d == dataset and m == a} & {x for d, m, x in means if d == dataset and m == b})
+    return sorted({x for d, m, x in means if d == dataset and m == a}
+                  & {x for d, m, x in means if d == dataset and m == b})
 
 
 def model_gaps(means: dict, better: str, worse: str, xs: Callable[[str, list[float]], list[float]],

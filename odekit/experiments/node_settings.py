@@ -55,9 +55,11 @@ SETTINGS = {
     "computers": GrandSettings(128, 3.2490, 4, 64, 0.59731, 0.08733, 0.0035305, 0.0076747, "adam", 100, False,
                                127.464, 500, adjoint_method="dopri5", adjoint_tol_scale=443.814, edge_sampling=0.5729),
     "photo": GrandSettings(64, 3.5824, 4, 64, 0.42903, 0.46502, 0.0055607, 0.0047078, "adam", 100, False, 2086.53,
-                           500, batch_norm=True, adjoint_method="rk4", adjoint_tol_scale=14777.61, edge_sampling=0.9282),
+                           500, batch_norm=True, adjoint_method="rk4", adjoint_tol_scale=14777.61,
+                           edge_sampling=0.9282),
     "ogbn_arxiv": GrandSettings(162, 3.6760, 2, 32, 0.0, 0.11595, 0.0054515, 0.0, "rmsprop", 100, False, 11353.56,
-                                500, batch_norm=True, adjoint_method="rk4", adjoint_tol_scale=1.0, edge_sampling=0.8105),
+                                500, batch_norm=True, adjoint_method="rk4", adjoint_tol_scale=1.0,
+                                edge_sampling=0.8105),
 }
 # GRAND++'s runs (run_GNP.py) take epochs and max NFE from its command line, whose defaults are
 # these, and everything else from GRAND's best settings (the authors' GRAND++ code).

@@ -65,7 +65,8 @@ def split_for(name: str, data, per_class: int, run: int):
 
 def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: float | None, depth: int,
                 in_features: int, classes: int):
-    """The network of ``model`` on dataset ``name``: GRAND family at depth ``t_end`` or a baseline of ``depth`` layers."""
+    """The network of ``model`` on dataset ``name``: GRAND family at depth ``t_end`` or a baseline of
+    ``depth`` layers."""
     spec = MODELS[model]
     if spec.baseline is not None:
         b = BASELINE_TRAINING
@@ -80,9 +81,11 @@ def build_model(config: NodeClassificationConfig, name: str, model: str, t_end: 
         gradient = "adjoint" if s.adjoint_method else "backprop"
     adjoint_method = s.adjoint_method if config.gradient == "authors" else None
     adjoint_tol = s.adjoint_tol_scale if adjoint_method else tol
-    adjoint_options = {"step_size": config.step_size} if adjoint_method and not METHODS[adjoint_method].adaptive else None
-    return GRAND(in_features, classes, hidden=config.hidden or s.hidden, t_end=t_end or s.t_end, attention_dim=s.attention_dim,
-                 heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=spec.nonlinear,
+    adjoint_options = ({"step_size": config.step_size} if adjoint_method and not METHODS[adjoint_method].adaptive
+                       else None)
+    return GRAND(in_features, classes, hidden=config.hidden or s.hidden, t_end=t_end or s.t_end,
+                 attention_dim=s.attention_dim, heads=s.heads, attention_normalisation=s.attention_normalisation,
+                 nonlinear=spec.nonlinear,
                  # the authors' nonlinear runs use the plain block, not hard attention (the authors' GRAND++ code)
                  edge_sampling=None if spec.nonlinear else s.edge_sampling,
                  initial_term=s.initial_term and not spec.source,

@@ -1,8 +1,9 @@
 """``stiff_scalar``: forward, backward and proximal backward Euler on eqs. 5.10 and 5.11 (Fig 5.2).
 
 Step 0.01 for every solver, as in the thesis, and a second, larger step (0.05 by default) at
-which forward Euler is unstable on eq. 5.11 (``50 h > 2``). Proximal backward Euler solves each step's proximal problem (5.5) by
-gradient descent (5.7) and stops on the thesis's rule ‖z_{i+1} − z_i‖ ≤ ε; as ε shrinks it
+which forward Euler is unstable on eq. 5.11 (``50 h > 2``). Proximal backward Euler solves each
+step's proximal problem (5.5) by gradient descent (5.7) and stops on the thesis's rule
+‖z_{i+1} − z_i‖ ≤ ε; as ε shrinks it
 approaches exact backward Euler (§5.3.2). Exact backward Euler is the same scheme with a
 Newton inner solve to round-off.
 """
@@ -75,8 +76,9 @@ def run(config: StiffScalarConfig, ctx: RunContext) -> None:
                     extra = sol.stats.extra
                     final = errors[-1].item()
                     finals[(problem, h, solver)] = final
-                    rows.append([problem, h, labels[solver], f"{final:.3e}", f"{errors.max().item():.3e}", sol.stats.nfe,
-                                 extra.get("inner_iterations", 0), extra.get("inner_iterations_max", 0)])
+                    rows.append([problem, h, labels[solver], f"{final:.3e}", f"{errors.max().item():.3e}",
+                                 sol.stats.nfe, extra.get("inner_iterations", 0),
+                                 extra.get("inner_iterations_max", 0)])
                     ctx.record(Key("final_error", solver, problem, h), float(f"{final:.4g}"))
                     advance()
     ctx.table("stiff_scalar", ["problem", "step", "solver", "error at t_end", "max error", "nfe",
@@ -108,7 +110,8 @@ def _verdicts(config: StiffScalarConfig, finals: dict, labels: dict[str, str]) -
                 wins.append(prox < euler)
             shown.append(f"{problem} h={step:g}: {prox:.3g} vs {euler:.3g}")
     beats = Verdict(Outcome.AGREES if all(wins) else Outcome.DIFFERS,
-                    f"final error of {labels[tightest]} vs forward Euler (judged at the thesis's h={h:g}): {'; '.join(shown)}")
+                    f"final error of {labels[tightest]} vs forward Euler (judged at the thesis's h={h:g}): "
+                    f"{'; '.join(shown)}")
     return {"prox_approaches_backward_euler": approach, "prox_beats_forward_euler": beats}
 
 
@@ -131,7 +134,8 @@ def _plot(config, ctx, t, curves, labels) -> None:
             ax.legend(fontsize=7)
     fig.tight_layout()
     ctx.figure("fig5_2_error_vs_time", fig,
-               caption=f"Fig 5.2 (step {config.steps[0]}): error against time of proximal backward Euler at several inner tolerances, beside "
+               caption=f"Fig 5.2 (step {config.steps[0]}): error against time of proximal backward Euler "
+                       "at several inner tolerances, beside "
                        "exact backward Euler (a, c) and forward Euler (b, d); eq. 5.10 top, eq. 5.11 bottom.")
 
 

@@ -195,7 +195,8 @@ def _check_nodes(nodes: torch.Tensor) -> torch.Tensor:
     if not isinstance(nodes, torch.Tensor) or nodes.ndim != 1 or not (
             nodes.dtype == torch.bool or not (nodes.is_floating_point() or nodes.is_complex())):
         raise ValueError("source nodes must be a 1-D boolean node mask or a 1-D tensor of node indices, got "
-                         f"{getattr(nodes, 'dtype', type(nodes).__name__)} of shape {tuple(getattr(nodes, 'shape', ()))}")
+                         f"{getattr(nodes, 'dtype', type(nodes).__name__)} of shape "
+                         f"{tuple(getattr(nodes, 'shape', ()))}")
     return nodes
 
 
@@ -206,5 +207,6 @@ def _node_mask(nodes: torch.Tensor, num_nodes: int) -> torch.Tensor:
             raise RuntimeError(f"the source-node mask has {nodes.shape[0]} entries but the graph {num_nodes} nodes")
         return nodes
     if nodes.numel() and (int(nodes.min()) < 0 or int(nodes.max()) >= num_nodes):
-        raise RuntimeError(f"source-node indices must lie in [0, {num_nodes}); got {int(nodes.min())}…{int(nodes.max())}")
+        raise RuntimeError(f"source-node indices must lie in [0, {num_nodes}); "
+                           f"got {int(nodes.min())}…{int(nodes.max())}")
     return torch.zeros(num_nodes, dtype=torch.bool, device=nodes.device).index_fill_(0, nodes.long(), True)

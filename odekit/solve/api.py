@@ -186,7 +186,8 @@ class Integration:
         if code:
             error, why = tensor_loop.FAILURES[code]
             advice = ("check f" if code in (tensor_loop.NON_FINITE, tensor_loop.NON_FINITE_UNDERFLOW) else
-                      "raise max_num_steps or max_nfe, loosen rtol/atol, or use a stiff method (method='auto' or 'ndf')")
+                      "raise max_num_steps or max_nfe, loosen rtol/atol, or use a stiff method "
+                      "(method='auto' or 'ndf')")
             raise error(f"{why} at t={float(carry.failed_at[0]):.6g} (target {times[-1]:.6g}); {advice}")
 
     def _grid(self, field: VectorField, y0: torch.Tensor, times: list[float]) -> list[float]:
@@ -575,7 +576,8 @@ def _solve_per_sample(f: UserField, y0: State, t: torch.Tensor, method: str, rto
     backward = None
     if gradient == "adjoint":
         backward = settings(*resolve(adjoint_method or method, backward_options),
-                            rtol if adjoint_rtol is None else adjoint_rtol, atol if adjoint_atol is None else adjoint_atol)
+                            rtol if adjoint_rtol is None else adjoint_rtol,
+                            atol if adjoint_atol is None else adjoint_atol)
     ys, stats, status, message = solve_per_sample(field, y0, t, forward, throw=throw, compile=compile,
                                                   gradient=gradient, backward=backward, params=params)
     publish(stats)
@@ -584,7 +586,8 @@ def _solve_per_sample(f: UserField, y0: State, t: torch.Tensor, method: str, rto
 
 def _solve_in_lockstep(f: Callable, y0: State, t: torch.Tensor, layout: StateLayout, batch: int, compile: bool,
                        settings: dict[str, Any]) -> Solution:
-    """Every sample's own :func:`solve` with ``settings``, its calls of ``f`` batched (:mod:`~odekit.solve.lockstep`)."""
+    """Every sample's own :func:`solve` with ``settings``, its calls of ``f`` batched
+    (:mod:`~odekit.solve.lockstep`)."""
     from .lockstep import solve_in_lockstep
     from .per_sample import CheckedField, sample_times
 

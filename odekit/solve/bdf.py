@@ -75,7 +75,8 @@ Preconditioner = Callable[[float, torch.Tensor, float], Callable[[torch.Tensor],
 BDF_OPTIONS = tuple(k for k in ADAPTIVE_OPTIONS if k not in (
     "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "norm",
     "step_size", "grid_constructor", "perturb", "interp")) + (
-    "max_order", "jacobian", "linear_solver", "dense_max", "krylov_dim", "krylov_rtol", "preconditioner") + STAGE_GRADIENT_OPTIONS
+    "max_order", "jacobian", "linear_solver", "dense_max", "krylov_dim", "krylov_rtol",
+    "preconditioner") + STAGE_GRADIENT_OPTIONS
 
 
 def _coefficients(kappa: tuple[float, ...]) -> tuple[list[float], list[float], list[float]]:

@@ -335,10 +335,11 @@ def implicit_stage(stage: FixedPointStage, z_star: torch.Tensor, rtol: float, ma
     RK stages: ``G(W) = h (A ⊗ I) F(y0 + W)``). Differentiating that equation instead of the
     iterations that found it: for an incoming gradient ``g``, ``λ`` solves the linear adjoint system
     ``(I − ∂G/∂z)ᵀ λ = g`` (for a proximal stage ``(I − σ ∂f/∂z)ᵀ λ = g``; GMRES on
-    vector–Jacobian products, to ``rtol``; ``on_product`` is told of each), and ``λ`` is then backpropagated through one evaluation
-    of ``G`` into everything it depends on (the stage's centre, ``f``'s parameters). Memory holds
-    one evaluation of ``G`` per stage, however many inner iterations the forward solve took (the
-    thesis's closing idea: the adjoint of an optimisation problem is an optimisation problem).
+    vector–Jacobian products, to ``rtol``; ``on_product`` is told of each), and ``λ`` is then
+    backpropagated through one evaluation of ``G`` into everything it depends on (the stage's
+    centre, ``f``'s parameters). Memory holds one evaluation of ``G`` per stage, however many
+    inner iterations the forward solve took (the thesis's closing idea: the adjoint of an
+    optimisation problem is an optimisation problem).
     """
     z0 = z_star.detach().requires_grad_(True)
     # z0 is only the point of the products below: drop the gradient the backward leaves on it
