@@ -54,7 +54,7 @@ def main() -> None:
                         train_subset=args.train, test_subset=args.test)
     data = load_data(image, data_root(args.data_dir))
     for kind in MODELS:
-        epochs = train_model(kind, image, data, console.print, lambda: None)
+        epochs = train_model(kind, image, data)
         results["mnist"][kind] = {
             "nfe_forward": float(np.mean([e["nfe_forward"] for e in epochs])),
             "nfe_backward": float(np.mean([e["nfe_backward"] for e in epochs])),

@@ -45,8 +45,7 @@ def main() -> None:
     results = {}
     for kind in MODELS:
         console.print(f"{LABELS[kind]} …")
-        epochs = train_hybrid(build_model(TASK, kind, config), LABELS[kind], train, test, plan_of(TASK, config),
-                              console.print, lambda: None)
+        epochs = train_hybrid(build_model(TASK, kind, config), LABELS[kind], train, test, plan_of(TASK, config))
         results[kind] = {
             "seconds_per_epoch": float(np.mean([e["train_seconds"] for e in epochs])),
             "nfe_forward": float(np.mean([e["nfe_forward"] for e in epochs])),

@@ -124,27 +124,30 @@ def test_judging_an_undeclared_claim_is_an_error(tmp_path):
         execute(exp, exp.config("smoke"), tmp_path, tmp_path)
 
 
-def test_a_stopped_training_resumes_from_its_last_epoch(tmp_path):
+def test_a_stopped_training_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     """Epoch-level resume: stopped after epoch 1 of 2, then rerun, it ends where an unstopped run ends."""
+    from odekit.experiments import image_classification
     from odekit.experiments.image_classification import ImageConfig, train_model
 
     torch.manual_seed(0)
     data = ((torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))),
             (torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))))
     config = ImageConfig(models=("hbnode",), epochs=2, batch_size=4, lr=1e-3, tol=1e-2)
-    whole = train_model("hbnode", config, data, lambda m: None, lambda: None, tmp_path / "whole.pt")
+    whole = train_model("hbnode", config, data, tmp_path / "whole.pt")
 
-    def stop_after_first_epoch():
-        raise KeyboardInterrupt
+    def stop_after_first_epoch(n: int = 1) -> None:
+        if n:  # not the count of restored epochs (none yet)
+            raise KeyboardInterrupt
 
     resume = tmp_path / "unfinished.pt"
+    monkeypatch.setattr(image_classification, "cell_advance", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_model("hbnode", config, data, lambda m: None, stop_after_first_epoch, tmp_path / "w.pt", resume)
+        train_model("hbnode", config, data, tmp_path / "w.pt", resume)
     assert resume.is_file()
     advanced = []
-    resumed = train_model("hbnode", config, data, lambda m: None, lambda: advanced.append(1), tmp_path / "w.pt",
-                          resume)
-    assert len(advanced) == 2 and not resume.exists()  # the bar counts the restored epoch; the state is gone
+    monkeypatch.setattr(image_classification, "cell_advance", lambda n=1: advanced.append(n))
+    resumed = train_model("hbnode", config, data, tmp_path / "w.pt", resume)
+    assert sum(advanced) == 2 and not resume.exists()  # the bar counts the restored epoch; the state is gone
     keys = ("epoch", "nfe_forward", "nfe_backward", "train_loss", "test_accuracy")
     assert [{k: e[k] for k in keys} for e in resumed] == [{k: e[k] for k in keys} for e in whole]
     for name, tensor in torch.load(tmp_path / "whole.pt").items():

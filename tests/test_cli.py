@@ -112,7 +112,8 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
         thesis={Key("accuracy_vs_labels", "grand-l", "cora", 1.0): ThesisNumber(83.0, "Table 0.0, Cora", std=1.0),
                 Key("missing"): ThesisNumber(1.0, "Fig 0.0"),
                 Key("error", "prox_be", x=0.01): ThesisNumber(4e-7, "Table 0.1", higher_is_better=False)},
-        metrics={"accuracy_vs_labels": Metric("test accuracy (%)", "labels/class"), "error": Metric("final error", "h")},
+        metrics={"accuracy_vs_labels": Metric("test accuracy (%)", "labels/class"),
+                 "error": Metric("final error", "h")},
         model_labels={"grand-l": "GRAND-l"}, dataset_labels={"cora": "Cora"},
     ))
     try:
@@ -123,7 +124,8 @@ def test_report_puts_metrics_beside_thesis_numbers(tmp_path):
     assert ("| GRAND-l | Cora | labels/class = 1 | test accuracy (%) | 81.5 | 83 ± 1 | Table 0.0, Cora | **differs**: "
             "off by -1.5 (1.5 std) |") in text
     assert "| GRAND-l |  |  | nfe | 40 | — | no thesis counterpart |  |" in text
-    assert "| prox_be |  | h = 0.01 | final error | 2e-09 | 4e-07 | Table 0.1 | **agrees**: better: 0.005× the thesis's |" in text
+    assert ("| prox_be |  | h = 0.01 | final error | 2e-09 | 4e-07 | Table 0.1 | **agrees**: better: 0.005× the "
+            "thesis's |") in text
     assert ("|  |  |  | missing | not measured | 1 | Fig 0.0 | **not comparable**: this profile does not measure it; "
             "run the full profile |") in text
     assert "Not run yet: `odekit run work_precision`." in text

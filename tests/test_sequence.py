@@ -140,7 +140,8 @@ def test_plane_vibration_smoke_on_a_fixture(tmp_path, verdicts_of):
     assert results[Key("parameters", "hbnode")] == 16127
     verdicts = verdicts_of(exp, run_dir)
     # the smoke profile trains ODE-RNN and HBNODE-RNN only: claims about the others cannot be judged
-    assert verdicts["beats_sonode"]["outcome"] == "not comparable" and "SONODE-RNN" in verdicts["beats_sonode"]["reason"]
+    beats = verdicts["beats_sonode"]
+    assert beats["outcome"] == "not comparable" and "SONODE-RNN" in beats["reason"]
     assert results[Key("nfe_backward", "odernn")] > 0
     assert math.isfinite(results[Key("test_loss", "hbnode", x=1)])
     assert (run_dir / "weights_hbnode.pt").is_file()

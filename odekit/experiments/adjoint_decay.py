@@ -10,7 +10,9 @@ ones decay much more slowly (eq. 3.76 ff.).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +24,17 @@ from ..report.plots import pyplot
 from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Ordering, judge_orderings
-from .hybrid_training import LABELS, build_model, load_splits, plan_of, train_hybrid
+from .grid import run_grid
+from .hybrid_training import (
+    LABELS,
+    HybridCell,
+    HybridConfig,
+    HybridTask,
+    build_model,
+    load_splits,
+    plan_of,
+    train_hybrid,
+)
 from .plane_vibration import TASK as PLANE
 from .plane_vibration import PlaneVibrationConfig
 from .walker2d import TASK as WALKER
@@ -69,6 +81,21 @@ def adjoint_norms(model, data: WindowSet) -> dict[str, np.ndarray]:
     return {"h": h, "state": full}
 
 
+def decay_record(task: HybridTask, config: HybridConfig, train: WindowSet, test: WindowSet, out: Path,
+                 cell: HybridCell) -> dict:
+    """Train one hybrid (the grid's work function; an unfinished training is kept under the run folder
+    ``out``), then its adjoint norms on ``test``: its per-epoch history, ``T − t`` and the norms at
+    every observation."""
+    model = build_model(task, cell.kind, config)
+    history = train_hybrid(model, LABELS[cell.kind], train, test, plan_of(task, config),
+                           resume=out / f"unfinished_{cell.kind}.pt")
+    gaps = test.dt.double()
+    # T − t of every observation: the time from it to the last prediction, averaged over windows
+    remaining = gaps.flip(1).cumsum(1).flip(1).mean(0).tolist()
+    norms = adjoint_norms(model, test)
+    return {"history": history, "remaining": remaining, "h": norms["h"].tolist(), "state": norms["state"].tolist()}
+
+
 def run(config: AdjointDecayConfig, ctx: RunContext) -> None:
     name = _dataset(config, ctx)
     task, config_class = DATASETS[name]
@@ -80,22 +107,9 @@ def run(config: AdjointDecayConfig, ctx: RunContext) -> None:
                                test_windows=config.test_windows, tol=config.tol)
     train, test = load_splits(task, task_config, ctx.data_root)
     ctx.log(f"adjoint decay on {task.name}: {len(train)} training windows, {len(test)} test windows")
-    done = ctx.checkpoint.setdefault("models", {})
-    with ctx.progress(len(config.models) * config.epochs, f"training on {task.name}") as advance:
-        for kind in config.models:
-            if kind in done:
-                advance(config.epochs)
-                continue
-            model = build_model(task, kind, task_config)
-            history = train_hybrid(model, LABELS[kind], train, test, plan_of(task, task_config), ctx.log, advance,
-                                   resume=ctx.out / f"unfinished_{kind}.pt")
-            gaps = test.dt.double()
-            # T − t of every observation: the time from it to the last prediction, averaged over windows
-            remaining = gaps.flip(1).cumsum(1).flip(1).mean(0).tolist()
-            norms = adjoint_norms(model, test)
-            done[kind] = {"history": history, "remaining": remaining, "h": norms["h"].tolist(),
-                          "state": norms["state"].tolist()}
-            ctx.save_checkpoint()
+    done = run_grid(ctx, [HybridCell(kind) for kind in config.models],
+                    functools.partial(decay_record, task, task_config, train, test, ctx.out),
+                    f"training on {task.name}", size=lambda cell: config.epochs, section="models")
     _report(config, ctx, done, task)
 
 

@@ -129,12 +129,14 @@ def run(config: CNFMnistConfig, ctx: RunContext) -> None:
         values = [bits_per_dim(model(chunk), dims) for chunk in test_x.split(max(config.batch_size, 1))]
         return float(torch.cat(values).mean())
 
+    out = ctx.out  # the callables run where the solver's cell runs: they hold the run folder, not the context
+
     def finish(model, choice):
         model.eval()
         with torch.no_grad():
             samples = model.sample(config.samples, torch.Generator().manual_seed(config.seed))
         name = f"samples_{choice.key}.pt"
-        atomic.write_torch(ctx.out / name, samples.cpu())
+        atomic.write_torch(out / name, samples.cpu())
         return {"samples": name, "t_end": [round(block.t_end, 4) for blocks in model.stages for block in blocks]}
 
     runs = train_with_solvers(ctx, choices, config.iterations, build=build, loss_of=loss_of,
@@ -146,11 +148,13 @@ def run(config: CNFMnistConfig, ctx: RunContext) -> None:
                                       "per solver: NFE per iteration, total training time, the training bits/dim of "
                                       "the last iterations and the last test bits/dim.")
     plot_solver_curves(ctx, "fig5_6_cnf_solvers", runs, choices,
-                       [Panel("loss", "training bits/dim"), Panel("seconds", "total training time (s)", cumulative=True),
+                       [Panel("loss", "training bits/dim"),
+                        Panel("seconds", "total training time (s)", cumulative=True),
                         Panel("nfe_forward", "forward NFE per iteration"),
                         Panel("nfe_backward", "backward NFE per iteration")],
                        f"Fig 5.6: FFJORD on MNIST {shape[1]}×{shape[2]} with proximal BDFs and DOPRI5",
-                       caption="Fig 5.6: bits/dim, total time and forward/backward NFE per iteration (proximal dashed).")
+                       caption="Fig 5.6: bits/dim, total time and forward/backward NFE per iteration "
+                               "(proximal dashed).")
     _plot_samples(ctx, runs, choices, shape)
     record_and_judge(ctx, summaries, choices, EXPERIMENT.claims, {
         "nfe": f"NFE per iteration, forward + backward, over {config.iterations} iteration(s) (thesis: 10 epochs)",

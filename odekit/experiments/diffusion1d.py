@@ -1,6 +1,7 @@
 """``diffusion1d``: proximal solvers on the stiff 1-D heat equation (eq. 5.18; Figs 5.3–5.5, Table 5.2).
 
-Four parts, each checkpointed:
+Three parts, each a grid of cells (:func:`~odekit.experiments.grid.run_grid`) in its own checkpoint
+section:
 
 * **work–precision (Fig 5.3, Table 5.2)**: final error at ``t_end`` against NFE for the proximal
   schemes (BE, CN, BDF2–4) over step sizes and inner solvers, for odekit's adaptive proximal BDF,
@@ -15,6 +16,7 @@ Four parts, each checkpointed:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from ..solve.inner import INNER_METHODS, InnerSolver, ProximalProblem
 from ..solve.proximal import InnerSolveWarning
 from .base import Experiment, ExperimentConfig, RunContext, ThesisNumber
 from .claims import Claim, Ordering, Outcome, Verdict
+from .grid import cell_log, run_grid
 from .timing import median_time
 
 SCHEME_LABELS = {"prox_be": "backward Euler", "prox_cn": "Crank–Nicolson", "prox_bdf2": "BDF2",
@@ -85,63 +88,82 @@ def _curve_labels() -> dict[str, str]:
             "prox_bdf|lbfgs": "adaptive proximal BDF2 (lbfgs)"}
 
 
-def _cells(config: Diffusion1DConfig) -> list[tuple[str, str, str, dict]]:
-    """(key, curve, setting, solve keywords) for every point of Fig 5.3."""
-    cells = []
-    for scheme in config.schemes:
-        for inner in config.inner_solvers:
-            for h in config.step_sizes:
-                cells.append((f"{scheme}|{inner}|h={h:g}", f"{SCHEME_LABELS[scheme]} ({inner})", f"h={h:g}",
-                              {"method": scheme, "options": {"step_size": h, **_inner_options(config, inner)}}))
-    for tol in config.adaptive_tolerances:
-        cells.append((f"prox_bdf|lbfgs|rtol={tol:g}", "adaptive proximal BDF2 (lbfgs)", f"rtol={tol:g}",
-                      {"method": "prox_bdf", "rtol": tol, "atol": tol,
-                       "options": {"inner_res_tol": tol * 1e-2}}))
-    for method in config.explicit_methods:
-        for tol in config.explicit_tolerances:
-            cells.append((f"{method}|rtol={tol:g}", method, f"rtol={tol:g}", {"method": method, "rtol": tol,
-                                                                              "atol": tol}))
-    return cells
+@dataclass(frozen=True)
+class Point:
+    """One point of Fig 5.3: ``method`` on a fixed grid of step ``h`` (a proximal scheme), or adaptive at the
+    tolerance ``tol`` (odekit's proximal BDF, on its default inner solver lbfgs, or an explicit method); ``inner``
+    solves the proximal steps."""
+
+    method: str
+    inner: str | None = None  # None: an explicit method
+    h: float | None = None  # None: adaptive, at ``tol``
+    tol: float | None = None
+
+    @property
+    def curve_id(self) -> str:
+        return self.method if self.inner is None else f"{self.method}|{self.inner}"
+
+    @property
+    def setting(self) -> str:
+        return f"h={self.h:g}" if self.h is not None else f"rtol={self.tol:g}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.curve_id}|{self.setting}"
+
+
+def _points(config: Diffusion1DConfig) -> list[Point]:
+    """Every point of Fig 5.3."""
+    return ([Point(scheme, inner, h=h) for scheme in config.schemes for inner in config.inner_solvers
+             for h in config.step_sizes]
+            + [Point("prox_bdf", "lbfgs", tol=tol) for tol in config.adaptive_tolerances]
+            + [Point(method, tol=tol) for method in config.explicit_methods for tol in config.explicit_tolerances])
+
+
+def _solve_keywords(config: Diffusion1DConfig, point: Point) -> dict:
+    """``solve``'s keywords (method, tolerances, options) for ``point``."""
+    if point.h is not None:
+        return {"method": point.method, "options": {"step_size": point.h, **_inner_options(config, point.inner)}}
+    keywords = {"method": point.method, "rtol": point.tol, "atol": point.tol}
+    if point.inner is not None:  # the adaptive proximal BDF: inner solves a hundredth of the tolerance
+        keywords["options"] = {"inner_res_tol": point.tol * 1e-2}
+    return keywords
+
+
+def point_record(config: Diffusion1DConfig, problem: HeatEquation, exact: torch.Tensor, point: Point) -> dict:
+    """Final error against ``exact`` (the solution at ``t_end``), cost and inner-solve counts of one point of
+    Fig 5.3 (the grid's work function)."""
+    t = torch.tensor([0.0, config.t_end], dtype=torch.float64)
+    keywords = _solve_keywords(config, point)
+    # Unconverged inner solves are part of the result: the status column and the log say
+    # so once per setting instead of one warning per timed repeat.
+    with torch.no_grad(), warnings.catch_warnings(record=True):
+        warnings.simplefilter("always", InnerSolveWarning)
+        solutions = []
+        wall = median_time(lambda: solutions.append(solve(problem, problem.y0, t, throw=False, **keywords)),
+                           config.repeats, warmup=False)
+    sol = solutions[0]
+    finite = bool(torch.isfinite(sol.ys[-1]).all())
+    error = (sol.ys[-1] - exact).abs().max().item() if finite else math.nan
+    extra = sol.stats.extra
+    _log_inner_failures(point.key, sol)
+    return {"curve": _curve_labels().get(point.curve_id, point.method), "setting": point.setting,
+            "nfe": sol.stats.nfe, "error": error, "steps": sol.stats.steps_accepted, "status": sol.status,
+            "inner_iterations": extra.get("inner_iterations", 0), "inner_max": extra.get("inner_iterations_max", 0),
+            "inner_failures": extra.get("inner_failures", 0), "step_reductions": extra.get("inner_step_reductions", 0),
+            "wall_s": wall}
 
 
 def _work_precision(config: Diffusion1DConfig, ctx: RunContext, problem: HeatEquation) -> dict:
-    rows: dict[str, dict] = ctx.checkpoint.setdefault("work_precision", {})
-    t = torch.tensor([0.0, config.t_end], dtype=torch.float64)
-    exact = problem.exact(config.t_end)
-    cells = _cells(config)
-    with ctx.progress(len(cells), "Fig 5.3: error vs NFE") as advance:
-        for key, curve, setting, kwargs in cells:
-            if key not in rows:
-                # Unconverged inner solves are part of the result: the status column and the log say
-                # so once per setting instead of one warning per timed repeat.
-                with torch.no_grad(), warnings.catch_warnings(record=True):
-                    warnings.simplefilter("always", InnerSolveWarning)
-                    solutions = []
-                    wall = median_time(
-                        lambda kw=kwargs: solutions.append(solve(problem, problem.y0, t, throw=False, **kw)),
-                        config.repeats, warmup=False)
-                sol = solutions[0]
-                finite = bool(torch.isfinite(sol.ys[-1]).all())
-                error = (sol.ys[-1] - exact).abs().max().item() if finite else math.nan
-                extra = sol.stats.extra
-                _log_inner_failures(ctx, key, sol)
-                rows[key] = {"curve": curve, "setting": setting, "nfe": sol.stats.nfe, "error": error,
-                             "steps": sol.stats.steps_accepted, "status": sol.status,
-                             "inner_iterations": extra.get("inner_iterations", 0),
-                             "inner_max": extra.get("inner_iterations_max", 0),
-                             "inner_failures": extra.get("inner_failures", 0),
-                             "step_reductions": extra.get("inner_step_reductions", 0),
-                             "wall_s": wall}
-                ctx.save_checkpoint()
-            advance()
-    return rows
+    work = functools.partial(point_record, config, problem, problem.exact(config.t_end))
+    return run_grid(ctx, _points(config), work, "Fig 5.3: error vs NFE", section="work_precision")
 
 
-def _log_inner_failures(ctx: RunContext, key: str, sol) -> None:
+def _log_inner_failures(key: str, sol) -> None:
     """One log line for a setting whose inner solves did not all converge."""
     if not sol.ok:
-        ctx.log(f"[yellow]{key}[/]: status {sol.status}: {sol.stats.extra.get('inner_failures', 0)} of "
-                f"{sol.stats.extra.get('inner_solves', 0)} inner solves did not converge")
+        cell_log(f"[yellow]{key}[/]: status {sol.status}: {sol.stats.extra.get('inner_failures', 0)} of "
+                 f"{sol.stats.extra.get('inner_solves', 0)} inner solves did not converge")
 
 
 def _exact_backward_euler(problem: HeatEquation, y: torch.Tensor, h: float) -> torch.Tensor:
@@ -150,60 +172,87 @@ def _exact_backward_euler(problem: HeatEquation, y: torch.Tensor, h: float) -> t
     return torch.from_numpy(np.fft.ifft(spectrum).real.copy())
 
 
-def _inner_convergence(config: Diffusion1DConfig, ctx: RunContext, problem: HeatEquation) -> dict:
-    traces: dict[str, dict] = ctx.checkpoint.setdefault("convergence", {})
+@dataclass(frozen=True)
+class Trace:
+    """One inner solver's iterations on the first proximal backward Euler step (one curve of Fig 5.4)."""
+
+    solver: str
+
+    @property
+    def key(self) -> str:
+        return self.solver
+
+
+def trace_record(config: Diffusion1DConfig, problem: HeatEquation, target: torch.Tensor, trace: Trace) -> dict:
+    """‖z_{i+1} − z_i‖ and the distance to ``target`` (the exact step) at each iteration of one inner solver
+    (the grid's work function)."""
     h = config.step_sizes[0]
-    target = _exact_backward_euler(problem, problem.y0, h)
 
     def field(t: float, y: torch.Tensor, side: int = 0) -> torch.Tensor:
         return problem(torch.tensor(t, dtype=torch.float64), y)
 
-    for name in config.convergence_solvers:
-        if name in traces:
-            continue
-        steps, distances = [], []
+    steps, distances = [], []
 
-        def watch(i: int, z: torch.Tensor, step_norm: float) -> None:
-            steps.append(step_norm)
-            distances.append(float((z.detach() - target).norm() / math.sqrt(len(z))))
+    def watch(i: int, z: torch.Tensor, step_norm: float) -> None:
+        steps.append(step_norm)
+        distances.append(float((z.detach() - target).norm() / math.sqrt(len(z))))
 
-        solver = InnerSolver(name, step=config.convergence_step if name not in ("newton_krylov", "newton") else None,
-                             tol=0.0, res_tol=1e-13, max_iters=config.convergence_iters, memory=10)
-        with torch.no_grad():
-            result = solver(ProximalProblem(field, h, problem.y0, h), problem.y0.clone(), callback=watch)
-        traces[name] = {"steps": steps, "distances": distances, "converged": result.converged,
-                        "step_used": solver.step}
-        ctx.save_checkpoint()
-    return traces
+    name = trace.solver
+    solver = InnerSolver(name, step=config.convergence_step if name not in ("newton_krylov", "newton") else None,
+                         tol=0.0, res_tol=1e-13, max_iters=config.convergence_iters, memory=10)
+    with torch.no_grad():
+        result = solver(ProximalProblem(field, h, problem.y0, h), problem.y0.clone(), callback=watch)
+    return {"steps": steps, "distances": distances, "converged": result.converged, "step_used": solver.step}
+
+
+def _inner_convergence(config: Diffusion1DConfig, ctx: RunContext, problem: HeatEquation) -> dict:
+    target = _exact_backward_euler(problem, problem.y0, config.step_sizes[0])
+    return run_grid(ctx, [Trace(name) for name in config.convergence_solvers],
+                    functools.partial(trace_record, config, problem, target), "Fig 5.4: inner convergence",
+                    section="convergence")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """``scaling_steps`` backward Euler steps on ``n`` grid points with the inner solver ``inner`` (Fig 5.5)."""
+
+    n: int
+    inner: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.n}|{self.inner}"
+
+
+def timing_record(config: Diffusion1DConfig, problems: dict[int, HeatEquation], exact: dict[int, torch.Tensor],
+                  timing: Timing) -> dict:
+    """Wall time, NFE and error against ``exact[n]`` (exact backward Euler) of one point of Fig 5.5 (the grid's
+    work function)."""
+    problem = problems[timing.n]
+    t = torch.tensor([0.0, config.scaling_steps * config.step_sizes[0]], dtype=torch.float64)
+    # residual rule only: the step rule can stop a slow solver early (inner.py)
+    options = {"step_size": config.step_sizes[0], "inner_max_iters": 5000, **_inner_options(config, timing.inner),
+               "inner_tol": 0.0}
+
+    def run_once():
+        with torch.no_grad(), warnings.catch_warnings(record=True):
+            warnings.simplefilter("always", InnerSolveWarning)  # logged once, counted in the table
+            return solve(problem, problem.y0, t, method="prox_be", options=options)
+
+    sol = run_once()
+    _log_inner_failures(timing.key, sol)
+    wall = median_time(run_once, config.repeats, warmup=False)
+    error = (sol.ys[-1] - exact[timing.n]).abs().max().item()
+    return {"n": timing.n, "inner": timing.inner, "wall_s": wall, "nfe": sol.stats.nfe, "error": error,
+            "failures": sol.stats.extra["inner_failures"]}
 
 
 def _scaling(config: Diffusion1DConfig, ctx: RunContext) -> dict:
-    timings: dict[str, dict] = ctx.checkpoint.setdefault("scaling", {})
-    h = config.step_sizes[0]
-    cells = [(n, s) for n in config.grid_sizes for s in config.scaling_solvers]
-    with ctx.progress(len(cells), "Fig 5.5: time vs grid size") as advance:
-        for n, inner in cells:
-            key = f"{n}|{inner}"
-            if key not in timings:
-                problem = HeatEquation(n, config.initial, config.seed)
-                t = torch.tensor([0.0, config.scaling_steps * h], dtype=torch.float64)
-                # residual rule only: the step rule can stop a slow solver early (inner.py)
-                options = {"step_size": h, "inner_max_iters": 5000, **_inner_options(config, inner), "inner_tol": 0.0}
-
-                def run_once(problem=problem, t=t, options=options):
-                    with torch.no_grad(), warnings.catch_warnings(record=True):
-                        warnings.simplefilter("always", InnerSolveWarning)  # logged once, counted in the table
-                        return solve(problem, problem.y0, t, method="prox_be", options=options)
-
-                sol = run_once()
-                _log_inner_failures(ctx, key, sol)
-                wall = median_time(run_once, config.repeats, warmup=False)
-                error = (sol.ys[-1] - _exact_steps(problem, h, config.scaling_steps)).abs().max().item()
-                timings[key] = {"n": n, "inner": inner, "wall_s": wall, "nfe": sol.stats.nfe, "error": error,
-                                "failures": sol.stats.extra["inner_failures"]}
-                ctx.save_checkpoint()
-            advance()
-    return timings
+    problems = {n: HeatEquation(n, config.initial, config.seed) for n in config.grid_sizes}
+    exact = {n: _exact_steps(problem, config.step_sizes[0], config.scaling_steps) for n, problem in problems.items()}
+    return run_grid(ctx, [Timing(n, inner) for n in config.grid_sizes for inner in config.scaling_solvers],
+                    functools.partial(timing_record, config, problems, exact), "Fig 5.5: time vs grid size",
+                    section="scaling")
 
 
 def _exact_steps(problem: HeatEquation, h: float, steps: int) -> torch.Tensor:
@@ -347,7 +396,8 @@ def _plot_convergence(config, ctx, traces) -> None:
         ax.set_xlabel("inner iteration")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Fig 5.4: inner solvers on one proximal backward Euler step (N={config.n}, h={config.step_sizes[0]:g})")
+    fig.suptitle(f"Fig 5.4: inner solvers on one proximal backward Euler step (N={config.n}, "
+                 f"h={config.step_sizes[0]:g})")
     fig.tight_layout()
     ctx.figure("fig5_4_inner_convergence", fig,
                caption="Fig 5.4: convergence of the inner solvers for the first backward Euler step.")

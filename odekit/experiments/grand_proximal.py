@@ -92,8 +92,8 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
     s = SETTINGS[config.dataset]
     classes = int(data.y.max()) + 1
     choices = solver_choices(config)
-    ctx.log(f"{config.dataset} on {device}: {data.num_nodes} nodes, {int(split.train.sum())} labelled; T = {config.t_end:g}, "
-            f"{config.epochs} epochs per solver")
+    ctx.log(f"{config.dataset} on {device}: {data.num_nodes} nodes, {int(split.train.sum())} labelled; "
+            f"T = {config.t_end:g}, {config.epochs} epochs per solver")
 
     def build(choice: SolverChoice):
         net = GRAND(data.num_features, classes, hidden=s.hidden, t_end=config.t_end, attention_dim=s.attention_dim,

@@ -1,14 +1,16 @@
 """What the ODE-RNN hybrid experiments (plane vibration, Walker2d) share: task description,
 config, model construction, the training loop, and the report.
 
-One model at a time: Adam with gradient-norm clipping, and — as the authors' scripts do — a fresh
-Adam at a second learning rate from a given epoch. Per epoch it records the training loss, the
-test loss, forward and backward NFE per batch and the wall time; the trained weights are written
-atomically so that ``adjoint_decay`` can reuse them.
+Each model is a cell of the run's grid (:func:`~odekit.experiments.grid.run_grid`), trained by Adam
+with gradient-norm clipping and — as the authors' scripts do — a fresh Adam at a second learning
+rate from a given epoch. Per epoch it records the training loss, the test loss, forward and
+backward NFE per batch and the wall time; the trained weights are written atomically under the run
+folder for the figure's learned curves.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from ..report.plots import pyplot
 from ..report.records import Key
 from .base import ExperimentConfig, RunContext
 from .claims import Claim, ThesisNumber, judge_orderings
+from .grid import cell_advance, cell_log, run_grid
 from .training import EpochResume, train_epoch
 
 # the ODE-RNN hybrids by the family of their flow ("odernn" is NODE's)
@@ -112,22 +115,22 @@ def evaluate(model: ODERNN, data: WindowSet, plan: TrainingPlan) -> dict[str, fl
 
 
 def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, plan: TrainingPlan,
-                 log: Callable[[str], None], advance: Callable[[], None], weights: Path | None = None,
-                 resume: Path | None = None) -> list[dict]:
-    """Train ``model``; returns one record per epoch. With ``resume``, the state after each epoch is kept
-    there and a stopped training continues from it."""
+                 weights: Path | None = None, resume: Path | None = None) -> list[dict]:
+    """Train ``model``; returns one record per epoch, each reported to the grid (:func:`cell_advance`,
+    :func:`cell_log`). With ``resume``, the state after each epoch is kept there and a stopped
+    training continues from it."""
     torch.manual_seed(plan.seed)
     shuffle = torch.Generator().manual_seed(plan.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=plan.lr)
     partial = EpochResume(resume)
     epochs = partial.restore(model, optimiser, shuffle)
-    for _ in epochs:
-        advance()
+    cell_advance(len(epochs))
     for epoch in range(len(epochs) + 1, plan.epochs + 1):
         if epoch == plan.switch_epoch:
             optimiser = torch.optim.Adam(model.parameters(), lr=plan.lr_after)
         order = torch.randperm(len(train), generator=shuffle)
-        batches = (train.subset(order[first: first + plan.batch_size]) for first in range(0, len(order), plan.batch_size))
+        batches = (train.subset(order[first: first + plan.batch_size])
+                   for first in range(0, len(order), plan.batch_size))
         done = train_epoch(model, optimiser, batches, lambda batch: hybrid_loss(model, batch, plan)[0], plan.clip)
         scores = evaluate(model, test, plan)
         record = {"epoch": epoch, "train_loss": done.loss, "test_loss": scores["loss"],
@@ -135,9 +138,9 @@ def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, p
                   "nfe_backward": done.nfe_backward, "test_nfe": scores["nfe"], "train_seconds": done.seconds}
         epochs.append(record)
         partial.save(model, optimiser, shuffle, epochs)
-        log(f"{label} epoch {epoch}: train {record['train_loss']:.4f}, test {record['test_loss']:.4f}, "
-            f"NFE {record['nfe_forward']:.0f}/{record['nfe_backward']:.0f} per batch, {done.seconds:.0f} s")
-        advance()
+        cell_log(f"{label} epoch {epoch}: train {record['train_loss']:.4f}, test {record['test_loss']:.4f}, "
+                 f"NFE {record['nfe_forward']:.0f}/{record['nfe_backward']:.0f} per batch, {done.seconds:.0f} s")
+        cell_advance()
     if weights is not None:
         atomic.write_state(weights, model)
     partial.finish()
@@ -170,6 +173,27 @@ def load_splits(task: HybridTask, config: HybridConfig, root: Path) -> tuple[Win
     return train, test
 
 
+@dataclass(frozen=True)
+class HybridCell:
+    """One hybrid of a run's grid: the kind of its flow (``"hbnode"``)."""
+
+    kind: str
+
+    @property
+    def key(self) -> str:
+        return self.kind
+
+
+def hybrid_record(task: HybridTask, config: HybridConfig, train: WindowSet, test: WindowSet, out: Path,
+                  cell: HybridCell) -> dict:
+    """Train one hybrid of ``task`` (the grid's work function): its per-epoch records; its weights, and
+    the state of an unfinished training, are kept under the run folder ``out``."""
+    model = build_model(task, cell.kind, config)
+    epochs = train_hybrid(model, LABELS[cell.kind], train, test, plan_of(task, config),
+                          out / f"weights_{cell.kind}.pt", out / f"unfinished_{cell.kind}.pt")
+    return {"epochs": epochs}
+
+
 def run_hybrid_experiment(task: HybridTask, config: HybridConfig, ctx: RunContext) -> None:
     """Train every model of ``config.models`` on ``task``, then write its table, metrics and figure."""
     unknown = [m for m in config.models if m not in task.sizes]
@@ -177,16 +201,10 @@ def run_hybrid_experiment(task: HybridTask, config: HybridConfig, ctx: RunContex
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(task.sizes)}")
     train, test = load_splits(task, config, ctx.data_root)
     ctx.log(f"{task.name}: {len(train)} training and {len(test)} test windows of {train.x.shape[1]} irregular samples")
-    done = ctx.checkpoint.setdefault("models", {})
-    plan = plan_of(task, config)
-    with ctx.progress(len(config.models) * config.epochs, f"{task.name} epochs") as advance:
-        for kind in config.models:
-            if kind in done:
-                advance(config.epochs)
-                continue
-            done[kind] = train_hybrid(build_model(task, kind, config), LABELS[kind], train, test, plan, ctx.log,
-                                      advance, ctx.out / f"weights_{kind}.pt", ctx.out / f"unfinished_{kind}.pt")
-            ctx.save_checkpoint()
+    trained = run_grid(ctx, [HybridCell(kind) for kind in config.models],
+                       functools.partial(hybrid_record, task, config, train, test, ctx.out), f"{task.name} epochs",
+                       size=lambda cell: config.epochs, section="models")
+    done = {kind: record["epochs"] for kind, record in trained.items()}
     _report(task, config, ctx, done)
     _plot(task, config, ctx, done, test)
 

@@ -10,7 +10,7 @@ rate so that a 2-core CPU sees the curves start in a few minutes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from ..report.plots import pyplot
 from ..report.records import Key
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
+from .grid import cell_advance, cell_log, run_grid
 from .pointcloud import LABELS
 from .training import TRAINING_METRICS, EpochResume, train_epoch
 
@@ -55,9 +56,15 @@ def _subset(data, n: int, seed: int):
 
 def load_data(config: ImageConfig, root: Path):
     """``((x_train, y_train), (x_test, y_test))`` from the data root, subsets drawn with the config's seed."""
-    load = LOADERS[config.dataset]
-    return (_subset(load(root, train=True), config.train_subset, config.seed),
-            _subset(load(root, train=False), config.test_subset, config.seed + 1))
+    return _images(root, config.dataset, config.train_subset, config.test_subset, config.seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _images(root: Path, dataset: str, train_subset: int, test_subset: int, seed: int):
+    """One copy per process: a run's cells (or a Ray worker's) read the images once."""
+    load = LOADERS[dataset]
+    return (_subset(load(root, train=True), train_subset, seed),
+            _subset(load(root, train=False), test_subset, seed + 1))
 
 
 def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
@@ -70,12 +77,14 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
     return correct / len(x), float(np.mean(nfe))
 
 
-def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None], advance: Callable[[], None],
-                weights: Path | None = None, resume: Path | None = None) -> list[dict]:
+def train_model(kind: str, config: ImageConfig, data, weights: Path | None = None,
+                resume: Path | None = None) -> list[dict]:
     """Train one model of Table 3.3 as ``config`` says; per epoch: NFE per batch, time, loss, test accuracy.
 
-    The trained weights are written to ``weights`` when given; with ``resume``, the state after each
-    epoch is kept there and a stopped training continues from it.
+    Each epoch, restored ones included, is a unit of progress of the grid cell it runs in
+    (:func:`~odekit.experiments.grid.cell_advance`). The trained weights are written to ``weights``
+    when given; with ``resume``, the state after each epoch is kept there and a stopped training
+    continues from it.
     """
     (x_train, y_train), (x_test, y_test) = data
     torch.manual_seed(config.seed)
@@ -84,8 +93,7 @@ def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None]
     shuffle = torch.Generator().manual_seed(config.seed)
     partial = EpochResume(resume)
     epochs = partial.restore(model, optimiser, shuffle)
-    for _ in epochs:
-        advance()
+    cell_advance(len(epochs))
     for epoch in range(len(epochs) + 1, config.epochs + 1):
         order = torch.randperm(len(x_train), generator=shuffle)
         batches = (order[first: first + config.batch_size] for first in range(0, len(order), config.batch_size))
@@ -96,14 +104,32 @@ def train_model(kind: str, config: ImageConfig, data, log: Callable[[str], None]
         epochs.append({"epoch": epoch, "nfe_forward": done.nfe_forward, "nfe_backward": done.nfe_backward,
                        "train_seconds": done.seconds, "train_loss": done.loss, "test_accuracy": accuracy,
                        "test_nfe": test_nfe})
-        log(f"{LABELS[kind]} epoch {epoch}: loss {done.loss:.3f}, test accuracy {accuracy:.3f}, "
-            f"NFE {done.nfe_forward:.1f}/{done.nfe_backward:.1f}, {done.seconds:.0f} s")
+        cell_log(f"{LABELS[kind]} epoch {epoch}: loss {done.loss:.3f}, test accuracy {accuracy:.3f}, "
+                 f"NFE {done.nfe_forward:.1f}/{done.nfe_backward:.1f}, {done.seconds:.0f} s")
         partial.save(model, optimiser, shuffle, epochs)
-        advance()
+        cell_advance()
     if weights is not None:
         atomic.write_state(weights, model)
     partial.finish()
     return epochs
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model of Table 3.3 trained for the config's epochs."""
+
+    kind: str
+
+    @property
+    def key(self) -> str:
+        return self.kind
+
+
+def cell_record(config: ImageConfig, data_root: Path, out: Path, cell: Cell) -> dict[str, list[dict]]:
+    """Train ``cell``'s model, its weights and per-epoch resume state under ``out`` (the run folder); its
+    epochs (the grid's work)."""
+    return {"epochs": train_model(cell.kind, config, load_data(config, data_root), out / f"weights_{cell.kind}.pt",
+                                  out / f"unfinished_{cell.kind}.pt")}
 
 
 def _summary(done: dict, kinds) -> dict[str, dict[str, float]]:
@@ -128,15 +154,10 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KINDS)}")
     data = load_data(config, ctx.data_root)
-    done = ctx.checkpoint.setdefault("models", {})
-    with ctx.progress(len(config.models) * config.epochs, f"{config.dataset} training epochs") as advance:
-        for kind in config.models:
-            if kind in done:
-                advance(config.epochs)
-                continue
-            done[kind] = train_model(kind, config, data, ctx.log, advance, ctx.out / f"weights_{kind}.pt",
-                                     ctx.out / f"unfinished_{kind}.pt")
-            ctx.save_checkpoint()
+    trained = run_grid(ctx, [Cell(kind) for kind in config.models],
+                       functools.partial(cell_record, config, ctx.data_root, ctx.out),
+                       f"{config.dataset} training epochs", size=lambda cell: config.epochs, section="trained")
+    done = {kind: record["epochs"] for kind, record in trained.items()}
 
     rows = []
     summary = _summary(done, config.models)

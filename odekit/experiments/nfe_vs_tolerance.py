@@ -12,7 +12,9 @@ pass of a test batch is counted at each tolerance.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from ..report.plots import pyplot
 from ..report.records import Key, Metric
 from .base import Experiment, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, heavy_ball_beats, judge_orderings
+from .grid import run_grid
 from .image_classification import LOADERS, ImageConfig, load_data, train_model
 from .pointcloud import LABELS
 
@@ -45,40 +48,62 @@ PROTOCOLS = ("train", "probe")
 TRAINED_ACCURACY = 0.5
 
 
-def _train_at_each(config: NFEToleranceConfig, ctx: RunContext, data, done: dict) -> None:
-    cells = [(kind, tol) for tol in config.tolerances for kind in config.models]
-    with ctx.progress(len(cells) * config.epochs, "training at each tolerance") as advance:
-        for kind, tol in cells:
-            key = f"{kind}|{tol:g}"
-            if key in done:
-                advance(config.epochs)
-                continue
-            epochs = train_model(kind, dataclasses.replace(config, tol=tol), data, ctx.log, advance)
-            done[key] = {"nfe_forward": float(np.mean([e["nfe_forward"] for e in epochs])),
-                         "nfe_backward": float(np.mean([e["nfe_backward"] for e in epochs])),
-                         "test_accuracy": epochs[-1]["test_accuracy"]}
-            ctx.save_checkpoint()
+@dataclass(frozen=True)
+class Cell:
+    """One model trained at ``tol`` (the ``train`` protocol), or, with no ``tol``, trained once at the
+    config's tolerance and probed at each tolerance (the ``probe`` protocol)."""
+
+    kind: str
+    tol: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.kind if self.tol is None else f"{self.kind}|{self.tol:g}"
 
 
-def _probe(config: NFEToleranceConfig, ctx: RunContext, data, done: dict) -> None:
+def trained_record(config: NFEToleranceConfig, data_root: Path, cell: Cell) -> dict[str, float]:
+    """The ``train`` protocol's work: NFE per batch averaged over training at ``cell.tol``, and the last
+    test accuracy."""
+    epochs = train_model(cell.kind, dataclasses.replace(config, tol=cell.tol), load_data(config, data_root))
+    return {"nfe_forward": float(np.mean([e["nfe_forward"] for e in epochs])),
+            "nfe_backward": float(np.mean([e["nfe_backward"] for e in epochs])),
+            "test_accuracy": epochs[-1]["test_accuracy"]}
+
+
+def probed_record(config: NFEToleranceConfig, data_root: Path, out: Path, cell: Cell) -> dict[str, dict[str, float]]:
+    """The ``probe`` protocol's work: train ``cell``'s model at the config's tolerance (its weights and
+    per-epoch resume state under ``out``, the run folder), then count the NFE of one forward and backward
+    pass of a test batch at each tolerance; by tolerance (``f"{tol:g}"``)."""
+    data = load_data(config, data_root)
     (_, _), (x_test, y_test) = data
     x, y = x_test[: config.batch_size], y_test[: config.batch_size]
-    with ctx.progress(len(config.models) * config.epochs, f"training once at tolerance {config.tol:g}") as advance:
-        for kind in config.models:
-            if all(f"{kind}|{tol:g}" in done for tol in config.tolerances):
-                advance(config.epochs)
-                continue
-            weights = ctx.out / f"weights_{kind}.pt"
-            epochs = train_model(kind, config, data, ctx.log, advance, weights, ctx.out / f"unfinished_{kind}.pt")
-            for tol in config.tolerances:
-                model = image_model(kind, config.dataset, method=config.method, rtol=tol, atol=tol)
-                model.load_state_dict(torch.load(weights))
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-                forward = model.stats.nfe
-                loss.backward()
-                done[f"{kind}|{tol:g}"] = {"nfe_forward": float(forward), "nfe_backward": float(model.stats.nfe_backward),
-                                           "test_accuracy": epochs[-1]["test_accuracy"]}
-            ctx.save_checkpoint()
+    weights = out / f"weights_{cell.kind}.pt"
+    epochs = train_model(cell.kind, config, data, weights, out / f"unfinished_{cell.kind}.pt")
+    probes = {}
+    for tol in config.tolerances:
+        model = image_model(cell.kind, config.dataset, method=config.method, rtol=tol, atol=tol)
+        model.load_state_dict(torch.load(weights))
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        forward = model.stats.nfe
+        loss.backward()
+        probes[f"{tol:g}"] = {"nfe_forward": float(forward), "nfe_backward": float(model.stats.nfe_backward),
+                              "test_accuracy": epochs[-1]["test_accuracy"]}
+    return probes
+
+
+def _measure(config: NFEToleranceConfig, ctx: RunContext) -> dict[str, dict[str, float]]:
+    """Every model's NFE at every tolerance by the config's protocol, keyed ``f"{kind}|{tol:g}"``."""
+    def epochs(cell: Cell) -> int:
+        return config.epochs
+
+    if config.protocol == "train":
+        cells = [Cell(kind, tol) for tol in config.tolerances for kind in config.models]
+        return run_grid(ctx, cells, functools.partial(trained_record, config, ctx.data_root),
+                        "training at each tolerance", size=epochs)
+    probed = run_grid(ctx, [Cell(kind) for kind in config.models],
+                      functools.partial(probed_record, config, ctx.data_root, ctx.out),
+                      f"training once at tolerance {config.tol:g}", size=epochs, section="probes")
+    return {f"{kind}|{tol}": record for kind, probes in probed.items() for tol, record in probes.items()}
 
 
 def run(config: NFEToleranceConfig, ctx: RunContext) -> None:
@@ -86,9 +111,8 @@ def run(config: NFEToleranceConfig, ctx: RunContext) -> None:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(LOADERS)}")
     if config.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {config.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    data = load_data(config, ctx.data_root)
-    done = ctx.checkpoint.setdefault("cells", {})
-    (_train_at_each if config.protocol == "train" else _probe)(config, ctx, data, done)
+    load_data(config, ctx.data_root)  # a missing or broken file fails here, before any cell starts
+    done = _measure(config, ctx)
     rows = [[LABELS[k], f"{t:g}", f"{done[f'{k}|{t:g}']['nfe_forward']:.1f}",
              f"{done[f'{k}|{t:g}']['nfe_backward']:.1f}", f"{done[f'{k}|{t:g}']['test_accuracy']:.4f}"]
             for k in config.models for t in config.tolerances]

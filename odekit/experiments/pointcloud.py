@@ -9,8 +9,10 @@ independent runs (different seeds for data and weights), and we draw the learned
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from ..report.plots import pyplot
 from ..report.records import Key
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
+from .grid import run_grid
 from .training import TRAINING_METRICS
 
 LABELS = {kind: family.label for kind, family in FAMILIES.items()}
@@ -62,25 +65,38 @@ def train_pointcloud(kind: str, config: PointCloudConfig, seed: int
     return history, model
 
 
-def _weights_path(ctx: RunContext, kind: str):
-    return ctx.out / f"weights_{kind}.pt"
+@dataclass(frozen=True)
+class Cell:
+    """One training run: a model of Table 3.2 on the point cloud of ``seed``, initialised with ``seed``."""
+
+    kind: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.seed}"
+
+
+def _weights_path(out: Path, kind: str) -> Path:
+    return out / f"weights_{kind}.pt"
+
+
+def cell_record(config: PointCloudConfig, out: Path, cell: Cell) -> dict[str, list[float]]:
+    """Train ``cell``'s run; its per-iteration history (the grid's work). The first seed's weights are kept
+    under ``out`` (the run folder) for the picture of the evolution."""
+    history, model = train_pointcloud(cell.kind, config, cell.seed)
+    if cell.seed == config.seed:
+        atomic.write_state(_weights_path(out, cell.kind), model)
+    return history
 
 
 def run(config: PointCloudConfig, ctx: RunContext) -> None:
     unknown = [m for m in config.models if m not in MODEL_KINDS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KINDS)}")
-    done = ctx.checkpoint.setdefault("histories", {})
-    jobs = [(kind, config.seed + r) for kind in config.models for r in range(config.runs)]
-    with ctx.progress(len(jobs), "point cloud training runs") as advance:
-        for kind, seed in jobs:
-            key = f"{kind}/{seed}"
-            if key not in done:
-                done[key], model = train_pointcloud(kind, config, seed)
-                if seed == config.seed:  # keep the first run's weights for the picture of the evolution
-                    atomic.write_state(_weights_path(ctx, kind), model)
-                ctx.save_checkpoint()
-            advance()
+    cells = [Cell(kind, config.seed + r) for kind in config.models for r in range(config.runs)]
+    done = run_grid(ctx, cells, functools.partial(cell_record, config, ctx.out), "point cloud training runs",
+                    section="histories")
 
     rows = []
     summary = {}
@@ -97,7 +113,8 @@ def run(config: PointCloudConfig, ctx: RunContext) -> None:
         ctx.record(Key("nfe_forward", kind), round(float(stack["nfe_forward"].mean()), 1))
         ctx.record(Key("nfe_backward", kind), round(float(stack["nfe_backward"].mean()), 1))
         ctx.record(Key("parameters", kind), count_parameters(pointcloud_model(kind)))
-    quantities = {kind: {"final_loss": float(stack["loss"][:, -1].mean()), "nfe_forward": float(stack["nfe_forward"].mean()),
+    quantities = {kind: {"final_loss": float(stack["loss"][:, -1].mean()),
+                         "nfe_forward": float(stack["nfe_forward"].mean()),
                          "nfe_backward": float(stack["nfe_backward"].mean())} for kind, stack in summary.items()}
     trained = f"{config.iterations} iterations (thesis 300), mean of {config.runs} runs"
     ctx.judge(judge_orderings(EXPERIMENT.claims, quantities, LABELS, {
@@ -141,7 +158,7 @@ def _plot_evolution(config, ctx) -> None:
     times = torch.linspace(0, 1, 30)
     for ax, kind in zip(axes[0], config.models):
         model = pointcloud_model(kind, rtol=1e-5, atol=1e-5)
-        model.load_state_dict(torch.load(_weights_path(ctx, kind)))
+        model.load_state_dict(torch.load(_weights_path(ctx.out, kind)))
         with torch.no_grad():
             path = model.block(model.initial(x), times)
         h = (path[0] if isinstance(path, tuple) else path).numpy()

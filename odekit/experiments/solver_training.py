@@ -5,17 +5,19 @@ initial weights with an adaptive solver and with proximal ones, and plot per ite
 costs (forward and backward NFE, wall time) beside how well it trains (loss, a validation or test
 metric). :func:`train_with_solvers` is that protocol for any model: the experiment supplies how
 to build the model for one :class:`SolverChoice`, the loss of one iteration and the evaluation;
-this module owns the loop, the per-iteration records, resume, the summary the claims judge and
-the figure of one panel per quantity.
+this module owns the iterations of each solver (a cell of the run's grid), their records and
+resume, the summary the claims judge and the figure of one panel per quantity.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from ..solve.errors import InnerSolveWarning, InvalidInputError
 from ..solve.spec import SolveSettings
 from .base import RunContext
 from .claims import Claim, Matches, Ordering, judge_orderings
+from .grid import cell_advance, run_grid
 from .memory import PeakMemory
 from .training import EpochResume
 
@@ -176,6 +179,9 @@ def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterati
     ``evaluate(model)`` the metric, taken every ``evaluate_every`` iterations and after the last.
     The learning rate rises linearly over the first ``warmup`` iterations (FFJORD's warm-up).
     ``finish(model, choice)`` may add results of the trained model (e.g. samples) to the run.
+    Each solver is a cell of the run's grid (:func:`~odekit.experiments.grid.run_grid`, checkpoint
+    section ``"solvers"``), so the callables travel to where it runs: they must be picklable and
+    hold no :class:`RunContext` (a file ``finish`` keeps goes under the run folder, ``ctx.out``).
     Finished solvers are kept in the run's checkpoint; an unfinished one resumes from its last
     evaluation (:class:`~odekit.experiments.training.EpochResume`).
     """
@@ -187,57 +193,73 @@ def train_with_solvers(ctx: RunContext, choices: Sequence[SolverChoice], iterati
     if iterations < 1 or evaluate_every < 1 or warmup < 0:
         raise ValueError(f"need iterations ≥ 1, evaluate_every ≥ 1 and warmup ≥ 0; got {iterations}, "
                          f"{evaluate_every}, {warmup}")
-    done: dict[str, Any] = ctx.checkpoint.setdefault("solvers", {})
-    runs: dict[str, SolverRun] = {}
-    with ctx.progress(iterations * len(choices), description) as advance:
-        for choice in choices:
-            if choice.key in done:
-                runs[choice.key] = SolverRun.from_dict(done[choice.key])
-                advance(iterations)
-                continue
-            torch.manual_seed(seed)
-            model, optimiser = build(choice)
-            rates = [group["lr"] for group in optimiser.param_groups]  # before a resumed state changes them
-            generator = torch.Generator().manual_seed(seed)
-            resume = EpochResume(ctx.out / f"unfinished_{choice.key}.pt")
-            run = SolverRun([IterationRecord(**r) for r in resume.restore(model, optimiser, generator)])
-            advance(len(run.records))
+    work = functools.partial(solver_record, out=ctx.out, iterations=iterations, build=build, loss_of=loss_of,
+                             nfe_of=nfe_of, evaluate=evaluate, evaluate_every=evaluate_every, warmup=warmup,
+                             finish=finish, seed=seed)
+    done = run_grid(ctx, choices, work, description, describe=_describe, size=lambda choice: iterations,
+                    section="solvers")
+    return {key: SolverRun.from_dict(record) for key, record in done.items()}
 
-            def learning_rate(iteration: int, optimiser=optimiser, rates=rates) -> None:
-                factor = min(1.0, iteration / warmup) if warmup else 1.0
-                for group, rate in zip(optimiser.param_groups, rates):
-                    group["lr"] = rate * factor
 
-            def save(model=model, optimiser=optimiser, generator=generator, run=run, resume=resume) -> None:
-                resume.save(model, optimiser, generator, [asdict(r) for r in run.records])
+def solver_record(choice: SolverChoice, *, out: Path, iterations: int,
+                  build: Callable[[SolverChoice], tuple[torch.nn.Module, torch.optim.Optimizer]],
+                  loss_of: Callable[[torch.nn.Module, torch.Generator], torch.Tensor],
+                  nfe_of: Callable[[torch.nn.Module], tuple[int, int]], evaluate: Callable[[torch.nn.Module], float],
+                  evaluate_every: int, warmup: int,
+                  finish: Callable[[torch.nn.Module, SolverChoice], dict[str, Any]] | None, seed: int) -> dict:
+    """Train with one solver (the grid's work function, see :func:`train_with_solvers`): its
+    :class:`SolverRun` as a dict. The state at its last evaluation is kept under the run folder ``out``
+    until it finishes."""
+    torch.manual_seed(seed)
+    model, optimiser = build(choice)
+    rates = [group["lr"] for group in optimiser.param_groups]  # before a resumed state changes them
+    generator = torch.Generator().manual_seed(seed)
+    resume = EpochResume(out / f"unfinished_{choice.key}.pt")
+    run = SolverRun([IterationRecord(**r) for r in resume.restore(model, optimiser, generator)])
+    cell_advance(len(run.records))
 
-            run.status = _train(run, model, optimiser, learning_rate, generator, iterations, loss_of, nfe_of,
-                                evaluate, evaluate_every, save, advance)
-            if run.status == "ok" and finish is not None:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", InnerSolveWarning)
-                    try:
-                        run.extra.update(finish(model, choice))
-                    except SolverError as err:  # e.g. sampling backwards failed: the training stands
-                        run.extra["finish_error"] = f"{type(err).__name__}: {str(err)[:160]}"
-                engine = [w for w in caught if issubclass(w.category, InnerSolveWarning)]
-                for other in caught:
-                    if other not in engine:
-                        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-                if engine:  # e.g. the trained model's test pass left stages unconverged
-                    run.extra["finish_warning"] = str(engine[0].message)
-            last = run.records[-1] if run.records else None
-            shown = "" if last is None or last.metric is None else f", metric {last.metric:.4g}"
-            ctx.log(f"{choice.label}: {len(run.records)} iterations, {run.status}{shown}")
-            done[choice.key] = run.as_dict()
-            ctx.save_checkpoint()
-            resume.finish()
-            runs[choice.key] = run
-    return runs
+    def learning_rate(iteration: int) -> None:
+        factor = min(1.0, iteration / warmup) if warmup else 1.0
+        for group, rate in zip(optimiser.param_groups, rates):
+            group["lr"] = rate * factor
+
+    def save() -> None:
+        resume.save(model, optimiser, generator, [asdict(r) for r in run.records])
+
+    run.status = _train(run, model, optimiser, learning_rate, generator, iterations, loss_of, nfe_of, evaluate,
+                        evaluate_every, save)
+    if run.status == "ok" and finish is not None:
+        _finish(run, model, choice, finish)
+    resume.finish()
+    return run.as_dict()
+
+
+def _finish(run: SolverRun, model: torch.nn.Module, choice: SolverChoice,
+            finish: Callable[[torch.nn.Module, SolverChoice], dict[str, Any]]) -> None:
+    """Add ``finish(model, choice)`` to the run's extras; its failure or engine warnings are noted there."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InnerSolveWarning)
+        try:
+            run.extra.update(finish(model, choice))
+        except SolverError as err:  # e.g. sampling backwards failed: the training stands
+            run.extra["finish_error"] = f"{type(err).__name__}: {str(err)[:160]}"
+    engine = [w for w in caught if issubclass(w.category, InnerSolveWarning)]
+    for other in caught:
+        if other not in engine:
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if engine:  # e.g. the trained model's test pass left stages unconverged
+        run.extra["finish_warning"] = str(engine[0].message)
+
+
+def _describe(choice: SolverChoice, record: dict) -> str:
+    run = SolverRun.from_dict(record)
+    last = run.records[-1] if run.records else None
+    shown = "" if last is None or last.metric is None else f", metric {last.metric:.4g}"
+    return f"{choice.label}: {len(run.records)} iterations, {run.status}{shown}"
 
 
 def _train(run: SolverRun, model, optimiser, learning_rate, generator, iterations: int, loss_of, nfe_of, evaluate,
-           evaluate_every: int, save: Callable[[], None], advance: Callable[[int], None]) -> str:
+           evaluate_every: int, save: Callable[[], None]) -> str:
     """The iterations of one solver (appending to ``run.records``); returns the run's status."""
     device = next(model.parameters()).device
     memory = PeakMemory(device)
@@ -275,7 +297,7 @@ def _train(run: SolverRun, model, optimiser, learning_rate, generator, iteration
             run.records.append(record)
             if record.metric is not None:
                 save()
-            advance(1)
+            cell_advance()
     except InvalidInputError:
         raise  # a bad setting (a typo in the options) is the config's error, not the solver's result
     except SolverError as err:

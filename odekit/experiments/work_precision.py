@@ -10,6 +10,8 @@ tool for choosing a solver.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -17,11 +19,13 @@ from dataclasses import dataclass
 import torch
 
 from .. import solve
+from ..data.ode_problems import ODEProblem
 from ..data.ode_problems import problems as problem_set
 from ..report.plots import pyplot
 from ..report.records import Key, Metric
 from ..solve import METHODS
 from .base import Experiment, ExperimentConfig, RunContext
+from .grid import run_grid
 from .timing import median_time
 
 TORCHDIFFEQ_METHODS = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "euler", "midpoint", "rk4")
@@ -52,6 +56,30 @@ def _settings(config: WorkPrecisionConfig, method: str) -> list[tuple[str, dict]
     if METHODS[method].adaptive:
         return [(f"rtol={tol:g}", {"rtol": tol, "atol": tol * 1e-2}) for tol in config.tolerances]
     return [(f"h={h:g}", {"options": {"step_size": h}}) for h in config.step_sizes]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a curve: ``method`` of ``library`` on ``problem`` at ``setting`` (a label of :func:`_settings`)."""
+
+    problem: str
+    library: str
+    method: str
+    setting: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.problem}|{self.library}|{self.method}|{self.setting}"
+
+
+def point_record(config: WorkPrecisionConfig, problems: dict[str, ODEProblem], references: dict[str, torch.Tensor],
+                 point: Point) -> dict:
+    """Error, NFE and wall time of one point, or ``{"skipped": True}`` past ``max_nfe`` (the grid's work function)."""
+    problem = problems[point.problem]
+    kwargs = dict(_settings(config, point.method))[point.setting]
+    measure = _odekit_point if point.library == "odekit" else _torchdiffeq_point
+    record = measure(problem, problem.times(config.outputs), references[point.problem], point.method, kwargs, config)
+    return record if record is not None else {"skipped": True}
 
 
 def _odekit_point(problem, t, reference, method, kwargs, config) -> dict | None:
@@ -101,28 +129,18 @@ def run(config: WorkPrecisionConfig, ctx: RunContext) -> None:
     libraries = ["odekit"] + (["torchdiffeq"] if config.compare_torchdiffeq and _have_torchdiffeq() else [])
     if config.compare_torchdiffeq and len(libraries) == 1:
         ctx.log("torchdiffeq is not installed: plotting odekit only (pip install torchdiffeq to compare)")
-    rows: dict[str, dict] = ctx.checkpoint.setdefault("rows", {})
-    cells = [(p, lib, m, label, kw) for p in config.problems for m in config.methods for label, kw in
-             _settings(config, m) for lib in libraries if lib == "odekit" or m in TORCHDIFFEQ_METHODS]
-    references: dict[str, torch.Tensor] = {}
-    with ctx.progress(len(cells), "work–precision") as advance:
-        for problem_name, library, method, label, kwargs in cells:
-            key = f"{problem_name}|{library}|{method}|{label}"
-            if key not in rows:
-                problem = problems[problem_name]
-                t = problem.times(config.outputs)
-                if problem_name not in references:
-                    references[problem_name] = problem.reference(t)
-                ours = rows.get(f"{problem_name}|odekit|{method}|{label}")
-                if library == "odekit":
-                    point = _odekit_point(problem, t, references[problem_name], method, kwargs, config)
-                elif ours is None or ours.get("skipped"):
-                    point = None  # too costly for odekit's cap: do not spend it on the peer either
-                else:
-                    point = _torchdiffeq_point(problem, t, references[problem_name], method, kwargs, config)
-                rows[key] = point if point is not None else {"skipped": True}
-                ctx.save_checkpoint()
-            advance()
+    points = [Point(p, lib, m, label) for p in config.problems for m in config.methods for label, _ in
+              _settings(config, m) for lib in libraries if lib == "odekit" or m in TORCHDIFFEQ_METHODS]
+    references = {name: problems[name].reference(problems[name].times(config.outputs)) for name in config.problems}
+    work = functools.partial(point_record, config, {name: problems[name] for name in config.problems}, references)
+    done = run_grid(ctx, [p for p in points if p.library == "odekit"], work, "work–precision (odekit)",
+                    section="odekit")
+    # A setting too costly for odekit's cap is not spent on the peer either: the peers run after odekit's points.
+    peers = [p for p in points if p.library != "odekit"
+             and not done[dataclasses.replace(p, library="odekit").key].get("skipped")]
+    if peers:
+        done |= run_grid(ctx, peers, work, "work–precision (torchdiffeq)", section="torchdiffeq")
+    rows = {p.key: done.get(p.key, {"skipped": True}) for p in points}
 
     header = ["problem", "library", "method", "setting", "error", "nfe", "wall_s"]
     table = []
