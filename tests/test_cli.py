@@ -153,3 +153,15 @@ def test_report_folds_a_large_unmeasured_grid_into_one_row():
                          "Table 4.1, Table 4.2",
                          "**not comparable**: not in this profile; run the full profile (or --set datasets=…)"]]
     assert len(verdicts) == 1 and unmeasured == MAX_UNMEASURED_ROWS + 4
+
+
+def test_a_complete_run_from_before_typed_records_counts_as_outdated(tmp_path):
+    from odekit.report.markdown import latest_complete_run
+
+    run = tmp_path / "exp" / "20260101T000000Z"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"state": "complete"}))
+    (run / "metrics.json").write_text(json.dumps({"GRAND-l, Cora (%)": 80.0}))  # numbers keyed by sentences
+    assert latest_complete_run(tmp_path, "exp") is None  # reproduce runs it again instead of reporting nothing
+    (run / "results.json").write_text("[]")
+    assert latest_complete_run(tmp_path, "exp") == run

@@ -17,7 +17,7 @@ import torch
 
 from odekit.experiments import Experiment, ExperimentConfig, execute, get
 from odekit.experiments.executors import CellError, ExecutorError, LocalExecutor, RayExecutor, make_executor
-from odekit.experiments.grid import cell_advance, cell_log, run_grid
+from odekit.experiments.grid import cell_advance, cell_log, run_grid, unfinished_path
 from odekit.report.records import Key, read_results
 
 try:
@@ -184,8 +184,9 @@ def test_executor_settings_are_checked():
 class _RecordingContext:
     """What run_grid uses of a RunContext, recording the progress bar's moves and the log."""
 
-    def __init__(self, executor) -> None:
-        self.executor, self.checkpoint, self.moves, self.lines = executor, {}, [], []
+    def __init__(self, executor, out: Path = Path("/nonexistent")) -> None:
+        self.executor, self.out, self.checkpoint, self.moves, self.lines = executor, out, {}, [], []
+        self.saved_with: list[list[str]] = []  # the unfinished states present at each checkpoint save
 
     @contextlib.contextmanager
     def progress(self, total, description):
@@ -193,7 +194,7 @@ class _RecordingContext:
         yield self.moves.append
 
     def save_checkpoint(self) -> None:
-        pass
+        self.saved_with.append(sorted(p.name for p in self.out.glob("unfinished_*")))
 
     def log(self, message: str) -> None:
         self.lines.append(message)
@@ -236,3 +237,18 @@ def test_grids_of_one_run_keep_their_records_apart_by_section():
     run_grid(ctx, [Square(1)], epochs_of, "first", section="first")
     run_grid(ctx, [Square(2)], epochs_of, "second", section="second")
     assert ctx.checkpoint == {"first": {"n=1": {"epochs": 1}}, "second": {"n=2": {"epochs": 2}}}
+
+
+def keeps_state(out: Path, cell: Square) -> dict:
+    """A cell that leaves the state of its unfinished work behind, as a long training does."""
+    unfinished_path(out, cell).write_text("state")
+    return {"n": cell.n}
+
+
+def test_a_cells_unfinished_state_is_removed_only_after_its_record_is_saved(tmp_path):
+    ctx = _RecordingContext(LocalExecutor(), tmp_path)
+    ctx.checkpoint["cells"] = {"n=1": {"n": 1}}
+    unfinished_path(tmp_path, Square(1)).write_text("left by a run killed after saving cell 1")
+    run_grid(ctx, [Square(1), Square(2)], functools.partial(keeps_state, tmp_path), "states")
+    assert ctx.saved_with == [["unfinished_n=2.pt"]]  # present while cell 2's record was written
+    assert not list(tmp_path.glob("unfinished_*"))  # then gone, and the finished cell's leftover too

@@ -24,7 +24,7 @@ from ..report.plots import pyplot
 from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Ordering, judge_orderings
-from .grid import run_grid
+from .grid import run_grid, unfinished_path
 from .hybrid_training import (
     LABELS,
     HybridCell,
@@ -88,7 +88,7 @@ def decay_record(task: HybridTask, config: HybridConfig, train: WindowSet, test:
     every observation."""
     model = build_model(task, cell.kind, config)
     history = train_hybrid(model, LABELS[cell.kind], train, test, plan_of(task, config),
-                           resume=out / f"unfinished_{cell.kind}.pt")
+                           resume=unfinished_path(out, cell))
     gaps = test.dt.double()
     # T − t of every observation: the time from it to the last prediction, averaged over windows
     remaining = gaps.flip(1).cumsum(1).flip(1).mean(0).tolist()
@@ -109,7 +109,9 @@ def run(config: AdjointDecayConfig, ctx: RunContext) -> None:
     ctx.log(f"adjoint decay on {task.name}: {len(train)} training windows, {len(test)} test windows")
     done = run_grid(ctx, [HybridCell(kind) for kind in config.models],
                     functools.partial(decay_record, task, task_config, train, test, ctx.out),
-                    f"training on {task.name}", size=lambda cell: config.epochs, section="models")
+                    f"training on {task.name}", size=lambda cell: config.epochs, section="models",
+                    describe=lambda cell, record: f"{LABELS[cell.kind]}: adjoint norm at the first / last "
+                                                  f"observation {record['state'][0] / record['state'][-1]:.3g}")
     _report(config, ctx, done, task)
 
 

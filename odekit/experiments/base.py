@@ -60,7 +60,7 @@ class Experiment:
     profiles: dict[str, dict[str, Any]]
     run: Callable[[Any, RunContext], None]
     summary: str = ""
-    # The thesis's printed numbers, keyed like the run's records (model, dataset, x, metric).
+    # The thesis's printed numbers, keyed like the run's records: Key(metric, model, dataset, x).
     thesis: dict[Key, ThesisNumber] = field(default_factory=dict)
     # How the records' metrics, models and datasets are labelled in the report.
     metrics: dict[str, Metric] = field(default_factory=dict)
@@ -163,8 +163,9 @@ class RunContext:
         self.executor = executor or LocalExecutor()  # where grid cells run (experiments.grid)
         self._clock = clock
         self.config = config
-        self.out = out
-        self.data_root = data_root
+        # absolute: grid cells bind these paths, and a Ray worker elsewhere does not share our working folder
+        self.out = Path(out).absolute()
+        self.data_root = Path(data_root).absolute()
         self.console = console or Console(stderr=True)
         self.results: dict[Key, Value] = read_results(out)
         self.checkpoint: dict[str, Any] = read_json(out / "checkpoint.json", {})

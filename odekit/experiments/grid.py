@@ -15,12 +15,15 @@ A long cell (a model trained for many epochs) declares its size in units of prog
 news with :func:`cell_log`: in this process they move the run's one progress bar and print under
 it; in a Ray worker they do nothing, and the bar moves by the cell's whole size when it finishes.
 A cell that keeps its own state between units (an epoch checkpoint, trained weights) writes it
-under a folder it is given (the run folder, which a cluster's nodes must share like the data).
+under a folder it is given (the run folder, which a cluster's nodes must share like the data); the
+state of its unfinished work goes to :func:`unfinished_path`, which the runner removes only once the
+cell's record is in the checkpoint, so a run killed at any moment loses no finished work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from .base import RunContext
@@ -29,6 +32,13 @@ from .base import RunContext
 class GridCell(Protocol):
     @property
     def key(self) -> str: ...
+
+
+def unfinished_path(out: Path, cell: GridCell) -> Path:
+    """Where ``cell`` keeps the state of its unfinished work under the run folder ``out`` (e.g. an
+    :class:`~odekit.experiments.training.EpochResume`); :func:`run_grid` removes it once the cell's
+    record is saved."""
+    return out / f"unfinished_{cell.key}.pt"
 
 
 class _Reporter:
@@ -68,6 +78,9 @@ def run_grid(ctx: RunContext, cells: Sequence[GridCell], work: Callable[[Any], d
     units = size or (lambda cell: 1)
     done: dict[str, dict] = ctx.checkpoint.setdefault(section, {})
     todo = [cell for cell in cells if cell.key not in done]
+    for cell in cells:  # a run killed between saving a record and removing its cell's state left it behind
+        if cell.key in done:
+            unfinished_path(ctx.out, cell).unlink(missing_ok=True)
     with ctx.progress(sum(units(cell) for cell in cells), description) as advance:
         advance(sum(units(cell) for cell in cells if cell.key in done))
         _Reporter.advance, _Reporter.log, _Reporter.ticks = advance, ctx.log, 0
@@ -75,6 +88,7 @@ def run_grid(ctx: RunContext, cells: Sequence[GridCell], work: Callable[[Any], d
             for cell, record in ctx.executor.map(work, todo):
                 done[cell.key] = record
                 ctx.save_checkpoint()  # streamed: a finished cell is on disk before the next is awaited
+                unfinished_path(ctx.out, cell).unlink(missing_ok=True)  # only now: its record is safe
                 if describe is not None:
                     ctx.log(describe(cell, record))
                 # what the cell did not report itself (all of it when it ran elsewhere)

@@ -27,7 +27,7 @@ from ..report.plots import pyplot
 from ..report.records import Key
 from .base import ExperimentConfig, RunContext
 from .claims import Claim, ThesisNumber, judge_orderings
-from .grid import cell_advance, cell_log, run_grid
+from .grid import cell_advance, cell_log, run_grid, unfinished_path
 from .training import EpochResume, train_epoch
 
 # the ODE-RNN hybrids by the family of their flow ("odernn" is NODE's)
@@ -143,7 +143,6 @@ def train_hybrid(model: ODERNN, label: str, train: WindowSet, test: WindowSet, p
         cell_advance()
     if weights is not None:
         atomic.write_state(weights, model)
-    partial.finish()
     return epochs
 
 
@@ -190,12 +189,19 @@ def hybrid_record(task: HybridTask, config: HybridConfig, train: WindowSet, test
     the state of an unfinished training, are kept under the run folder ``out``."""
     model = build_model(task, cell.kind, config)
     epochs = train_hybrid(model, LABELS[cell.kind], train, test, plan_of(task, config),
-                          out / f"weights_{cell.kind}.pt", out / f"unfinished_{cell.kind}.pt")
+                          out / f"weights_{cell.kind}.pt", unfinished_path(out, cell))
     return {"epochs": epochs}
 
 
+def describe_hybrid(cell: HybridCell, record: dict) -> str:
+    """The log line of a trained hybrid (a Ray worker's per-epoch lines stay there)."""
+    last = record["epochs"][-1] if record["epochs"] else None
+    return f"{LABELS[cell.kind]}: " + (f"{last['epoch']} epochs, test loss {last['test_loss']:.5f}" if last
+                                       else "no epochs")
+
+
 def run_hybrid_experiment(task: HybridTask, config: HybridConfig, ctx: RunContext) -> None:
-    """Train every model of ``config.models`` on ``task``, then write its table, metrics and figure."""
+    """Train every model of ``config.models`` on ``task``, then write its table, records and figure."""
     unknown = [m for m in config.models if m not in task.sizes]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(task.sizes)}")
@@ -203,7 +209,8 @@ def run_hybrid_experiment(task: HybridTask, config: HybridConfig, ctx: RunContex
     ctx.log(f"{task.name}: {len(train)} training and {len(test)} test windows of {train.x.shape[1]} irregular samples")
     trained = run_grid(ctx, [HybridCell(kind) for kind in config.models],
                        functools.partial(hybrid_record, task, config, train, test, ctx.out), f"{task.name} epochs",
-                       size=lambda cell: config.epochs, section="models")
+                       size=lambda cell: config.epochs, describe=describe_hybrid,
+                       section="hybrids")  # not "models": that held bare lists before cells had records
     done = {kind: record["epochs"] for kind, record in trained.items()}
     _report(task, config, ctx, done)
     _plot(task, config, ctx, done, test)

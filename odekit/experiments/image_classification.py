@@ -25,7 +25,7 @@ from ..report.plots import pyplot
 from ..report.records import Key
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, ThesisNumber, heavy_ball_beats, judge_orderings
-from .grid import cell_advance, cell_log, run_grid
+from .grid import cell_advance, cell_log, run_grid, unfinished_path
 from .pointcloud import LABELS
 from .training import TRAINING_METRICS, EpochResume, train_epoch
 
@@ -110,7 +110,6 @@ def train_model(kind: str, config: ImageConfig, data, weights: Path | None = Non
         cell_advance()
     if weights is not None:
         atomic.write_state(weights, model)
-    partial.finish()
     return epochs
 
 
@@ -129,7 +128,14 @@ def cell_record(config: ImageConfig, data_root: Path, out: Path, cell: Cell) -> 
     """Train ``cell``'s model, its weights and per-epoch resume state under ``out`` (the run folder); its
     epochs (the grid's work)."""
     return {"epochs": train_model(cell.kind, config, load_data(config, data_root), out / f"weights_{cell.kind}.pt",
-                                  out / f"unfinished_{cell.kind}.pt")}
+                                  unfinished_path(out, cell))}
+
+
+def _describe(cell: Cell, record: dict) -> str:
+    """The log line of a trained model (a Ray worker's per-epoch lines stay there)."""
+    last = record["epochs"][-1] if record["epochs"] else None
+    return f"{LABELS[cell.kind]}: " + (f"{last['epoch']} epochs, test accuracy {last['test_accuracy']:.3f}" if last
+                                       else "no epochs")
 
 
 def _summary(done: dict, kinds) -> dict[str, dict[str, float]]:
@@ -156,7 +162,8 @@ def run(config: ImageConfig, ctx: RunContext) -> None:
     data = load_data(config, ctx.data_root)
     trained = run_grid(ctx, [Cell(kind) for kind in config.models],
                        functools.partial(cell_record, config, ctx.data_root, ctx.out),
-                       f"{config.dataset} training epochs", size=lambda cell: config.epochs, section="trained")
+                       f"{config.dataset} training epochs", size=lambda cell: config.epochs, section="trained",
+                       describe=_describe)
     done = {kind: record["epochs"] for kind, record in trained.items()}
 
     rows = []

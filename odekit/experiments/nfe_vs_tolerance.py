@@ -25,7 +25,7 @@ from ..report.plots import pyplot
 from ..report.records import Key, Metric
 from .base import Experiment, RunContext
 from .claims import FIRST_ORDER_AND_SONODE, heavy_ball_beats, judge_orderings
-from .grid import run_grid
+from .grid import run_grid, unfinished_path
 from .image_classification import LOADERS, ImageConfig, load_data, train_model
 from .pointcloud import LABELS
 
@@ -78,7 +78,7 @@ def probed_record(config: NFEToleranceConfig, data_root: Path, out: Path, cell: 
     (_, _), (x_test, y_test) = data
     x, y = x_test[: config.batch_size], y_test[: config.batch_size]
     weights = out / f"weights_{cell.kind}.pt"
-    epochs = train_model(cell.kind, config, data, weights, out / f"unfinished_{cell.kind}.pt")
+    epochs = train_model(cell.kind, config, data, weights, unfinished_path(out, cell))
     probes = {}
     for tol in config.tolerances:
         model = image_model(cell.kind, config.dataset, method=config.method, rtol=tol, atol=tol)

@@ -155,13 +155,16 @@ SWEEP_METRICS = {
 }
 
 
-def table_numbers(table: dict, metric: str, source: Callable[[str, str], str]) -> dict[Key, ThesisNumber]:
+def table_numbers(table: dict, metric: str, source: Callable[[str, str], str],
+                  authors_code: bool = True) -> dict[Key, ThesisNumber]:
     """Every entry of a chapter-4 table (``table[model][dataset][x]`` = mean ± std, ``None`` for NA) as the
     thesis number of ``Key(metric, model, dataset, x)``; ``source(model, dataset)`` names its table.
-    The authors'-code variant of GRAND++-l is compared with GRAND++-l's number."""
+    With ``authors_code`` the authors'-code variant of GRAND++-l is compared with GRAND++-l's number too
+    (for experiments that train it)."""
     numbers = {}
     for model, per_dataset in table.items():
-        for variant in (model, f"{model}-refsrc") if f"{model}-refsrc" in MODELS else (model,):
+        variants = (model, f"{model}-refsrc") if authors_code and f"{model}-refsrc" in MODELS else (model,)
+        for variant in variants:
             for dataset, row in per_dataset.items():
                 for x, value in row.items():
                     if value is not None:

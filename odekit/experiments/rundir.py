@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..report import atomic
+from ..report.records import predates_records
 
 LOCK_NAME = ".owner.lock"
 UNFINISHED = ("running", "failed", "interrupted", "killed")
@@ -210,6 +211,6 @@ def latest_complete(runs: Path, name: str, config: dict[str, Any], data_root: Pa
     for run in sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True):
         status = RunStatus.read(run)
         if (status is not None and status.state == "complete" and status.data_root in ("", str(data_root))
-                and read_json(run / "config.json", None) == config):
+                and read_json(run / "config.json", None) == config and not predates_records(run)):
             return run, status
     return None

@@ -30,7 +30,7 @@ from ..solve.errors import InnerSolveWarning, InvalidInputError
 from ..solve.spec import SolveSettings
 from .base import RunContext
 from .claims import Claim, Matches, Ordering, judge_orderings
-from .grid import cell_advance, run_grid
+from .grid import cell_advance, run_grid, unfinished_path
 from .memory import PeakMemory
 from .training import EpochResume
 
@@ -214,7 +214,7 @@ def solver_record(choice: SolverChoice, *, out: Path, iterations: int,
     model, optimiser = build(choice)
     rates = [group["lr"] for group in optimiser.param_groups]  # before a resumed state changes them
     generator = torch.Generator().manual_seed(seed)
-    resume = EpochResume(out / f"unfinished_{choice.key}.pt")
+    resume = EpochResume(unfinished_path(out, choice))
     run = SolverRun([IterationRecord(**r) for r in resume.restore(model, optimiser, generator)])
     cell_advance(len(run.records))
 
@@ -230,7 +230,6 @@ def solver_record(choice: SolverChoice, *, out: Path, iterations: int,
                         evaluate_every, save)
     if run.status == "ok" and finish is not None:
         _finish(run, model, choice, finish)
-    resume.finish()
     return run.as_dict()
 
 

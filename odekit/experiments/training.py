@@ -62,7 +62,9 @@ class EpochResume:
     run continues from its last finished epoch instead of from the model's first.
 
     It holds the model's and optimiser's state dicts, the shuffling generator's state and the
-    per-epoch records. ``path=None`` keeps nothing (callers that need no resume).
+    per-epoch records. ``path=None`` keeps nothing (callers that need no resume). The file outlives
+    the training: the grid runner removes it once the trained cell's record is saved
+    (:func:`~odekit.experiments.grid.unfinished_path`).
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -89,7 +91,3 @@ class EpochResume:
                                            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                                            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized()
                                            else None, "records": records})
-
-    def finish(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)

@@ -134,12 +134,12 @@ def run(config: WorkPrecisionConfig, ctx: RunContext) -> None:
     references = {name: problems[name].reference(problems[name].times(config.outputs)) for name in config.problems}
     work = functools.partial(point_record, config, {name: problems[name] for name in config.problems}, references)
     done = run_grid(ctx, [p for p in points if p.library == "odekit"], work, "work–precision (odekit)",
-                    section="odekit")
+                    section="rows")
     # A setting too costly for odekit's cap is not spent on the peer either: the peers run after odekit's points.
     peers = [p for p in points if p.library != "odekit"
              and not done[dataclasses.replace(p, library="odekit").key].get("skipped")]
     if peers:
-        done |= run_grid(ctx, peers, work, "work–precision (torchdiffeq)", section="torchdiffeq")
+        done |= run_grid(ctx, peers, work, "work–precision (torchdiffeq)", section="rows")
     rows = {p.key: done.get(p.key, {"skipped": True}) for p in points}
 
     header = ["problem", "library", "method", "setting", "error", "nfe", "wall_s"]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from . import atomic
-from .records import COLUMNS, Key, Labels, Value, read_results, rows_of
+from .records import COLUMNS, Key, Labels, Value, predates_records, read_results
 from .verdicts import Outcome, ThesisNumber, Verdict, format_number, number_verdict
 
 MAX_TABLE_ROWS = 40
@@ -27,7 +27,7 @@ def latest_complete_run(runs: Path, name: str) -> Path | None:
         return None
     for run in sorted(folder.iterdir(), reverse=True):
         try:
-            if json.loads((run / "status.json").read_text()).get("state") == "complete":
+            if json.loads((run / "status.json").read_text()).get("state") == "complete" and not predates_records(run):
                 return run
         except (FileNotFoundError, json.JSONDecodeError):
             continue
@@ -185,9 +185,9 @@ RESULTS_TABLE = "results.csv"
 def _long_rows(experiment, results: dict[Key, Value]) -> list[list[Any]]:
     """The run's records as rows of the long table, each with its thesis number and verdict (if any)."""
     rows = []
-    for row, key in zip(rows_of(experiment.name, results), results):
+    for key, value in results.items():
         ref = experiment.thesis.get(key)
-        verdict = number_verdict(row["value"], ref).outcome.value if ref else ""
-        rows.append([*(row[c] for c in COLUMNS), *((ref.value, ref.std, ref.source) if ref else ("", "", "")),
-                     verdict])
+        verdict = number_verdict(value, ref).outcome.value if ref else ""
+        rows.append([experiment.name, key.model, key.dataset, key.x, key.metric, value,
+                     *((ref.value, ref.std, ref.source) if ref else ("", "", "")), verdict])
     return rows

@@ -34,7 +34,7 @@ class Key:
     metric: str
     model: str = ""
     dataset: str = ""
-    x: float | str | None = None
+    x: int | float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Record:
     experiment: str
     model: str
     dataset: str
-    x: float | str | None
+    x: int | float | str | None
     metric: str
     value: Value
 
@@ -75,6 +75,12 @@ def read_results(run: Path) -> dict[Key, Value]:
         return {}
     records = [Record(**row) for row in json.loads(path.read_text())]
     return {record.key: record.value for record in records}
+
+
+def predates_records(run: Path) -> bool:
+    """Whether ``run`` was written before results were typed records (``metrics.json``, no ``results.json``):
+    its numbers cannot be paired with the thesis's, so it counts as outdated (run it again)."""
+    return (run / "metrics.json").exists() and not (run / "results.json").exists()
 
 
 def rows_of(experiment: str, results: Mapping[Key, Value]) -> list[dict[str, Any]]:
