@@ -1,5 +1,8 @@
 """Graph datasets of chapter 4 through PyG, and the GRAND split protocol."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -82,3 +85,15 @@ def test_ogbn_arxiv_offline_says_where_to_put_it(tmp_path, monkeypatch):
         graphs.load_graph("ogbn_arxiv", tmp_path / "data", pyg_root=tmp_path / "pyg")
     assert not (tmp_path / "pyg" / "ogbn_arxiv").exists()  # ogb would ask on stdin about it next time
     assert graphs.missing("ogbn_arxiv", tmp_path / "data")
+
+
+@pytest.mark.slow
+def test_processes_building_one_fresh_cache_together_all_load_the_graph(data_root, tmp_path):
+    """Two processes (as two Ray workers of a fresh run) build PyG's cache of one graph at once."""
+    code = ("import sys; from pathlib import Path; from odekit.data.graphs import load_graph; "
+            "print(load_graph('citeseer', Path(sys.argv[1]), Path(sys.argv[2])).num_nodes)")
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(data_root), str(tmp_path / "pyg")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [worker.communicate(timeout=300) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0, 0], [err[-500:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1

@@ -19,9 +19,12 @@ is a test node. Seeded and reproducible.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,22 +198,37 @@ def load_graph(name: str, root: Path, pyg_root: Path | None = None):
     source = _source(name)
     folder, dataset_dir = Path(root) / source.folder, _dataset_dir(source, pyg_root)
     current = _fingerprints(source, folder)
-    record = _read_record(dataset_dir)
-    try:
-        _refresh_cache(folder, dataset_dir, current, record)
-    except OSError as err:
-        raise _cache_error(dataset_dir, err) from err
-    cls = getattr(datasets, source.pyg_class)
-    try:
-        dataset = cls(str(pyg_root), source.pyg_name)
-    except Exception as err:  # PyG raises URLError/OSError/… when it cannot download, pickle errors on bad files
-        raise _load_error(source, name, root, dataset_dir, current, record.get("built", {}), err) from err
-    if record.get("built") != current:
+    with _cache_lock(dataset_dir):
+        record = _read_record(dataset_dir)
         try:
-            _write_record(dataset_dir, {"copied": current, "built": current})
+            _refresh_cache(folder, dataset_dir, current, record)
         except OSError as err:
             raise _cache_error(dataset_dir, err) from err
+        cls = getattr(datasets, source.pyg_class)
+        try:
+            dataset = cls(str(pyg_root), source.pyg_name)
+        except Exception as err:  # PyG raises URLError/OSError/… when it cannot download, pickle errors on bad files
+            raise _load_error(source, name, root, dataset_dir, current, record.get("built", {}), err) from err
+        if record.get("built") != current:
+            try:
+                _write_record(dataset_dir, {"copied": current, "built": current})
+            except OSError as err:
+                raise _cache_error(dataset_dir, err) from err
     return LargestConnectedComponents()(dataset[0])
+
+
+@contextlib.contextmanager
+def _cache_lock(dataset_dir: Path) -> Iterator[None]:
+    """Hold the cache of one dataset while it is checked and (re)built: processes starting together
+    (the workers of a Ray run) would otherwise read each other's half-written processed files."""
+    try:
+        dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(dataset_dir.parent / f".{dataset_dir.name}.lock", "a")
+    except OSError as err:
+        raise _cache_error(dataset_dir, err) from err
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _load_arxiv(root: Path, pyg_root: Path):
