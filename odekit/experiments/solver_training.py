@@ -76,8 +76,8 @@ def proximal_choices(names: Sequence[str], labels: Mapping[str, str], gradients:
     if unknown:
         raise ValueError(f"unknown proximal solver(s) or gradient(s) {unknown}; solvers: {', '.join(labels)}; "
                          f"gradients: {', '.join(PROXIMAL_GRADIENTS)}")
-    keys = proximal_labels(labels)
-    return [SolverChoice(_proximal_key(name, gradient), keys[_proximal_key(name, gradient)],
+    label_of = proximal_labels(labels)
+    return [SolverChoice(_proximal_key(name, gradient), label_of[_proximal_key(name, gradient)],
                          {"method": name, "gradient": gradient, "options": dict(options)}, proximal=True)
             for gradient in gradients for name in names]
 
