@@ -1,6 +1,7 @@
 """The solver-comparison loop of chapter 5's training experiments, and those experiments end to end."""
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from odekit.experiments import RunContext, execute, get
 from odekit.experiments.base import Experiment, ExperimentConfig
-from odekit.experiments.solver_training import SolverChoice, train_with_solvers
+from odekit.experiments.solver_training import OnDevice, SolverChoice, train_with_solvers
 from odekit.models.block import ODEBlock
 
 CHOICES = [SolverChoice("dopri5", "DOPRI5", {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4, "gradient": "adjoint"}),
@@ -158,3 +159,17 @@ def test_peak_memory_of_a_block_is_what_it_allocated_on_top():
         small = torch.ones(2**18)
         del small
     assert peak.megabytes < 20
+
+
+def test_cell_data_travel_on_the_cpu_and_meet_their_device_where_the_cell_runs():
+    placed = OnDevice("cuda:0", x=torch.arange(3.0))  # no GPU here: resolved only where the cell runs
+    with pytest.raises(ValueError, match="torch sees none"):
+        placed["x"]
+    assert OnDevice("auto", x=torch.arange(3.0))["x"].device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(RuntimeError):
+        OnDevice("gpu", x=torch.arange(3.0))  # a misspelt device fails in the driver, before any cell
+
+    local = OnDevice("cpu", x=torch.arange(3.0))
+    assert torch.equal(local["x"], torch.arange(3.0))
+    copy = pickle.loads(pickle.dumps(local))  # what a Ray worker receives
+    assert copy._placed is None and torch.equal(copy["x"], torch.arange(3.0))

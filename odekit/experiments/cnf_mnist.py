@@ -38,6 +38,7 @@ from ..report.records import Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Matches, Ordering
 from .solver_training import (
+    OnDevice,
     Panel,
     SolverChoice,
     fletcher_reeves,
@@ -45,7 +46,6 @@ from .solver_training import (
     proximal_choices,
     proximal_labels,
     record_and_judge,
-    resolve_device,
     solver_tables,
     train_with_solvers,
 )
@@ -106,27 +106,28 @@ def mnist_pixels(root, train: bool, size: int, count: int, seed: int) -> torch.T
 
 
 def run(config: CNFMnistConfig, ctx: RunContext) -> None:
-    device = resolve_device(config.device)
-    train = mnist_pixels(ctx.data_root, True, config.image_size, config.train_images, config.seed).to(device)
-    test = mnist_pixels(ctx.data_root, False, config.image_size, config.test_images, config.seed + 1).to(device)
+    train = mnist_pixels(ctx.data_root, True, config.image_size, config.train_images, config.seed)
+    test = mnist_pixels(ctx.data_root, False, config.image_size, config.test_images, config.seed + 1)
     shape = tuple(train.shape[1:])
     dims = shape[0] * shape[1] * shape[2]
-    test_x = dequantize(test, torch.Generator().manual_seed(config.seed + 2))  # one fixed dequantisation
+    # one fixed dequantisation of the test images; both on the device of the process that trains
+    placed = OnDevice(config.device, train=train, test=dequantize(test, torch.Generator().manual_seed(config.seed + 2)))
     choices = solver_choices(config)
-    ctx.log(f"MNIST {shape[1]}×{shape[2]} on {device}: {len(train)} training and {len(test)} test images; "
-            f"{config.iterations} iterations of batch {config.batch_size} per solver")
+    ctx.log(f"MNIST {shape[1]}×{shape[2]} on device {config.device}: {len(train)} training and {len(test)} test "
+            f"images; {config.iterations} iterations of batch {config.batch_size} per solver")
 
     def build(choice: SolverChoice):
         model = ODENVP(shape, scales=config.scales, blocks=config.blocks, hidden=config.hidden,
-                       train_t_end=config.train_t_end, settings=choice.solve_settings()).to(device)
+                       train_t_end=config.train_t_end, settings=choice.solve_settings()).to(placed.device)
         return model, torch.optim.Adam(model.parameters(), lr=config.lr)
 
     def loss_of(model, generator):
-        batch = train[torch.randint(len(train), (config.batch_size,), generator=generator).to(device)]
+        images = placed["train"]
+        batch = images[torch.randint(len(images), (config.batch_size,), generator=generator).to(images.device)]
         return bits_per_dim(model(dequantize(batch, generator)), dims).mean()
 
     def evaluate(model) -> float:
-        values = [bits_per_dim(model(chunk), dims) for chunk in test_x.split(max(config.batch_size, 1))]
+        values = [bits_per_dim(model(chunk), dims) for chunk in placed["test"].split(max(config.batch_size, 1))]
         return float(torch.cat(values).mean())
 
     out = ctx.out  # the callables run where the solver's cell runs: they hold the run folder, not the context

@@ -20,7 +20,6 @@ total time, and train as well (loss, validation accuracy).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +33,7 @@ from .claims import Matches, Ordering
 from .node_settings import SETTINGS
 from .node_trainer import split_for
 from .solver_training import (
+    OnDevice,
     Panel,
     SolverChoice,
     fletcher_reeves,
@@ -41,7 +41,6 @@ from .solver_training import (
     proximal_choices,
     proximal_labels,
     record_and_judge,
-    resolve_device,
     solver_tables,
     train_with_solvers,
 )
@@ -83,40 +82,39 @@ def solver_choices(config: GrandProximalConfig) -> list[SolverChoice]:
 def run(config: GrandProximalConfig, ctx: RunContext) -> None:
     if config.dataset not in SETTINGS:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose from {', '.join(SETTINGS)}")
-    device = resolve_device(config.device)
     data = graphs.load_graph(config.dataset, ctx.data_root)
     split = split_for(config.dataset, data, config.per_class, 0)
-    data = data.to(device)
-    split = dataclasses.replace(split, train=split.train.to(device), val=split.val.to(device),
-                                test=split.test.to(device))
+    placed = OnDevice(config.device, data=data, train=split.train, val=split.val, test=split.test)
     s = SETTINGS[config.dataset]
-    classes = int(data.y.max()) + 1
+    features, classes = data.num_features, int(data.y.max()) + 1
     choices = solver_choices(config)
-    ctx.log(f"{config.dataset} on {device}: {data.num_nodes} nodes, {int(split.train.sum())} labelled; "
-            f"T = {config.t_end:g}, {config.epochs} epochs per solver")
+    ctx.log(f"{config.dataset} on device {config.device}: {data.num_nodes} nodes, {int(split.train.sum())} "
+            f"labelled; T = {config.t_end:g}, {config.epochs} epochs per solver")
 
     def build(choice: SolverChoice):
-        net = GRAND(data.num_features, classes, hidden=s.hidden, t_end=config.t_end, attention_dim=s.attention_dim,
+        net = GRAND(features, classes, hidden=s.hidden, t_end=config.t_end, attention_dim=s.attention_dim,
                     heads=s.heads, attention_normalisation=s.attention_normalisation, nonlinear=True,
                     input_dropout=s.input_dropout, dropout=s.dropout, batch_norm=s.batch_norm, cached=True,
-                    max_nfe=config.max_nfe, settings=choice.solve_settings()).to(device)
+                    max_nfe=config.max_nfe, settings=choice.solve_settings()).to(placed.device)
         optimiser = torch.optim.RMSprop(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         return net, optimiser
 
     def loss_of(net, generator):
-        return F.cross_entropy(net(data.x, data.edge_index)[split.train], data.y[split.train])
+        graph, train = placed["data"], placed["train"]
+        return F.cross_entropy(net(graph.x, graph.edge_index)[train], graph.y[train])
 
-    def accuracy(net, mask) -> float:
-        return float((net(data.x, data.edge_index)[mask].argmax(-1) == data.y[mask]).double().mean())
+    def accuracy(net, mask: str) -> float:
+        graph, nodes = placed["data"], placed[mask]
+        return float((net(graph.x, graph.edge_index)[nodes].argmax(-1) == graph.y[nodes]).double().mean())
 
     def finish(net, choice):
         net.eval()
         with torch.no_grad():
-            return {"test_accuracy": accuracy(net, split.test)}
+            return {"test_accuracy": accuracy(net, "test")}
 
     runs = train_with_solvers(ctx, choices, config.epochs, build=build, loss_of=loss_of,
                               nfe_of=lambda net: (net.stats.nfe, net.stats.nfe_backward),
-                              evaluate=lambda net: accuracy(net, split.val), evaluate_every=1, finish=finish,
+                              evaluate=lambda net: accuracy(net, "val"), evaluate_every=1, finish=finish,
                               seed=config.seed, description=f"GRAND-nl on {config.dataset}")
     summaries = solver_tables(ctx, "fig5_7_solvers", runs, choices, "validation accuracy",
                               caption=f"GRAND-nl on {config.dataset}, T = {config.t_end:g}, {config.epochs} epochs per "

@@ -59,6 +59,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class OnDevice:
+    """Tensors (or PyG graphs) a solver's cell uses, on the device the config names, resolved where
+    the cell runs: ``placed["train"]``. They travel to the cell on the CPU and move once per copy.
+    A device resolved in the driver would be wrong on a Ray worker: the driver's GPU is not the
+    worker's (or the worker has none), and ``"auto"`` on a GPU-less driver would keep GPU workers
+    on their CPUs."""
+
+    def __init__(self, device: str, **values: Any) -> None:
+        torch.device("cuda" if device == "auto" else device)  # a misspelt name fails here, in the driver
+        self.device_name = device
+        self._values = {name: value.cpu() for name, value in values.items()}
+        self._placed: dict[str, Any] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.device_name)
+
+    def __getitem__(self, name: str) -> Any:
+        if self._placed is None:
+            device = self.device
+            self._placed = {key: value.to(device) for key, value in self._values.items()}
+        return self._placed[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_placed": None}  # the CPU copies travel; the placed ones stay
+
+
 PROXIMAL_GRADIENTS = ("backprop", "implicit")  # unrolled inner iterations (the authors'), or implicit (beyond)
 
 
