@@ -30,7 +30,7 @@ from ..models.grand import GRAND
 from ..report.records import Key, Metric
 from .base import Experiment, ExperimentConfig, RunContext
 from .claims import Matches, Ordering
-from .node_settings import SETTINGS
+from .node_settings import DATASET_LABELS, SETTINGS
 from .node_trainer import split_for
 from .solver_training import (
     OnDevice,
@@ -86,9 +86,10 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
     split = split_for(config.dataset, data, config.per_class, 0)
     placed = OnDevice(config.device, data=data, train=split.train, val=split.val, test=split.test)
     s = SETTINGS[config.dataset]
+    graph_name = DATASET_LABELS[config.dataset]
     features, classes = data.num_features, int(data.y.max()) + 1
     choices = solver_choices(config)
-    ctx.log(f"{config.dataset} on device {config.device}: {data.num_nodes} nodes, {int(split.train.sum())} "
+    ctx.log(f"{graph_name} on device {config.device}: {data.num_nodes} nodes, {int(split.train.sum())} "
             f"labelled; T = {config.t_end:g}, {config.epochs} epochs per solver")
 
     def build(choice: SolverChoice):
@@ -115,9 +116,9 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
     runs = train_with_solvers(ctx, choices, config.epochs, build=build, loss_of=loss_of,
                               nfe_of=lambda net: (net.stats.nfe, net.stats.nfe_backward),
                               evaluate=lambda net: accuracy(net, "val"), evaluate_every=1, finish=finish,
-                              seed=config.seed, description=f"GRAND-nl on {config.dataset}")
+                              seed=config.seed, description=f"GRAND-nl on {graph_name}")
     summaries = solver_tables(ctx, "fig5_7_solvers", runs, choices, "validation accuracy",
-                              caption=f"GRAND-nl on {config.dataset}, T = {config.t_end:g}, {config.epochs} epochs per "
+                              caption=f"GRAND-nl on {graph_name}, T = {config.t_end:g}, {config.epochs} epochs per "
                                       "solver: NFE per epoch, total training time, the training loss of the last "
                                       "epochs and the last validation accuracy.")
     for choice in choices:
@@ -127,7 +128,7 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
                        [Panel("nfe_forward", "forward NFE per epoch"), Panel("nfe_backward", "backward NFE per epoch"),
                         Panel("seconds", "total training time (s)", cumulative=True), Panel("loss", "training loss"),
                         Panel("metric", "validation accuracy")],
-                       f"Fig 5.7: training GRAND-nl on {config.dataset} with proximal and adaptive solvers",
+                       f"Fig 5.7: training GRAND-nl on {graph_name} with proximal and adaptive solvers",
                        caption="Fig 5.7: NFE per epoch, total time, training loss and validation accuracy per solver "
                                "(proximal dashed).")
     record_and_judge(ctx, summaries, choices, EXPERIMENT.claims, {
