@@ -151,8 +151,9 @@ def test_a_failed_run_keeps_its_traceback(tmp_path, counting_experiment):
 
 
 @pytest.mark.slow
-def test_sigterm_interrupts_like_ctrl_c_and_resume_keeps_the_clock(tmp_path):
-    first = spawn(*POINTCLOUD, out=tmp_path)
+@pytest.mark.parametrize("executor", [(), ("--executor", "ray", "--workers", "1")], ids=["local", "ray"])
+def test_sigterm_interrupts_like_ctrl_c_and_resume_keeps_the_clock(tmp_path, executor):
+    first = spawn(*POINTCLOUD, *executor, out=tmp_path)
     wait_for_status(tmp_path / "pointcloud", first, "checkpoint.json")
     first.send_signal(signal.SIGTERM)
     output = first.communicate(timeout=120)[0]
@@ -161,7 +162,7 @@ def test_sigterm_interrupts_like_ctrl_c_and_resume_keeps_the_clock(tmp_path):
     (folder,) = run_dirs(tmp_path, "pointcloud")
     interrupted = RunStatus.read(folder)
     assert interrupted.state == "interrupted" and interrupted.owner["pid"] == first.pid
-    second = spawn(*POINTCLOUD, out=tmp_path)
+    second = spawn(*POINTCLOUD, *executor, out=tmp_path)
     output = second.communicate(timeout=300)[0]
     assert second.returncode == 0 and "resuming" in output, output
     final = RunStatus.read(folder)

@@ -18,6 +18,8 @@ odekit installed and the data at the same path) and keeps at most ``workers`` ce
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +69,7 @@ class RayExecutor:
                                 ) from None
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS")
+            on_sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 if address:
                     ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -76,6 +79,11 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as err:
                 where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
                 raise ExecutorError(f"cannot start or join {where}: {err}") from None
+            finally:
+                if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+                    # ray.init makes SIGTERM exit the driver (a run then reads as failed); keep the run's
+                    # own handler, which stops it as interrupted and resumable, like Ctrl-C
+                    signal.signal(signal.SIGTERM, on_sigterm)
             self._started = True
         return ray
 
