@@ -161,11 +161,12 @@ def test_peak_memory_of_a_block_is_what_it_allocated_on_top():
     assert peak.megabytes < 20
 
 
-def test_cell_data_travel_on_the_cpu_and_meet_their_device_where_the_cell_runs():
-    placed = OnDevice("cuda:0", x=torch.arange(3.0))  # no GPU here: resolved only where the cell runs
+def test_cell_data_travel_on_the_cpu_and_meet_their_device_where_the_cell_runs(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a process without a GPU, on any machine
+    placed = OnDevice("cuda:0", x=torch.arange(3.0))  # resolved only where the cell runs, not here
     with pytest.raises(ValueError, match="torch sees none"):
         placed["x"]
-    assert OnDevice("auto", x=torch.arange(3.0))["x"].device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert OnDevice("auto", x=torch.arange(3.0))["x"].device.type == "cpu"
     with pytest.raises(RuntimeError):
         OnDevice("gpu", x=torch.arange(3.0))  # a misspelt device fails in the driver, before any cell
 
