@@ -139,7 +139,7 @@ def run(config: GrandProximalConfig, ctx: RunContext) -> None:
         ("nfe", "seconds", "metric"), "validation_accuracy")
 
 
-_STATEMENT = "the proximal solvers (CN, BE with Fletcher–Reeves, step 1.25)"
+_PROXIMAL = "proximal solvers (CN, BE with Fletcher–Reeves, step 1.25)"
 EXPERIMENT = Experiment(
     name="grand_proximal",
     quick_seconds=45,
@@ -162,9 +162,9 @@ EXPERIMENT = Experiment(
     },
     run=run,
     claims={
-        "fewer_nfe": Ordering("Fig 5.7a", f"Training GRAND-nl, {_STATEMENT} need fewer NFE per iteration than "
+        "fewer_nfe": Ordering("Fig 5.7a", f"Training GRAND-nl, the {_PROXIMAL} need fewer NFE per iteration than "
                                           "adaptive Heun, DOPRI5 and DOPRI8 at tolerance 1e-4.", quantity="nfe"),
-        "less_time": Ordering("Fig 5.7b", f"{_STATEMENT.capitalize()} take less total training time than the three "
+        "less_time": Ordering("Fig 5.7b", f"The {_PROXIMAL} take less total training time than the three "
                                           "adaptive solvers.", quantity="seconds"),
         "same_loss": Matches("Fig 5.7c", "The proximal solvers converge as well in training loss (within 0.05 of the "
                                          "best adaptive solver).", quantity="loss", tolerance=0.05,
