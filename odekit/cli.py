@@ -161,7 +161,9 @@ def methods() -> None:
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--seed", type=int, default=None, help="random seed (default: the profile's, 0)")
-@click.option("--fresh", is_flag=True, help="start a new run even if an unfinished one with this config exists")
+@click.option("--fresh", is_flag=True,
+              help="start a new run even if an unfinished one with this config exists, and compute every grid cell "
+                   "again (without it, a grid grown from an earlier run's takes the cells that run finished)")
 @threads_option
 @executor_options
 def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, out: str | None, seed: int | None,

@@ -4,6 +4,7 @@ a worker killed mid-cell retried with nothing lost or duplicated."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -45,6 +46,7 @@ class SquaresConfig(ExperimentConfig):
     kill_at: int = -1  # the worker running this cell dies on its first attempt
     interrupt_at: int = -1  # Ctrl-C when this cell's record arrives, on the first attempt
     marks: str = ""  # folder where attempts leave marks (shared by the workers of one machine)
+    scale: int = 1  # a setting every cell's record depends on
 
 
 def square(config: SquaresConfig, cell: Square) -> dict:
@@ -54,7 +56,7 @@ def square(config: SquaresConfig, cell: Square) -> dict:
     (marks / f"{cell.n}-{attempt}-{os.getpid()}").touch()
     if cell.n == config.kill_at and attempt == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-    return {"n": cell.n, "square": cell.n ** 2, "threads": torch.get_num_threads()}
+    return {"n": cell.n, "square": config.scale * cell.n ** 2, "threads": torch.get_num_threads()}
 
 
 def squares_run(config: SquaresConfig, ctx) -> None:
@@ -109,6 +111,65 @@ def test_an_interrupted_grid_resumes_with_only_the_unfinished_cells(tmp_path):
     assert sorted(records(run_dir)) == [f"n={n}" for n in range(6)]
 
 
+def test_a_grown_grid_takes_the_cells_earlier_runs_of_the_same_settings_finished(tmp_path, capsys):
+    """More cells (``items`` is a grid field) reuse finished ones; another setting, data root or
+    ``resume=False`` computes everything."""
+    growing = dataclasses.replace(SQUARES, name="growing", grid_fields=("items", "interrupt_at"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def run(data: str = "data", resume: bool = True, **settings):
+        before = {p.name for p in marks.iterdir()}
+        run_dir = execute(growing, SquaresConfig(marks=str(marks), **settings), tmp_path / "runs", tmp_path / data,
+                          resume=resume)
+        return run_dir, sorted(int(p.split("-")[0]) for p in {p.name for p in marks.iterdir()} - before)
+
+    small, ran = run(items=3)
+    assert ran == [0, 1, 2]
+    with pytest.raises(KeyboardInterrupt):  # an unfinished run shares its finished cells too
+        run(items=5, interrupt_at=3)
+    capsys.readouterr()
+    grown, ran = run(items=6)
+    assert ran == [4, 5]  # 0-3 from the interrupted run (which took 0-2 from the first)
+    assert "took 4 finished cells from earlier run of the same settings" in " ".join(capsys.readouterr().err.split())
+    assert records(grown) == {f"n={n}": {"n": n, "square": n * n, "threads": torch.get_num_threads()}
+                              for n in range(6)}
+    assert read_results(grown)[Key("total")] == sum(n * n for n in range(6))
+    assert sorted(records(small)) == ["n=0", "n=1", "n=2"]  # the earlier runs are left as they were
+    assert run(items=6)[1] == []  # a smaller or equal grid computes nothing
+    scaled, ran = run(items=6, scale=2)
+    assert ran == list(range(6)) and records(scaled)["n=5"]["square"] == 50
+    assert run(items=6, data="other")[1] == list(range(6))
+    assert run(items=6, resume=False)[1] == list(range(6))
+
+
+@pytest.mark.parametrize("grow", [("splits", "1", "2"), ("models", "grand-l", "grand-l,grand++-l,gcn")],
+                         ids=["splits", "models"])
+def test_a_chapter_4_grid_grown_from_a_smaller_run_gives_the_records_of_a_fresh_run(tmp_path, data_root, grow,
+                                                                                  capsys):
+    """A cell's record does not depend on the grid around it, so taking it from a run with fewer splits
+    or models (``grid_fields``) gives what training it again would."""
+    field, small, large = grow
+    experiment = get("grand_labels")
+
+    def run(value: str, resume: bool = True) -> Path:
+        return execute(experiment, experiment.config("smoke", {field: value}), tmp_path / "runs", data_root,
+                       resume=resume)
+
+    run(small)
+    capsys.readouterr()
+    grown = run(large)
+    assert f"took {3 if field == 'splits' else 2} finished cells" in capsys.readouterr().err
+    fresh = run(large, resume=False)
+    assert len(records(fresh)) == 6  # 3 models × 2 splits, one label rate, one seed
+    assert without_times(records(grown)) == without_times(records(fresh))
+    assert untimed_results(grown) == untimed_results(fresh)
+
+
+def without_times(cells: dict[str, dict]) -> dict[str, dict]:
+    return {key: {k: v for k, v in record.items() if k != "seconds"} for key, record in cells.items()}
+
+
 def untimed_results(run_dir: Path) -> dict:
     """The run's records without its wall times (the only numbers that differ between two runs)."""
     return {key: value for key, value in read_results(run_dir).items() if "seconds" not in key.metric}
@@ -131,9 +192,6 @@ def test_ray_with_two_workers_gives_the_local_executors_records(tmp_path, data_r
         torch.set_num_threads(threads)
     assert untimed_results(local) and untimed_results(distributed) == untimed_results(local)
     if name == "grand_labels":
-        def without_times(cells):
-            return {key: {k: v for k, v in record.items() if k != "seconds"} for key, record in cells.items()}
-
         assert len(records(local)) == 6 and without_times(records(distributed)) == without_times(records(local))
     # a cell's per-epoch resume state is gone once it finished, wherever it ran
     assert not list(distributed.glob("unfinished_*"))
@@ -186,6 +244,7 @@ class _RecordingContext:
 
     def __init__(self, executor, out: Path = Path("/nonexistent")) -> None:
         self.executor, self.out, self.checkpoint, self.moves, self.lines = executor, out, {}, [], []
+        self.earlier = ()
         self.saved_with: list[list[str]] = []  # the unfinished states present at each checkpoint save
 
     @contextlib.contextmanager

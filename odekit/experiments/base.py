@@ -40,6 +40,7 @@ from .rundir import (
     owner,
     read_json,
     remove_partial_writes,
+    runs_sharing_cells,
 )
 
 PROFILES = ("smoke", "quick", "full")
@@ -84,6 +85,11 @@ class Experiment:
     # 180 s, 90 s at 2; beside another busy process 1 is better (a GRAND step on Cora: 0.45 s at 1
     # thread, 12 s at 2), so pass --threads 1 when the machine is shared.
     threads: int = 1
+    # The config fields that only choose which cells its grids have (datasets, models, splits, …): a
+    # new run whose other settings match an earlier run's takes that run's finished cells instead of
+    # computing them again (growing 10 splits to 100 trains only the 90 new ones). Only for
+    # experiments whose cell records depend on nothing but the cell's key and the other settings.
+    grid_fields: tuple[str, ...] = ()
 
     @property
     def labels(self) -> Labels:
@@ -158,8 +164,10 @@ class RunContext:
 
     def __init__(self, experiment: Experiment, config: Any, out: Path, data_root: Path,
                  console: Console | None = None, clock: RunClock | None = None,
-                 executor: LocalExecutor | RayExecutor | None = None) -> None:
+                 executor: LocalExecutor | RayExecutor | None = None, earlier: tuple[Path, ...] = ()) -> None:
         self.experiment = experiment
+        # runs whose finished cells this one may take (newest first; see Experiment.grid_fields)
+        self.earlier = earlier
         self.executor = executor or LocalExecutor()  # where grid cells run (experiments.grid)
         self._clock = clock
         self.config = config
@@ -184,6 +192,15 @@ class RunContext:
         with Progress(*columns, console=self.console, transient=False) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
+
+    def earlier_cells(self, section: str) -> dict[str, tuple[dict, Path]]:
+        """The finished cells of checkpoint ``section`` in :attr:`earlier` runs: ``{key: (record, run)}``,
+        the newest run's where several have one."""
+        found: dict[str, tuple[dict, Path]] = {}
+        for run in reversed(self.earlier):  # oldest first: a newer run's record replaces it
+            records = read_json(run / "checkpoint.json", {}).get(section, {})
+            found.update({key: (record, run) for key, record in records.items()})
+        return found
 
     def save_checkpoint(self) -> None:
         atomic.write_json(self.out / "checkpoint.json", self.checkpoint)
@@ -233,10 +250,11 @@ class ExperimentRun:
     """
 
     def __init__(self, experiment: Experiment, config: Any, out: Path, lock: RunLock, status: RunStatus,
-                 data_root: Path, console: Console, executor: LocalExecutor | RayExecutor | None = None) -> None:
+                 data_root: Path, console: Console, executor: LocalExecutor | RayExecutor | None = None,
+                 earlier: tuple[Path, ...] = ()) -> None:
         self.experiment, self.config, self.out, self.data_root, self.console = (
             experiment, config, out, data_root, console)
-        self._lock, self._status, self.executor = lock, status, executor
+        self._lock, self._status, self.executor, self.earlier = lock, status, executor, earlier
 
     @property
     def log_path(self) -> Path:
@@ -247,7 +265,7 @@ class ExperimentRun:
         try:
             clock.update(state="running", owner=owner(), error=None, log=None, finished=None)
             ctx = RunContext(self.experiment, self.config, self.out, self.data_root, self.console, clock,
-                             self.executor)
+                             self.executor, self.earlier)
             with _sigterm_as_interrupt():
                 self.experiment.run(self.config, ctx)
         except KeyboardInterrupt:
@@ -267,7 +285,9 @@ class ExperimentRun:
 def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,
              console: Console | None = None, executor: LocalExecutor | RayExecutor | None = None) -> ExperimentRun:
     """Claim the folder ``config`` runs in: an unfinished one to resume, or a new one; its grid
-    cells run on ``executor`` (default: this process)."""
+    cells run on ``executor`` (default: this process). With ``resume`` the run also takes the
+    finished cells of earlier runs that differ only in ``experiment.grid_fields``; without it, it
+    starts from nothing."""
     console = console or Console(stderr=True)
     config_dict = json.loads(json.dumps(config_to_dict(config)))
     claimed = claim_resumable(runs, experiment.name, config_dict, data_root,
@@ -284,7 +304,9 @@ def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *
         lock.acquire()  # nobody else can hold it: mkdir gave this process the folder
         status = RunStatus(experiment.name, config.profile, str(data_root))
         atomic.write_json(out / "config.json", config_dict)
-    return ExperimentRun(experiment, config, out, lock, status, data_root, console, executor)
+    earlier = tuple(runs_sharing_cells(runs, experiment.name, config_dict, data_root, experiment.grid_fields,
+                                       exclude=out)) if resume else ()
+    return ExperimentRun(experiment, config, out, lock, status, data_root, console, executor, earlier)
 
 
 def execute(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,

@@ -30,6 +30,7 @@ from .node_classification import (
 )
 from .node_settings import (
     DATASET_LABELS,
+    GRID_FIELDS,
     MODEL_LABELS,
     MODELS,
     NodeClassificationConfig,
@@ -142,6 +143,7 @@ EXPERIMENT = Experiment(
     name="grand_depth",
     quick_seconds=95,
     threads=2,  # sparse graph / conv products: 2 threads beat 1 on a quiet 2-core machine (measured)
+    grid_fields=(*GRID_FIELDS, "depths", "baselines", "layers", "per_class"),
     title="GRAND++ and over-smoothing at large depth",
     thesis_items="Table 4.1, Fig 4.2 (Table 4.2 on ogbn-arxiv)",
     config_class=GrandDepthConfig,

@@ -34,6 +34,7 @@ from .node_classification import (
 )
 from .node_settings import (
     DATASET_LABELS,
+    GRID_FIELDS,
     MODEL_LABELS,
     MODELS,
     NodeClassificationConfig,
@@ -130,6 +131,7 @@ EXPERIMENT = Experiment(
     name="grand_labels",
     quick_seconds=205,
     threads=2,  # sparse graph / conv products: 2 threads beat 1 on a quiet 2-core machine (measured)
+    grid_fields=(*GRID_FIELDS, "labels"),
     title="GRAND++ with few labelled nodes",
     thesis_items="Table 4.3, Fig 4.1, Tables 4.4–4.8",
     config_class=GrandLabelsConfig,

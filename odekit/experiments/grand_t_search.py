@@ -32,7 +32,15 @@ from .node_classification import (
     table_numbers,
     thesis_cell,
 )
-from .node_settings import DATASET_LABELS, MODEL_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import (
+    DATASET_LABELS,
+    GRID_FIELDS,
+    MODEL_LABELS,
+    MODELS,
+    NodeClassificationConfig,
+    check_config,
+    missing_graphs,
+)
 
 
 @dataclass
@@ -243,6 +251,7 @@ EXPERIMENT = Experiment(
     name="grand_t_search",
     quick_seconds=90,
     threads=2,  # sparse graph products: 2 threads beat 1 on a quiet 2-core machine (measured for grand_labels)
+    grid_fields=(*GRID_FIELDS, "labels", "depths", "source_scales", "challenger"),
     title="GRAND++ against GRAND with the depth chosen by validation",
     thesis_items="Table 4.3 with Table 4.12's per-dataset T (beyond the thesis: T chosen per split)",
     config_class=GrandTSearchConfig,

@@ -25,7 +25,15 @@ from .node_classification import (
     run_cells,
     table_numbers,
 )
-from .node_settings import DATASET_LABELS, MODEL_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import (
+    DATASET_LABELS,
+    GRID_FIELDS,
+    MODEL_LABELS,
+    MODELS,
+    NodeClassificationConfig,
+    check_config,
+    missing_graphs,
+)
 
 
 @dataclass
@@ -91,6 +99,7 @@ EXPERIMENT = Experiment(
     name="grand_variants",
     quick_seconds=55,
     threads=2,  # sparse graph / conv products: 2 threads beat 1 on a quiet 2-core machine (measured)
+    grid_fields=(*GRID_FIELDS, "depths", "labels"),
     title="Source term for GRAND-nl and GRAND-nl-rw",
     thesis_items="Tables 4.9, 4.10",
     config_class=GrandVariantsConfig,

@@ -18,6 +18,11 @@ A cell that keeps its own state between units (an epoch checkpoint, trained weig
 under a folder it is given (the run folder, which a cluster's nodes must share like the data); the
 state of its unfinished work goes to :func:`unfinished_path`, which the runner removes only once the
 cell's record is in the checkpoint, so a run killed at any moment loses no finished work.
+
+An experiment whose cell records depend on nothing but the cell's key and the settings outside its
+``Experiment.grid_fields`` lets a new run take the cells earlier runs of those settings finished
+(:meth:`~odekit.experiments.base.RunContext.earlier_cells`): a grid grown from 10 splits to 100
+computes the 90 new ones.
 """
 
 from __future__ import annotations
@@ -62,6 +67,23 @@ def cell_log(message: str) -> None:
         _Reporter.log(message)
 
 
+def _take_earlier(ctx: RunContext, section: str, todo: list[GridCell], done: dict[str, dict]) -> list[GridCell]:
+    """Put the cells of ``todo`` that an earlier run of the same settings finished into ``done`` (and the
+    checkpoint); returns the cells left to compute."""
+    finished = ctx.earlier_cells(section)
+    taken = [cell for cell in todo if cell.key in finished]
+    if not taken:
+        return todo
+    for cell in taken:
+        done[cell.key] = finished[cell.key][0]
+    ctx.save_checkpoint()
+    sources = sorted({finished[cell.key][1].name for cell in taken})
+    ctx.log(f"took {len(taken)} finished cell{'s' if len(taken) != 1 else ''} from earlier run"
+            f"{'s' if len(sources) != 1 else ''} of the same settings ({', '.join(sources)}); "
+            f"{len(todo) - len(taken)} left to compute")
+    return [cell for cell in todo if cell.key not in finished]
+
+
 def run_grid(ctx: RunContext, cells: Sequence[GridCell], work: Callable[[Any], dict], description: str,
              describe: Callable[[Any, dict], str] | None = None,
              size: Callable[[Any], int] | None = None, section: str = "cells") -> dict[str, dict]:
@@ -78,6 +100,8 @@ def run_grid(ctx: RunContext, cells: Sequence[GridCell], work: Callable[[Any], d
     units = size or (lambda cell: 1)
     done: dict[str, dict] = ctx.checkpoint.setdefault(section, {})
     todo = [cell for cell in cells if cell.key not in done]
+    if todo and ctx.earlier:
+        todo = _take_earlier(ctx, section, todo, done)
     for cell in cells:  # a run killed between saving a record and removing its cell's state left it behind
         if cell.key in done:
             unfinished_path(ctx.out, cell).unlink(missing_ok=True)

@@ -42,7 +42,15 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
-from .node_settings import DATASET_LABELS, MODEL_LABELS, MODELS, NodeClassificationConfig, check_config, missing_graphs
+from .node_settings import (
+    DATASET_LABELS,
+    GRID_FIELDS,
+    MODEL_LABELS,
+    MODELS,
+    NodeClassificationConfig,
+    check_config,
+    missing_graphs,
+)
 from .node_trainer import GraphCache, build_model
 
 # each heavy-ball model beside the first-order model it extends
@@ -186,6 +194,7 @@ EXPERIMENT = Experiment(
     name="hb_grand",
     quick_seconds=55,
     threads=2,  # sparse graph products: 2 threads beat 1 on a quiet 2-core machine (as grand_depth)
+    grid_fields=(*GRID_FIELDS, "depths", "labels"),
     title="Heavy-ball graph diffusion (HB-GRAND) beside GRAND",
     thesis_items="§4.7, ch. 6 (future work; beyond the thesis)",
     config_class=HBGrandConfig,

@@ -142,6 +142,12 @@ class NodeClassificationConfig(ExperimentConfig):
     extra_options: dict[str, Any] = field(default_factory=dict)  # engine options (e.g. {"inner": "anderson"})
 
 
+# The settings that only choose the cells of a chapter-4 grid: a cell's record (node_trainer.train_cell)
+# depends on its key (dataset, model, labels, T, layers, split, seed, source scale) and the other settings
+# alone, so a run with more splits or another model takes the cells an earlier run finished.
+GRID_FIELDS = ("datasets", "models", "splits", "seeds")
+
+
 def check_config(config: NodeClassificationConfig, models: tuple[str, ...]) -> None:
     unknown = [d for d in config.datasets if d not in SETTINGS]
     if unknown:

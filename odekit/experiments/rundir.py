@@ -214,3 +214,30 @@ def latest_complete(runs: Path, name: str, config: dict[str, Any], data_root: Pa
                 and read_json(run / "config.json", None) == config and not predates_records(run)):
             return run, status
     return None
+
+
+def runs_sharing_cells(runs: Path, name: str, config: dict[str, Any], data_root: Path,
+                       grid_fields: tuple[str, ...], exclude: Path | None = None) -> list[Path]:
+    """The runs of ``name`` whose finished grid cells a run of ``config`` may take as its own, newest first.
+
+    They used the same data root and the same settings apart from ``grid_fields`` (the settings that
+    only choose which cells the grid has: datasets, models, splits, …) and the profile's name, so a
+    cell with the same key computes the same record in either run. ``exclude`` is the run itself.
+    """
+    folder = Path(runs) / name
+    if not grid_fields or not folder.is_dir():
+        return []
+    ignored = {*grid_fields, "profile"}
+
+    def settings(values: Any) -> dict[str, Any] | None:
+        return {k: v for k, v in values.items() if k not in ignored} if isinstance(values, dict) else None
+
+    wanted = settings(config)
+    found = []
+    for run in sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True):
+        status = RunStatus.read(run)
+        if (run == exclude or status is None or status.data_root != str(data_root) or predates_records(run)
+                or settings(read_json(run / "config.json", None)) != wanted):
+            continue
+        found.append(run)
+    return found
