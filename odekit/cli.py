@@ -211,8 +211,9 @@ def _missing_data(experiment, config, root: Path) -> list[str]:
         ) from None
 
 
-def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True, exit_on_interrupt: bool = True,
-             threads: int | None = None, executor: ExecutorChoice | None = None) -> Path:
+def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True, take_earlier: bool = True,
+             exit_on_interrupt: bool = True, threads: int | None = None,
+             executor: ExecutorChoice | None = None) -> Path:
     """Run one experiment; any failure becomes one line naming the cause and the run's traceback log.
 
     Ctrl-C and SIGTERM leave a resumable run and exit with status 130 (``exit_on_interrupt``;
@@ -228,7 +229,8 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
     except ExecutorError as err:
         raise click.UsageError(str(err)) from None
     try:
-        handle = open_run(experiment, config, runs, root, resume=resume, console=console, executor=cells_on)
+        handle = open_run(experiment, config, runs, root, resume=resume, take_earlier=take_earlier, console=console,
+                          executor=cells_on)
     except OSError as err:
         raise click.ClickException(
             f"cannot create a run folder under {runs}: {err.strerror or err} ({err.filename or runs}); "
@@ -261,7 +263,8 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--only", multiple=True, metavar="NAME", help="run only these experiments (repeatable)")
-@click.option("--fresh", is_flag=True, help="rerun experiments that already have a complete run of these settings")
+@click.option("--fresh", is_flag=True, help="rerun experiments that already have a complete run of these settings, "
+                                            "computing every grid cell again")
 @threads_option
 @executor_options
 def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...], fresh: bool,
@@ -301,8 +304,8 @@ def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[s
             eta = f" · about {_minutes(left)} left" if profile == "quick" else ""
             console.rule(f"[{i}/{len(plan)}] {experiment.name} ({profile}){eta}")
             try:
-                _execute(experiment, config, runs, root, exit_on_interrupt=False, threads=threads,
-                         executor=ExecutorChoice(executor, workers, address, gpus))
+                _execute(experiment, config, runs, root, take_earlier=not fresh, exit_on_interrupt=False,
+                         threads=threads, executor=ExecutorChoice(executor, workers, address, gpus))
             except click.ClickException as err:  # one failed experiment must not stop the others
                 failures.append(experiment.name)
                 console.print(f"[red]{err.format_message()}[/]")

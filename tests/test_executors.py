@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from odekit.experiments import Experiment, ExperimentConfig, execute, get
+from odekit.experiments import EXPERIMENTS, Experiment, ExperimentConfig, execute, get, register
 from odekit.experiments.executors import CellError, ExecutorError, LocalExecutor, RayExecutor, make_executor
 from odekit.experiments.grid import cell_advance, cell_log, run_grid, unfinished_path
+from odekit.experiments.rundir import RunStatus, code_fingerprint, runs_sharing_cells
 from odekit.report.records import Key, read_results
 
 try:
@@ -141,6 +142,55 @@ def test_a_grown_grid_takes_the_cells_earlier_runs_of_the_same_settings_finished
     assert ran == list(range(6)) and records(scaled)["n=5"]["square"] == 50
     assert run(items=6, data="other")[1] == list(range(6))
     assert run(items=6, resume=False)[1] == list(range(6))
+    for folder in (tmp_path / "runs" / "growing").iterdir():  # as if an older odekit had computed them all
+        status = RunStatus.read(folder)
+        status.code = "older"
+        status.write(folder)
+    assert run(items=6)[1] == list(range(6))
+
+
+def test_a_resumed_run_whose_code_changed_shares_no_cells(tmp_path):
+    growing = dataclasses.replace(SQUARES, name="growing", grid_fields=("items",))
+    config = SquaresConfig(items=4, interrupt_at=1, marks=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        execute(growing, config, tmp_path / "runs", tmp_path)
+    (folder,) = (tmp_path / "runs" / "growing").iterdir()
+    assert RunStatus.read(folder).code == code_fingerprint()
+    status = RunStatus.read(folder)
+    status.code = "older"
+    status.write(folder)
+    assert execute(growing, config, tmp_path / "runs", tmp_path) == folder  # resumed all the same
+    assert RunStatus.read(folder).code == "mixed"
+    assert runs_sharing_cells(tmp_path / "runs", "growing", json.loads(json.dumps(dataclasses.asdict(config))),
+                              tmp_path, ("items",)) == []
+
+
+def test_fresh_computes_every_cell_from_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from odekit.cli import main
+
+    register(dataclasses.replace(SQUARES, name="growing", grid_fields=("items",)))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def ran(*command: str) -> list[int]:
+        before = set(marks.iterdir())
+        result = CliRunner().invoke(main, [*command, "--out", str(tmp_path / "runs"), "--data-dir", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        return sorted(int(p.name.split("-")[0]) for p in set(marks.iterdir()) - before)
+
+    try:
+        settings = ["--set", f"marks={marks}"]
+        assert ran("run", "growing", *settings, "--set", "items=3") == [0, 1, 2]
+        assert ran("run", "growing", *settings, "--set", "items=6") == [3, 4, 5]
+        assert ran("run", "growing", *settings, "--set", "items=6", "--fresh") == list(range(6))
+        SQUARES.profiles["quick"]["marks"] = str(marks)
+        assert ran("reproduce", "--only", "growing") == []  # the complete run of these settings is reused
+        assert ran("reproduce", "--only", "growing", "--fresh") == list(range(6))
+    finally:
+        SQUARES.profiles["quick"].pop("marks", None)
+        del EXPERIMENTS["growing"]
 
 
 @pytest.mark.parametrize("grow", [("splits", "1", "2"), ("models", "grand-l", "grand-l,grand++-l,gcn")],

@@ -35,6 +35,7 @@ from .rundir import (
     RunLock,
     RunStatus,
     claim_resumable,
+    code_fingerprint,
     new_run_dir,
     now_iso,
     owner,
@@ -283,11 +284,12 @@ class ExperimentRun:
 
 
 def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,
-             console: Console | None = None, executor: LocalExecutor | RayExecutor | None = None) -> ExperimentRun:
-    """Claim the folder ``config`` runs in: an unfinished one to resume, or a new one; its grid
-    cells run on ``executor`` (default: this process). With ``resume`` the run also takes the
-    finished cells of earlier runs that differ only in ``experiment.grid_fields``; without it, it
-    starts from nothing."""
+             take_earlier: bool = True, console: Console | None = None,
+             executor: LocalExecutor | RayExecutor | None = None) -> ExperimentRun:
+    """Claim the folder ``config`` runs in: an unfinished one to resume (``resume``), or a new one; its
+    grid cells run on ``executor`` (default: this process). With ``resume`` and ``take_earlier`` the
+    run also takes the finished cells of earlier runs of the same code that differ only in
+    ``experiment.grid_fields``; otherwise it computes every cell."""
     console = console or Console(stderr=True)
     config_dict = json.loads(json.dumps(config_to_dict(config)))
     claimed = claim_resumable(runs, experiment.name, config_dict, data_root,
@@ -295,6 +297,8 @@ def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *
     if claimed is not None:
         out, lock, status = claimed
         status.attempts += 1
+        if status.code != code_fingerprint():  # this attempt runs other code than the earlier ones
+            status.code = "mixed"
         console.print(f"[yellow]resuming[/] unfinished run {out}")
         for leftover in remove_partial_writes(out):
             console.print(f"[dim]removed the partial write {leftover.name} of the killed attempt[/]")
@@ -302,17 +306,18 @@ def open_run(experiment: Experiment, config: Any, runs: Path, data_root: Path, *
         out = new_run_dir(runs, experiment.name)
         lock = RunLock(out)
         lock.acquire()  # nobody else can hold it: mkdir gave this process the folder
-        status = RunStatus(experiment.name, config.profile, str(data_root))
+        status = RunStatus(experiment.name, config.profile, str(data_root), code=code_fingerprint())
         atomic.write_json(out / "config.json", config_dict)
     earlier = tuple(runs_sharing_cells(runs, experiment.name, config_dict, data_root, experiment.grid_fields,
-                                       exclude=out)) if resume else ()
+                                       exclude=out)) if resume and take_earlier else ()
     return ExperimentRun(experiment, config, out, lock, status, data_root, console, executor, earlier)
 
 
 def execute(experiment: Experiment, config: Any, runs: Path, data_root: Path, *, resume: bool = True,
-            console: Console | None = None, executor: LocalExecutor | RayExecutor | None = None) -> Path:
-    """Run ``experiment`` with ``config`` in a new (or resumed) run directory; returns it."""
-    return open_run(experiment, config, runs, data_root, resume=resume, console=console,
+            take_earlier: bool = True, console: Console | None = None,
+            executor: LocalExecutor | RayExecutor | None = None) -> Path:
+    """Run ``experiment`` with ``config`` in a new (or resumed) run directory (see :func:`open_run`); returns it."""
+    return open_run(experiment, config, runs, data_root, resume=resume, take_earlier=take_earlier, console=console,
                     executor=executor).execute()
 
 

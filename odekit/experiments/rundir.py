@@ -12,6 +12,8 @@ the owner (pid and host) for people reading it.
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import itertools
 import json
 import os
@@ -55,6 +57,17 @@ class RunLock:
             self._fd = None
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of this odekit's source files: two runs with the same one computed their cells with the same code."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def owner() -> dict[str, Any]:
     """Who runs this process: pid and host, as recorded in ``status.json``."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
@@ -83,6 +96,9 @@ class RunStatus:
     error: str | None = None
     log: str | None = None
     finished: str | None = None
+    # code_fingerprint() of the odekit that computed every attempt ("mixed" once two attempts ran different
+    # code): another run takes this run's grid cells only when it runs the same code
+    code: str = ""
 
     @classmethod
     def read(cls, folder: Path) -> RunStatus | None:
@@ -220,9 +236,10 @@ def runs_sharing_cells(runs: Path, name: str, config: dict[str, Any], data_root:
                        grid_fields: tuple[str, ...], exclude: Path | None = None) -> list[Path]:
     """The runs of ``name`` whose finished grid cells a run of ``config`` may take as its own, newest first.
 
-    They used the same data root and the same settings apart from ``grid_fields`` (the settings that
-    only choose which cells the grid has: datasets, models, splits, …) and the profile's name, so a
-    cell with the same key computes the same record in either run. ``exclude`` is the run itself.
+    They used the same data root, the same odekit code (:func:`code_fingerprint`) and the same
+    settings apart from ``grid_fields`` (the settings that only choose which cells the grid has:
+    datasets, models, splits, …) and the profile's name, so a cell with the same key computes the
+    same record in either run. ``exclude`` is the run itself.
     """
     folder = Path(runs) / name
     if not grid_fields or not folder.is_dir():
@@ -237,7 +254,7 @@ def runs_sharing_cells(runs: Path, name: str, config: dict[str, Any], data_root:
     for run in sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True):
         status = RunStatus.read(run)
         if (run == exclude or status is None or status.data_root != str(data_root) or predates_records(run)
-                or settings(read_json(run / "config.json", None)) != wanted):
+                or status.code != code_fingerprint() or settings(read_json(run / "config.json", None)) != wanted):
             continue
         found.append(run)
     return found
