@@ -108,14 +108,16 @@ class RayExecutor:
                                     f"{str(cause).splitlines()[-1] if str(cause) else ''}") from err
                 yield cell, record
         finally:
-            if in_flight and not self._started:
-                # interrupted or failed inside a Ray session someone else opened: stop what still runs.
-                # On a connection of our own, close() ends it instead, and Ray stops the job's tasks with
-                # it: cancelling first races Ray's own bookkeeping (a task cancelled as its worker
-                # replies aborts the driver with "Tried to complete task that was not pending", exit 1
-                # instead of the interrupted run's 130, about one SIGTERM in six on Ray 2.60)
-                for ref in in_flight:
-                    ray.cancel(ref, force=True)
+            if in_flight:  # interrupted or failed: stop what still runs before the run lets go of its folder
+                if self._started:
+                    # our own connection: ending it stops the job's tasks. Cancelling them one by one
+                    # races Ray's bookkeeping (a task cancelled as its worker replies aborts the driver
+                    # with "Tried to complete task that was not pending": exit 1 instead of the
+                    # interrupted run's 130, about one SIGTERM in six on Ray 2.60)
+                    self.close()
+                else:  # a Ray session someone else opened, which must live on
+                    for ref in in_flight:
+                        ray.cancel(ref, force=True)
 
     def close(self) -> None:
         if self._started:
