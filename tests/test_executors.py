@@ -260,21 +260,6 @@ def test_a_cell_named_twice_runs_once(tmp_path):
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*-*-*")) == ["1", "2"]
 
 
-@needs_ray
-def test_a_cell_that_raises_on_ray_is_named_in_one_line(tmp_path):
-    def failing(config, ctx):
-        run_grid(ctx, [Square(1), Square(-1)], functools.partial(negative_fails, config), "failing")
-
-    experiment = Experiment(name="failing", title="Failing", thesis_items="none", config_class=SquaresConfig,
-                            profiles={"smoke": {}, "quick": {}, "full": {}}, run=failing)
-    executor = RayExecutor(workers=1, threads=1)
-    try:
-        with pytest.raises(CellError, match=r"cell n=-1 failed on Ray: ValueError: no negative squares"):
-            execute(experiment, SquaresConfig(marks=str(tmp_path)), tmp_path / "runs", tmp_path, executor=executor)
-    finally:
-        executor.close()
-
-
 def slow_or_failing(config: SquaresConfig, cell: Square) -> dict:
     """Cell -1 fails at once; the others mark their end after 4 s."""
     if cell.n < 0:
@@ -285,7 +270,7 @@ def slow_or_failing(config: SquaresConfig, cell: Square) -> dict:
 
 
 @needs_ray
-def test_a_failed_ray_run_stops_its_other_cells(tmp_path):
+def test_a_cell_that_raises_on_ray_is_named_in_one_line_and_stops_the_others(tmp_path):
     def failing(config, ctx):
         run_grid(ctx, [Square(1), Square(-1)], functools.partial(slow_or_failing, config), "failing")
 
@@ -293,19 +278,13 @@ def test_a_failed_ray_run_stops_its_other_cells(tmp_path):
                             profiles={"smoke": {}, "quick": {}, "full": {}}, run=failing)
     executor = RayExecutor(workers=2, threads=1)
     try:
-        with pytest.raises(CellError, match="no negative squares"):
+        with pytest.raises(CellError, match=r"cell n=-1 failed on Ray: ValueError: no negative squares"):
             execute(experiment, SquaresConfig(marks=str(tmp_path)), tmp_path / "runs", tmp_path, executor=executor)
         assert not ray.is_initialized()  # the run's own cluster is gone before the run lets go of its folder
     finally:
         executor.close()
     time.sleep(6)
     assert not list(tmp_path.glob("finished-*"))  # cell 1 was stopped, not left to finish
-
-
-def negative_fails(config: SquaresConfig, cell: Square) -> dict:
-    if cell.n < 0:
-        raise ValueError("no negative squares")
-    return square(config, cell)
 
 
 def test_executor_settings_are_checked():

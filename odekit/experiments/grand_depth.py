@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..report.records import Key, Metric
-from .base import Experiment, RunContext, ThesisNumber
+from .base import RunContext, ThesisNumber
 from .claims import Claim, Outcome, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1
 from .node_classification import (
@@ -20,6 +20,7 @@ from .node_classification import (
     Cell,
     accuracy_lost,
     depth_cells,
+    graph_experiment,
     group,
     mean_accuracies,
     report_sweep,
@@ -28,15 +29,7 @@ from .node_classification import (
     summarise,
     table_numbers,
 )
-from .node_settings import (
-    DATASET_LABELS,
-    GRID_FIELDS,
-    MODEL_LABELS,
-    MODELS,
-    NodeClassificationConfig,
-    check_config,
-    missing_graphs,
-)
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
 
 
 @dataclass
@@ -139,11 +132,10 @@ def _thesis() -> dict[Key, ThesisNumber]:
     return numbers
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = graph_experiment(
     name="grand_depth",
+    sweeps=("depths", "baselines", "layers", "per_class"),
     quick_seconds=95,
-    threads=2,  # sparse graph / conv products: 2 threads beat 1 on a quiet 2-core machine (measured)
-    grid_fields=(*GRID_FIELDS, "depths", "baselines", "layers", "per_class"),
     title="GRAND++ and over-smoothing at large depth",
     thesis_items="Table 4.1, Fig 4.2 (Table 4.2 on ogbn-arxiv)",
     config_class=GrandDepthConfig,
@@ -160,12 +152,9 @@ EXPERIMENT = Experiment(
     run=run,
     thesis=_thesis(),
     metrics={**SWEEP_METRICS, "gain_over_grand_l": Metric("minus GRAND-l, test accuracy (points)", "T")},
-    model_labels=MODEL_LABELS,
-    dataset_labels=DATASET_LABELS,
     claims={
         "grandpp_holds_accuracy": Claim("Table 4.1, Fig 4.2", "GRAND++-l holds its accuracy as T grows while GRAND-l "
                                                               "loses it (Cora, T = 128: 80.3 vs 77.2)."),
         "gnns_collapse": Claim("Table 4.1", "GCN, GAT and GraphSAGE collapse beyond 4 layers (over-smoothing)."),
     },
-    missing_data=missing_graphs,
 )

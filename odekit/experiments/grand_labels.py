@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..report.records import Key, Metric
-from .base import Experiment, RunContext, ThesisNumber
+from .base import RunContext, ThesisNumber
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_3, TABLE_4_4, TABLE_4_5
 from .node_classification import (
@@ -22,6 +22,7 @@ from .node_classification import (
     Cell,
     gain_test,
     gain_verdict,
+    graph_experiment,
     group,
     label_cells,
     labels_text,
@@ -32,15 +33,7 @@ from .node_classification import (
     run_cells,
     table_numbers,
 )
-from .node_settings import (
-    DATASET_LABELS,
-    GRID_FIELDS,
-    MODEL_LABELS,
-    MODELS,
-    NodeClassificationConfig,
-    check_config,
-    missing_graphs,
-)
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
 
 
 @dataclass
@@ -127,11 +120,10 @@ T_TEST_METRICS = {"unpaired_t": Metric("unpaired t over GRAND-l (eq. 4.18)", "la
                   "paired_t": Metric("paired t over GRAND-l (eq. 4.19)", "labels/class")}
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = graph_experiment(
     name="grand_labels",
+    sweeps=("labels",),
     quick_seconds=205,
-    threads=2,  # sparse graph / conv products: 2 threads beat 1 on a quiet 2-core machine (measured)
-    grid_fields=(*GRID_FIELDS, "labels"),
     title="GRAND++ with few labelled nodes",
     thesis_items="Table 4.3, Fig 4.1, Tables 4.4–4.8",
     config_class=GrandLabelsConfig,
@@ -149,8 +141,6 @@ EXPERIMENT = Experiment(
     run=run,
     thesis=_thesis(),
     metrics={**SWEEP_METRICS, **T_TEST_METRICS},
-    model_labels=MODEL_LABELS,
-    dataset_labels=DATASET_LABELS,
     claims={
         "low_label_gain": Claim("Table 4.3, Tables 4.4–4.5", "At the lowest labelling rate GRAND++-l is more "
                                                              "accurate than GRAND-l (Cora, 1 label/class: 54.9 vs "
@@ -158,5 +148,4 @@ EXPERIMENT = Experiment(
         "beats_baselines": Claim("Table 4.3, Fig 4.1", "At the lowest labelling rate GRAND++-l is more accurate "
                                                        "than the GNN baselines (GCN, GAT, GraphSAGE, MoNet)."),
     },
-    missing_data=missing_graphs,
 )

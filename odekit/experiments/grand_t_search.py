@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..report.plots import pyplot
 from ..report.records import Key, Metric
-from .base import Experiment, RunContext, ThesisNumber
+from .base import RunContext, ThesisNumber
 from .claims import Claim
 from .grand_thesis import TABLE_4_3
 from .node_classification import (
@@ -25,6 +25,7 @@ from .node_classification import (
     format_accuracy,
     gain_test,
     gain_verdict,
+    graph_experiment,
     labels_text,
     run_cells,
     runs_of,
@@ -32,15 +33,7 @@ from .node_classification import (
     table_numbers,
     thesis_cell,
 )
-from .node_settings import (
-    DATASET_LABELS,
-    GRID_FIELDS,
-    MODEL_LABELS,
-    MODELS,
-    NodeClassificationConfig,
-    check_config,
-    missing_graphs,
-)
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
 
 
 @dataclass
@@ -247,11 +240,10 @@ def _thesis() -> dict[Key, ThesisNumber]:
                          authors_code=False)  # the search trains GRAND-l and the thesis's GRAND++-l
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = graph_experiment(
     name="grand_t_search",
+    sweeps=("labels", "depths", "source_scales", "challenger"),
     quick_seconds=90,
-    threads=2,  # sparse graph products: 2 threads beat 1 on a quiet 2-core machine (measured for grand_labels)
-    grid_fields=(*GRID_FIELDS, "labels", "depths", "source_scales", "challenger"),
     title="GRAND++ against GRAND with the depth chosen by validation",
     thesis_items="Table 4.3 with Table 4.12's per-dataset T (beyond the thesis: T chosen per split)",
     config_class=GrandTSearchConfig,
@@ -267,12 +259,9 @@ EXPERIMENT = Experiment(
     run=run,
     thesis=_thesis(),
     metrics=METRICS,
-    model_labels=MODEL_LABELS,
-    dataset_labels=DATASET_LABELS,
     claims={
         "tuned_depth_gain": Claim("Table 4.3, Table 4.12",
                                   "At the lowest labelling rate GRAND++-l is more accurate than GRAND-l; tested here "
                                   "with the depth T of both chosen by validation from the same trials."),
     },
-    missing_data=missing_graphs,
 )

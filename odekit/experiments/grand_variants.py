@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..report.records import Key, Metric
-from .base import Experiment, RunContext, ThesisNumber
+from .base import RunContext, ThesisNumber
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_9, TABLE_4_10
 from .node_classification import (
     SWEEP_METRICS,
     depth_cells,
+    graph_experiment,
     group,
     label_cells,
     mean_accuracies,
@@ -25,15 +26,7 @@ from .node_classification import (
     run_cells,
     table_numbers,
 )
-from .node_settings import (
-    DATASET_LABELS,
-    GRID_FIELDS,
-    MODEL_LABELS,
-    MODELS,
-    NodeClassificationConfig,
-    check_config,
-    missing_graphs,
-)
+from .node_settings import MODELS, NodeClassificationConfig, check_config
 
 
 @dataclass
@@ -95,11 +88,10 @@ def _thesis() -> dict[Key, ThesisNumber]:
             **table_numbers(TABLE_4_10, "accuracy_vs_labels", source("Table 4.10"))}
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = graph_experiment(
     name="grand_variants",
+    sweeps=("depths", "labels"),
     quick_seconds=55,
-    threads=2,  # sparse graph / conv products: 2 threads beat 1 on a quiet 2-core machine (measured)
-    grid_fields=(*GRID_FIELDS, "depths", "labels"),
     title="Source term for GRAND-nl and GRAND-nl-rw",
     thesis_items="Tables 4.9, 4.10",
     config_class=GrandVariantsConfig,
@@ -116,13 +108,10 @@ EXPERIMENT = Experiment(
     run=run,
     thesis=_thesis(),
     metrics={**SWEEP_METRICS, "accuracy_vs_depth": Metric("test accuracy (%), 20 labels/class", "T")},
-    model_labels=MODEL_LABELS,
-    dataset_labels=DATASET_LABELS,
     claims={
         "source_helps_deep": Claim("Table 4.9", "With the source term, GRAND++-nl (-rw) outperforms GRAND-nl (-rw) "
                                                 "when the network is deep (CiteSeer, T = 128: 74.2 vs 65.2)."),
         "no_gain_low_labels": Claim("Table 4.10", "At low labelling rates the source term no longer helps GRAND-nl "
                                                   "(-rw)."),
     },
-    missing_data=missing_graphs,
 )

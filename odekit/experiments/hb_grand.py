@@ -26,7 +26,7 @@ from scipy import stats
 from ..models.graph_diffusion import dirichlet_energy
 from ..report.plots import pyplot
 from ..report.records import Metric
-from .base import Experiment, RunContext
+from .base import RunContext
 from .claims import Claim, Verdict, gap_verdict
 from .grand_thesis import TABLE_4_1, TABLE_4_3
 from .node_classification import (
@@ -34,6 +34,7 @@ from .node_classification import (
     Cell,
     accuracy_lost,
     depth_cells,
+    graph_experiment,
     group,
     label_cells,
     mean_accuracies,
@@ -42,15 +43,7 @@ from .node_classification import (
     report_sweep,
     run_cells,
 )
-from .node_settings import (
-    DATASET_LABELS,
-    GRID_FIELDS,
-    MODEL_LABELS,
-    MODELS,
-    NodeClassificationConfig,
-    check_config,
-    missing_graphs,
-)
+from .node_settings import DATASET_LABELS, MODELS, NodeClassificationConfig, check_config
 from .node_trainer import GraphCache, build_model
 
 # each heavy-ball model beside the first-order model it extends
@@ -190,17 +183,14 @@ def _verdicts(config: HBGrandConfig, done: dict, by_depth: list[Cell], energies:
     }
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = graph_experiment(
     name="hb_grand",
+    sweeps=("depths", "labels"),
     quick_seconds=55,
-    threads=2,  # sparse graph products: 2 threads beat 1 on a quiet 2-core machine (as grand_depth)
-    grid_fields=(*GRID_FIELDS, "depths", "labels"),
     title="Heavy-ball graph diffusion (HB-GRAND) beside GRAND",
     thesis_items="§4.7, ch. 6 (future work; beyond the thesis)",
     config_class=HBGrandConfig,
     metrics={**SWEEP_METRICS, "accuracy_vs_depth": Metric("test accuracy (%), 20 labels/class", "T")},
-    model_labels=MODEL_LABELS,
-    dataset_labels=DATASET_LABELS,
     summary="The thesis closes chapters 4 and 6 suggesting that a second-order (heavy-ball) graph ODE, a damped wave "
             "equation, would naturally overcome over-smoothing and could cut NFEs as HBNODE does; it runs no such "
             "model. Here it is measured, whichever way it comes out.",
@@ -221,5 +211,4 @@ EXPERIMENT = Experiment(
         "fewer_nfe": Claim("ch. 3 (HBNODE), §4.7", "The heavy ball cuts NFEs: HB-GRAND-l needs fewer forward NFE per "
                                                    "epoch than GRAND-l."),
     },
-    missing_data=missing_graphs,
 )
