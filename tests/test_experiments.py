@@ -194,6 +194,13 @@ def test_stiff_scalar_smoke(tmp_path, verdicts_of):
     assert (run_dir / "figures" / "fig5_2_error_vs_time.png").stat().st_size > 10_000
 
 
+def test_stiff_scalar_labels_any_inner_tolerance_a_run_chose():
+    labels = get("stiff_scalar").labels
+    assert labels.model(Key("final_error", "prox_be_eps1e-08", "eq5.11", 0.01)) == "prox BE, ε=1e-08"
+    assert labels.model(Key("final_error", "forward_euler")) == "forward Euler"
+    assert labels.model(Key("final_error", "prox_be_epsilon")) == "prox_be_epsilon"  # not an id it makes
+
+
 @pytest.mark.slow
 def test_diffusion1d_smoke(tmp_path, verdicts_of):
     exp = get("diffusion1d")

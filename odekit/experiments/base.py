@@ -16,7 +16,7 @@ import signal
 import threading
 import traceback
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ class Experiment:
     thesis: dict[Key, ThesisNumber] = field(default_factory=dict)
     # How the records' metrics, models and datasets are labelled in the report.
     metrics: dict[str, Metric] = field(default_factory=dict)
-    model_labels: dict[str, str] = field(default_factory=dict)
+    model_labels: Mapping[str, str] = field(default_factory=dict)
     dataset_labels: dict[str, str] = field(default_factory=dict)
     # The thesis's qualitative claims (mostly about figures) that a run judges: ``RunContext.judge``.
     claims: dict[str, Claim] = field(default_factory=dict)

@@ -11,6 +11,7 @@ Newton inner solve to round-off.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +35,11 @@ class StiffScalarConfig(ExperimentConfig):
     outputs: int = 201
 
 
+PROX_PREFIX = "prox_be_eps"
+
+
 def _prox_id(eps: float) -> str:
-    return f"prox_be_eps{eps:g}"
+    return f"{PROX_PREFIX}{eps:g}"
 
 
 def _solvers(config: StiffScalarConfig) -> dict[str, tuple[str, dict]]:
@@ -51,7 +55,34 @@ def _solvers(config: StiffScalarConfig) -> dict[str, tuple[str, dict]]:
 
 def _labels(tolerances) -> dict[str, str]:
     return {"forward_euler": "forward Euler", "backward_euler": "backward Euler",
-            **{_prox_id(eps): f"prox BE, ε={eps:g}" for eps in tolerances}}
+            **{_prox_id(eps): _prox_label(eps) for eps in tolerances}}
+
+
+def _prox_label(eps: float) -> str:
+    return f"prox BE, ε={eps:g}"
+
+
+class SolverLabels(Mapping[str, str]):
+    """The report's labels of this experiment's solvers: proximal BE at any inner tolerance a run chose
+    (``--set inner_tolerances=…``), not only the profiles' ones."""
+
+    _fixed = _labels(())
+
+    def __getitem__(self, solver: str) -> str:
+        if solver in self._fixed:
+            return self._fixed[solver]
+        if solver.startswith(PROX_PREFIX):
+            try:
+                return _prox_label(float(solver[len(PROX_PREFIX):]))
+            except ValueError:
+                pass
+        raise KeyError(solver)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fixed)
+
+    def __len__(self) -> int:
+        return len(self._fixed)
 
 
 def run(config: StiffScalarConfig, ctx: RunContext) -> None:
@@ -154,8 +185,7 @@ EXPERIMENT = Experiment(
     },
     run=run,
     metrics={"final_error": Metric("error at t_end", "h")},
-    # the tolerances of every profile
-    model_labels=_labels((1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)),
+    model_labels=SolverLabels(),
     claims={
         "prox_approaches_backward_euler": Claim(
             "Fig 5.2 (a), (c)", "Proximal backward Euler approaches backward Euler as the inner tolerance ε "
