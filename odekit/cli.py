@@ -189,7 +189,9 @@ def run(name: str, profile: str, sets: tuple[str, ...], data_dir: str | None, ou
             raise click.ClickException(str(err)) from None
         missing = _missing_data(experiment, config, root)
     if missing:
-        raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}")
+        hint = ("" if root.is_dir() else f" (the data root {root} does not exist: point --data-dir or ODEKIT_DATA "
+                                         "at the folder that holds the data)")
+        raise click.ClickException(f"{name} needs data that is not available: {'; '.join(missing)}{hint}")
     run_dir = _execute(experiment, config, _runs_dir(out), root, resume=not fresh, threads=threads,
                        executor=ExecutorChoice(executor, workers, address, gpus))
     out_console.print(f"results in {run_dir}")
@@ -204,6 +206,8 @@ def _missing_data(experiment, config, root: Path) -> list[str]:
         return experiment.missing_data(root, config)
     except DataError as err:  # its message names the file and the fix
         raise click.ClickException(str(err)) from None
+    except ValueError as err:  # a setting naming data that does not exist (an unknown graph)
+        raise click.UsageError(f"{experiment.name}: {err}") from None
     except OSError as err:
         raise click.ClickException(
             f"cannot read the data root {root}: {err.strerror or err} ({err.filename or root}); fix its "
@@ -257,9 +261,9 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
 
 
 @main.command()
-@click.option("--quick", "profile", flag_value="quick", default=True, help="quick profile (default)")
-@click.option("--full", "profile", flag_value="full", help="the thesis protocol (GPU or cluster scale)")
-@click.option("--smoke", "profile", flag_value="smoke", help="seconds per experiment: checks the pipeline")
+@click.option("--quick", is_flag=True, help="quick profile (default)")
+@click.option("--full", is_flag=True, help="the thesis protocol (GPU or cluster scale)")
+@click.option("--smoke", is_flag=True, help="seconds per experiment: checks the pipeline")
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False), help="runs folder (default: ./runs)")
 @click.option("--only", multiple=True, metavar="NAME", help="run only these experiments (repeatable)")
@@ -267,14 +271,19 @@ def _execute(experiment, config, runs: Path, root: Path, *, resume: bool = True,
                                             "computing every grid cell again")
 @threads_option
 @executor_options
-def reproduce(profile: str, data_dir: str | None, out: str | None, only: tuple[str, ...], fresh: bool,
-              threads: int | None, executor: str, workers: int | None, address: str | None, gpus: float) -> None:
+def reproduce(quick: bool, full: bool, smoke: bool, data_dir: str | None, out: str | None, only: tuple[str, ...],
+              fresh: bool, threads: int | None, executor: str, workers: int | None, address: str | None,
+              gpus: float) -> None:
     """Run every experiment whose data is available, cheapest first, then write the report.
 
     Experiments with a complete run of the same settings on the same data are not run again (the
     report uses that run), so after Ctrl-C the same command finishes the rest; an interrupted
     experiment resumes from its checkpoint. The report is written on interrupt too.
     """
+    chosen_profiles = [name for name, on in (("quick", quick), ("full", full), ("smoke", smoke)) if on]
+    if len(chosen_profiles) > 1:  # one would silently win: --smoke --full would start the thesis protocol
+        raise click.UsageError(f"choose one profile, not {' and '.join('--' + p for p in chosen_profiles)}")
+    profile = chosen_profiles[0] if chosen_profiles else "quick"
     from .data import data_root
     from .experiments import EXPERIMENTS, ConfigError, get
     from .report.markdown import build_report

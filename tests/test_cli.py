@@ -74,11 +74,27 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, counting_experime
     (["report", "--runs", "/nonexistent/runs"], "no runs folder"),
     (["run", "work_precision", "--workers", "2"], "go with --executor ray"),
     (["run", "work_precision", "--executor", "slurm"], "Invalid value for '--executor'"),
+    (["run", "work_precision", "--set", "repeats=abc"], "'abc' is not a number"),
+    (["reproduce", "--smoke", "--full"], "choose one profile, not --full and --smoke"),
+    (["run", "grand_labels", "--set", "datasets=nosuchgraph"], "grand_labels: unknown dataset(s) ['nosuchgraph']"),
+    (["run", "grand_labels", "--set", "splits=0"], "grand_labels: splits, seeds and time_points must be at least 1"),
+    (["run", "grand_t_search", "--set", "models=grand-l,gcn"], "grand_t_search searches the depth T"),
+    (["run", "grand_proximal", "--set", "dataset=nosuch"], "grand_proximal: unknown graph 'nosuch'"),
+    (["run", "stiff_scalar", "--executor", "ray", "--address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
 ])
-def test_bad_arguments_exit_non_zero_with_a_message(args, message):
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code != 0
-    assert message in result.output
+def test_bad_arguments_exit_non_zero_with_a_message(args, message, tmp_path):
+    """One line saying what was wrong, and no run folder for a setting that could never run."""
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path)] if args[0] in ("run", "reproduce") else args)
+    assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_a_missing_data_root_is_named(tmp_path):
+    result = CliRunner().invoke(main, ["run", "grand_labels", "--profile", "smoke", "--data-dir",
+                                       str(tmp_path / "nowhere"), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert f"the data root {tmp_path / 'nowhere'} does not exist" in " ".join(result.output.split())
 
 
 def test_experiment_rejecting_a_setting_is_a_clean_error(tmp_path):

@@ -287,11 +287,19 @@ def test_a_cell_that_raises_on_ray_is_named_in_one_line_and_stops_the_others(tmp
     assert not list(tmp_path.glob("finished-*"))  # cell 1 was stopped, not left to finish
 
 
+@needs_ray
+def test_a_grid_with_nothing_left_to_compute_starts_no_cluster():
+    executor = RayExecutor(workers=1, threads=1)
+    assert list(executor.map(square, [])) == [] and not ray.is_initialized()
+
+
 def test_executor_settings_are_checked():
     with pytest.raises(ExecutorError, match="go with --executor ray"):
         make_executor("local", workers=2)
     with pytest.raises(ExecutorError, match="unknown executor"):
         make_executor("slurm")
+    with pytest.raises(ExecutorError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        make_executor("ray", address="127.0.0.1:1")
     executor = make_executor("ray", threads=2)
     assert isinstance(executor, RayExecutor) and executor.workers >= 1 and executor.threads == 2
 

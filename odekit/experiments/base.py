@@ -91,6 +91,9 @@ class Experiment:
     # computing them again (growing 10 splits to 100 trains only the 90 new ones). Only for
     # experiments whose cell records depend on nothing but the cell's key and the other settings.
     grid_fields: tuple[str, ...] = ()
+    # check(config) raises ValueError saying which setting is wrong: run by ``config`` so that a bad
+    # ``--set`` fails before a run folder exists (``run`` checks again for configs built by hand)
+    check: Callable[[Any], object] | None = None
 
     @property
     def labels(self) -> Labels:
@@ -109,7 +112,13 @@ class Experiment:
                 raise ConfigError(f"{self.name} has no setting {key!r}{did_you_mean(key, names)}; "
                                   f"settings: {', '.join(names)}")
             values[key] = _parse_value(key, raw, hints[key])
-        return self.config_class(profile=profile, **values)
+        config = self.config_class(profile=profile, **values)
+        if self.check is not None:
+            try:
+                self.check(config)
+            except ValueError as err:
+                raise ConfigError(f"{self.name}: {err}") from None
+        return config
 
 
 def _parse_value(key: str, raw: str, hint: Any) -> Any:
@@ -140,12 +149,15 @@ def _parse_value(key: str, raw: str, hint: Any) -> Any:
 
 def _scalar(kind: type, value: Any) -> Any:
     """``value`` (text or a JSON number) as ``kind``; a fractional number is never truncated to an int."""
+    try:
+        number = float(value) if kind is not str and isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
     if kind is int:
-        number = float(value) if isinstance(value, str) else value
         if isinstance(number, bool) or not float(number).is_integer():
             raise ValueError(f"{value!r} is not a whole number")
         return int(number)
-    return kind(value)
+    return kind(number)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class RayExecutor:
                                 ) from None
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS")
+            if address:
+                _check_reachable(address)
             on_sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 if address:
@@ -88,9 +91,11 @@ class RayExecutor:
         return ray
 
     def map(self, fn: Callable[[Any], Any], cells: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        waiting = list(cells)[::-1]
+        if not waiting:  # every cell finished earlier: no cluster to start or join
+            return
         ray = self._connect()
         task = ray.remote(_run_cell).options(num_cpus=self.threads, num_gpus=self.gpus, max_retries=self.retries)
-        waiting = list(cells)[::-1]
         in_flight: dict[Any, Any] = {}
         shared = ray.put(fn)  # the function and what it closes over, sent to the object store once
         try:
@@ -127,6 +132,18 @@ class RayExecutor:
             self._started = False
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail at once on a cluster address nothing answers at (``ray.init`` retries it for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ExecutorError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}; start it "
+                            "(`ray start --head` on its head node) or fix --address / RAY_ADDRESS") from None
+
+
 def _run_cell(fn: Callable[[Any], Any], cell: Any, threads: int) -> Any:
     """A cell inside a Ray worker, at the task's thread count."""
     import torch
@@ -148,5 +165,7 @@ def make_executor(kind: str, *, workers: int | None = None, threads: int = 1, gp
         raise ExecutorError(f"--workers must be at least 1, got {workers}")
     if gpus < 0:
         raise ExecutorError(f"--gpus-per-cell must be ≥ 0, got {gpus}")
+    if address or os.environ.get("RAY_ADDRESS"):  # before a run folder exists
+        _check_reachable(address or os.environ["RAY_ADDRESS"])
     default_workers = max(1, (os.cpu_count() or 1) // max(1, threads))
     return RayExecutor(workers=workers or default_workers, threads=threads, gpus=gpus, address=address)

@@ -59,10 +59,14 @@ def _gap_metrics(ctx: RunContext, grouped: dict) -> None:
             ctx.record(Key("gain_over_grand_l", model, dataset, t), round(ours - theirs, 2))
 
 
-def run(config: GrandDepthConfig, ctx: RunContext) -> None:
+def _check(config: GrandDepthConfig) -> None:
     check_config(config, config.models + config.baselines)
     if any(t <= 0 for t in config.depths) or any(n < 1 for n in config.layers):
         raise ValueError("depths T must be positive and layer counts at least 1")
+
+
+def run(config: GrandDepthConfig, ctx: RunContext) -> None:
+    _check(config)
     continuous, discrete = cells_of(config)
     done = run_cells(config, ctx, continuous + discrete, "Table 4.1: accuracy vs depth")
     if continuous:
@@ -135,6 +139,7 @@ def _thesis() -> dict[Key, ThesisNumber]:
 EXPERIMENT = graph_experiment(
     name="grand_depth",
     sweeps=("depths", "baselines", "layers", "per_class"),
+    check=_check,
     quick_seconds=95,
     title="GRAND++ and over-smoothing at large depth",
     thesis_items="Table 4.1, Fig 4.2 (Table 4.2 on ogbn-arxiv)",

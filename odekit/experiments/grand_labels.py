@@ -90,7 +90,7 @@ def _verdicts(config: GrandLabelsConfig, means: dict, tests: dict) -> dict[str, 
 
 
 def run(config: GrandLabelsConfig, ctx: RunContext) -> None:
-    check_config(config, config.models)
+    check_config(config)
     cells = label_cells(config, config.labels)
     done = run_cells(config, ctx, cells, "Table 4.3: accuracy vs labels per class")
     report_sweep(ctx, group(done, cells, lambda c: float(c.per_class)), TABLE_4_3, name="table4_3_labels",
@@ -123,6 +123,7 @@ T_TEST_METRICS = {"unpaired_t": Metric("unpaired t over GRAND-l (eq. 4.18)", "la
 EXPERIMENT = graph_experiment(
     name="grand_labels",
     sweeps=("labels",),
+    check=check_config,
     quick_seconds=205,
     title="GRAND++ with few labelled nodes",
     thesis_items="Table 4.3, Fig 4.1, Tables 4.4–4.8",

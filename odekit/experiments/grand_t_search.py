@@ -48,7 +48,7 @@ class GrandTSearchConfig(NodeClassificationConfig):
 
 def _check(config: GrandTSearchConfig) -> str:
     """Check the search's settings; returns the model the challenger is compared with."""
-    check_config(config, config.models)
+    check_config(config)
     baselines = [m for m in config.models if MODELS[m].baseline]
     if baselines:
         raise ValueError(f"grand_t_search searches the depth T of the GRAND family; {baselines} have none")
@@ -243,6 +243,7 @@ def _thesis() -> dict[Key, ThesisNumber]:
 EXPERIMENT = graph_experiment(
     name="grand_t_search",
     sweeps=("labels", "depths", "source_scales", "challenger"),
+    check=_check,
     quick_seconds=90,
     title="GRAND++ against GRAND with the depth chosen by validation",
     thesis_items="Table 4.3 with Table 4.12's per-dataset T (beyond the thesis: T chosen per split)",

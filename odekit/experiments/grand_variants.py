@@ -39,7 +39,7 @@ class GrandVariantsConfig(NodeClassificationConfig):
 
 
 def run(config: GrandVariantsConfig, ctx: RunContext) -> None:
-    check_config(config, config.models)
+    check_config(config)
     by_depth, by_labels = depth_cells(config, config.depths, 20), label_cells(config, config.labels)
     done = run_cells(config, ctx, by_depth + by_labels, "Tables 4.9–4.10: GRAND-nl variants")
     if by_depth:
@@ -91,6 +91,7 @@ def _thesis() -> dict[Key, ThesisNumber]:
 EXPERIMENT = graph_experiment(
     name="grand_variants",
     sweeps=("depths", "labels"),
+    check=check_config,
     quick_seconds=55,
     title="Source term for GRAND-nl and GRAND-nl-rw",
     thesis_items="Tables 4.9, 4.10",

@@ -61,7 +61,7 @@ class HBGrandConfig(NodeClassificationConfig):
 
 
 def _check(config: HBGrandConfig) -> None:
-    check_config(config, config.models)
+    check_config(config)
     if any(t <= 0 for t in config.depths) or config.energy_t_end <= 0:
         raise ValueError("depths T and energy_t_end must be positive")
     if any(m not in COUNTERPARTS and m not in COUNTERPARTS.values() for m in config.models):
@@ -186,6 +186,7 @@ def _verdicts(config: HBGrandConfig, done: dict, by_depth: list[Cell], energies:
 EXPERIMENT = graph_experiment(
     name="hb_grand",
     sweeps=("depths", "labels"),
+    check=_check,
     quick_seconds=55,
     title="Heavy-ball graph diffusion (HB-GRAND) beside GRAND",
     thesis_items="§4.7, ch. 6 (future work; beyond the thesis)",

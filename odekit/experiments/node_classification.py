@@ -58,13 +58,13 @@ class Cell:
         return key if self.source_scale is None else f"{key}|s={self.source_scale}"
 
 
-def graph_experiment(*, sweeps: tuple[str, ...], **fields: Any) -> Experiment:
-    """The :class:`Experiment` of a chapter-4 grid: the experiment's own ``fields`` with what they all
-    share — the graphs' data check and labels, two threads, and the grid fields (``GRID_FIELDS`` and
-    ``sweeps``, the config fields of the experiment's own swept coordinates)."""
+def graph_experiment(*, sweeps: tuple[str, ...], check: Callable[[Any], object], **fields: Any) -> Experiment:
+    """The :class:`Experiment` of a chapter-4 grid: the experiment's own ``fields`` and settings
+    ``check`` with what they all share — the graphs' data check and labels, two threads, and the grid
+    fields (``GRID_FIELDS`` and ``sweeps``, the config fields of the experiment's own swept coordinates)."""
     # sparse graph products: 2 threads beat 1 on a quiet 2-core machine (grand_labels' quick profile:
     # 371 s at 1 thread, 265 s at 2; grand_depth 116 s, 90 s)
-    return Experiment(threads=2, grid_fields=(*GRID_FIELDS, *sweeps), model_labels=MODEL_LABELS,
+    return Experiment(threads=2, grid_fields=(*GRID_FIELDS, *sweeps), check=check, model_labels=MODEL_LABELS,
                       dataset_labels=DATASET_LABELS, missing_data=missing_graphs, **fields)
 
 

@@ -148,7 +148,10 @@ class NodeClassificationConfig(ExperimentConfig):
 GRID_FIELDS = ("datasets", "models", "splits", "seeds")
 
 
-def check_config(config: NodeClassificationConfig, models: tuple[str, ...]) -> None:
+def check_config(config: NodeClassificationConfig, models: tuple[str, ...] | None = None) -> None:
+    """Raise ``ValueError`` naming the first setting of ``config`` that is wrong (``models``: the models
+    to check, default ``config.models``)."""
+    models = config.models if models is None else models
     unknown = [d for d in config.datasets if d not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; choose from {', '.join(SETTINGS)}")
