@@ -194,6 +194,15 @@ def test_stiff_scalar_smoke(tmp_path, verdicts_of):
     assert (run_dir / "figures" / "fig5_2_error_vs_time.png").stat().st_size > 10_000
 
 
+def test_seed_moves_the_chapter_4_initialisations_not_the_splits():
+    from odekit.experiments.node_classification import label_cells
+
+    experiment = get("grand_labels")
+    cells = label_cells(experiment.config("smoke", seed=5), (1,))
+    assert {(cell.run, cell.seed) for cell in cells} == {(0, 5), (1, 5)}
+    assert {(cell.run, cell.seed) for cell in label_cells(experiment.config("smoke"), (1,))} == {(0, 0), (1, 0)}
+
+
 def test_stiff_scalar_labels_any_inner_tolerance_a_run_chose():
     labels = get("stiff_scalar").labels
     assert labels.model(Key("final_error", "prox_be_eps1e-08", "eq5.11", 0.01)) == "prox BE, ε=1e-08"

@@ -126,8 +126,9 @@ def format_accuracy(mean: float | None, std: float | None, failed: int = 0) -> s
 
 
 def runs_of(config: NodeClassificationConfig) -> list[tuple[int, int]]:
-    """(split, seed) pairs of the protocol: ``splits`` × ``seeds``."""
-    return [(run, seed) for run in range(config.splits) for seed in range(config.seeds)]
+    """(split, seed) pairs of the protocol: splits 0…``splits``−1, each with the initialisation seeds
+    ``seed``…``seed`` + ``seeds``−1 (``--seed`` moves them; the splits stay the thesis's)."""
+    return [(run, seed) for run in range(config.splits) for seed in range(config.seed, config.seed + config.seeds)]
 
 
 def depth_cells(config, depths, per_class: int) -> list[Cell]:

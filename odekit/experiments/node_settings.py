@@ -119,7 +119,7 @@ class NodeClassificationConfig(ExperimentConfig):
 
     datasets: tuple[str, ...] = ("cora", "citeseer")
     splits: int = 100  # runs i = 0…splits−1 draw split seed i (Planetoid) — the thesis's 100 splits
-    seeds: int = 20  # initialisations per split
+    seeds: int = 20  # initialisations per split: torch seeds seed, seed + 1, … (--seed moves them)
     epochs: int = 0  # 0: the authors' (GRAND: per dataset, the authors' GRAND code; GRAND++: 100)
     baseline_epochs: int = 200
     method: str = "dopri5"
@@ -145,7 +145,7 @@ class NodeClassificationConfig(ExperimentConfig):
 # The settings that only choose the cells of a chapter-4 grid: a cell's record (node_trainer.train_cell)
 # depends on its key (dataset, model, labels, T, layers, split, seed, source scale) and the other settings
 # alone, so a run with more splits or another model takes the cells an earlier run finished.
-GRID_FIELDS = ("datasets", "models", "splits", "seeds")
+GRID_FIELDS = ("datasets", "models", "splits", "seeds", "seed")
 
 
 def check_config(config: NodeClassificationConfig, models: tuple[str, ...] | None = None) -> None:
