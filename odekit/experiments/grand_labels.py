@@ -85,7 +85,7 @@ def _verdicts(config: GrandLabelsConfig, means: dict, tests: dict) -> dict[str, 
              for pair in model_gaps(means, "grand++-l", baseline, lambda d, xs: [x for x in xs if x == k],
                                     x_name=f"{MODELS[baseline].label}, k=")]
     baselines = gap_verdict(pairs, f"GRAND++-l vs the GNN baseline, test accuracy (%) at {labels_text(k)}",
-                            "the run has no GNN baseline beside GRAND++-l")
+                            "the run lacks GRAND++-l or a GNN baseline to compare it with")
     return {"low_label_gain": gain, "beats_baselines": baselines}
 
 

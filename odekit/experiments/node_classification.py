@@ -235,7 +235,8 @@ def gain_verdict(found: list[tuple[str, GainTest]], claimed: str) -> Verdict:
     says what is compared."""
     shown = "; ".join(f"{where} {t.gain:+.2f} points, p = {t.paired_p:.3g} ({t.pairs} pairs)" for where, t in found)
     if not found:
-        return Verdict(Outcome.NOT_COMPARABLE, "the run has fewer than two paired runs of the two models")
+        return Verdict(Outcome.NOT_COMPARABLE, f"{claimed}: the run lacks one of the two models, or has fewer than "
+                                               "two paired runs of them")
     if any(t.gain <= 0 for _, t in found):
         return Verdict(Outcome.DIFFERS, f"{claimed}: {shown}")
     if all(t.paired_p < SIGNIFICANT_P for _, t in found):
