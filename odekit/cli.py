@@ -295,11 +295,13 @@ def reproduce(quick: bool, full: bool, smoke: bool, data_dir: str | None, out: s
         raise click.UsageError(str(err)) from None
     plan = _reproduce_plan(chosen, profile, runs, root, fresh)
     failures, skipped, reused = [], [], []
+    shown: dict[str, Path] = {}  # the run of each experiment that this command ran or reused: the report's
     start = time.time()
     try:
         for i, (experiment, config, _, done, missing) in enumerate(plan, 1):
             if done is not None:
                 reused.append(experiment.name)
+                shown[experiment.name] = done
                 console.print(f"[green]done[/] {experiment.name}: complete run of these settings in {done} "
                               "(--fresh reruns it)")
                 continue
@@ -313,18 +315,19 @@ def reproduce(quick: bool, full: bool, smoke: bool, data_dir: str | None, out: s
             eta = f" · about {_minutes(left)} left" if profile == "quick" else ""
             console.rule(f"[{i}/{len(plan)}] {experiment.name} ({profile}){eta}")
             try:
-                _execute(experiment, config, runs, root, take_earlier=not fresh, exit_on_interrupt=False,
-                         threads=threads, executor=ExecutorChoice(executor, workers, address, gpus))
+                shown[experiment.name] = _execute(experiment, config, runs, root, take_earlier=not fresh,
+                                                  exit_on_interrupt=False, threads=threads,
+                                                  executor=ExecutorChoice(executor, workers, address, gpus))
             except click.ClickException as err:  # one failed experiment must not stop the others
                 failures.append(experiment.name)
                 console.print(f"[red]{err.format_message()}[/]")
     except KeyboardInterrupt:
-        report = build_report(runs, EXPERIMENTS.values())
+        report = build_report(runs, EXPERIMENTS.values(), shown=shown)
         console.print(f"[yellow]interrupted[/] after {time.time() - start:.0f} s; the same command runs the rest "
                       "(finished experiments are kept)")
         out_console.print(f"report (partial): {report}")
         sys.exit(130)
-    report = build_report(runs, EXPERIMENTS.values())
+    report = build_report(runs, EXPERIMENTS.values(), shown=shown)
     ran = len(plan) - len(failures) - len(skipped) - len(reused)
     console.print(f"{ran} ran, {len(reused)} already complete, {len(skipped)} skipped, {len(failures)} failed "
                   f"in {time.time() - start:.0f} s")

@@ -181,3 +181,19 @@ def test_a_complete_run_from_before_typed_records_counts_as_outdated(tmp_path):
     assert latest_complete_run(tmp_path, "exp") is None  # reproduce runs it again instead of reporting nothing
     (run / "results.json").write_text("[]")
     assert latest_complete_run(tmp_path, "exp") == run
+
+
+def test_reproduces_report_shows_the_run_it_reused_not_a_newer_one_of_other_settings(tmp_path, counting_experiment):
+    command = ["reproduce", "--only", "counting", "--out", str(tmp_path)]
+    assert CliRunner().invoke(main, command).exit_code == 0
+    (reused,) = [p for p in (tmp_path / "counting").iterdir() if p.is_dir()]
+    other = CliRunner().invoke(main, ["run", "counting", "--set", "items=2", "--out", str(tmp_path)])
+    assert other.exit_code == 0  # a newer complete run, of other settings
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0 and "0 ran, 1 already complete" in again.output
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| `counting`"))
+    assert f"| {reused.name} |" in row
+    # `odekit report` on its own shows the latest complete run
+    assert CliRunner().invoke(main, ["report", "--runs", str(tmp_path)]).exit_code == 0
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| `counting`"))
+    assert f"| {reused.name} |" not in row

@@ -6,7 +6,7 @@ import csv
 import json
 import platform
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -145,9 +145,10 @@ def _relative(path: Path, start: Path) -> str:
         return str(path.resolve())
 
 
-def build_report(runs: Path, experiments: Iterable, out: Path | None = None) -> Path:
-    """Write the report on ``experiments`` (each :class:`~odekit.experiments.Experiment` with its
-    latest complete run under ``runs``); returns its path."""
+def build_report(runs: Path, experiments: Iterable, out: Path | None = None,
+                 shown: Mapping[str, Path] | None = None) -> Path:
+    """Write the report on ``experiments`` (each :class:`~odekit.experiments.Experiment` with the run
+    ``shown`` names for it, else its latest complete run under ``runs``); returns its path."""
     from .. import __version__
 
     out = out or runs / "report.md"
@@ -155,7 +156,8 @@ def build_report(runs: Path, experiments: Iterable, out: Path | None = None) -> 
         "# odekit reproduction report", "",
         f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by odekit {__version__} "
         f"(torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}).", "",
-        "Each section shows the latest complete run of one experiment. Numbers are put beside the thesis "
+        "Each section shows one complete run of an experiment: the one `odekit reproduce` ran or reused, "
+        "else the latest. Numbers are put beside the thesis "
         "number they reproduce (Xia 2023, *Towards Faster and More Accurate Neural ODEs*); quick-profile runs "
         "use fewer epochs, splits and seeds than the thesis, so gaps there are expected and reported as they are.",
         "",
@@ -166,7 +168,7 @@ def build_report(runs: Path, experiments: Iterable, out: Path | None = None) -> 
     ]
     body, table = [], []
     for exp in experiments:
-        run = latest_complete_run(runs, exp.name)
+        run = (shown or {}).get(exp.name) or latest_complete_run(runs, exp.name)
         text, tally = _section(exp, run, out.parent)
         body.append(text)
         header.append(f"| `{exp.name}` | {exp.thesis_items} | {run.name if run else 'not run'} | {tally} |")
