@@ -79,8 +79,8 @@ def _take_earlier(ctx: RunContext, section: str, todo: list[GridCell], done: dic
     ctx.save_checkpoint()
     sources = sorted({finished[cell.key][1].name for cell in taken})
     ctx.log(f"took {len(taken)} finished cell{'s' if len(taken) != 1 else ''} from earlier run"
-            f"{'s' if len(sources) != 1 else ''} of the same settings ({', '.join(sources)}); "
-            f"{len(todo) - len(taken)} left to compute")
+            f"{'s' if len(sources) != 1 else ''} {', '.join(sources)} (the same settings but for which cells "
+            f"the grid has); {len(todo) - len(taken)} left to compute")
     return [cell for cell in todo if cell.key not in finished]
 
 
