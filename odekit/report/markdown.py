@@ -164,7 +164,7 @@ def build_report(runs: Path, experiments: Iterable, out: Path | None = None,
         "Every thesis item an experiment covers gets a verdict: **agrees**, **differs**, or **not comparable** "
         "(with the reason: most often that the quick profile does not measure it).",
         "",
-        "| experiment | thesis | latest run | verdicts |", "|---|---|---|---|",
+        "| experiment | thesis | run | verdicts |", "|---|---|---|---|",
     ]
     body, table = [], []
     for exp in experiments:
