@@ -62,6 +62,11 @@ class RayExecutor:
     name = "ray"
     _started: bool = field(default=False, init=False)
 
+    def __post_init__(self) -> None:
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address:  # at once, before a run folder exists: ray.init retries an address nobody answers for minutes
+            _check_reachable(address)
+
     def _connect(self):
         try:
             import ray
@@ -70,8 +75,6 @@ class RayExecutor:
                                 ) from None
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS")
-            if address:
-                _check_reachable(address)
             on_sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 if address:
@@ -133,7 +136,7 @@ class RayExecutor:
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
-    """Fail at once on a cluster address nothing answers at (``ray.init`` retries it for minutes)."""
+    """Raise :class:`ExecutorError` if nothing answers at a ``host:port`` cluster address."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return  # "auto" and other forms Ray resolves itself
@@ -165,7 +168,5 @@ def make_executor(kind: str, *, workers: int | None = None, threads: int = 1, gp
         raise ExecutorError(f"--workers must be at least 1, got {workers}")
     if gpus < 0:
         raise ExecutorError(f"--gpus-per-cell must be ≥ 0, got {gpus}")
-    if address or os.environ.get("RAY_ADDRESS"):  # before a run folder exists
-        _check_reachable(address or os.environ["RAY_ADDRESS"])
     default_workers = max(1, (os.cpu_count() or 1) // max(1, threads))
     return RayExecutor(workers=workers or default_workers, threads=threads, gpus=gpus, address=address)

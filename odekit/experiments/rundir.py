@@ -152,10 +152,7 @@ def claim_resumable(runs: Path, name: str, config: dict[str, Any], data_root: Pa
     A run another live process holds is never taken; one on another data root is not resumed
     here (its results would mix two datasets). ``notice`` hears why a candidate was passed over.
     """
-    folder = Path(runs) / name
-    if not folder.is_dir():
-        return None
-    for run in sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True):
+    for run in runs_newest_first(runs, name):
         status = RunStatus.read(run)
         if status is not None and status.state == "running":
             status = settle_if_killed(run) or status
@@ -198,6 +195,14 @@ def settle_if_killed(run: Path) -> RunStatus | None:
         lock.release()
 
 
+def runs_newest_first(runs: Path, name: str) -> list[Path]:
+    """The run folders of experiment ``name`` under ``runs``, newest first (none if it never ran)."""
+    folder = Path(runs) / name
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True)
+
+
 def _stamp_order(path: Path) -> tuple[str, int]:
     """``<stamp>-<n>`` sorts by stamp, then by ``n`` as a number (``-10`` after ``-9``)."""
     stamp, _, n = path.name.partition("-")
@@ -221,10 +226,7 @@ def read_json(path: Path, default: Any) -> Any:
 
 def latest_complete(runs: Path, name: str, config: dict[str, Any], data_root: Path) -> tuple[Path, RunStatus] | None:
     """The newest complete run of ``name`` with exactly this config on this data root (``None`` if none)."""
-    folder = Path(runs) / name
-    if not folder.is_dir():
-        return None
-    for run in sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True):
+    for run in runs_newest_first(runs, name):
         status = RunStatus.read(run)
         if (status is not None and status.state == "complete" and status.data_root in ("", str(data_root))
                 and read_json(run / "config.json", None) == config and not predates_records(run)):
@@ -241,8 +243,7 @@ def runs_sharing_cells(runs: Path, name: str, config: dict[str, Any], data_root:
     datasets, models, splits, …) and the profile's name, so a cell with the same key computes the
     same record in either run. ``exclude`` is the run itself.
     """
-    folder = Path(runs) / name
-    if not grid_fields or not folder.is_dir():
+    if not grid_fields:
         return []
     ignored = {*grid_fields, "profile"}
 
@@ -250,11 +251,11 @@ def runs_sharing_cells(runs: Path, name: str, config: dict[str, Any], data_root:
         return {k: v for k, v in values.items() if k not in ignored} if isinstance(values, dict) else None
 
     wanted = settings(config)
-    found = []
-    for run in sorted((p for p in folder.iterdir() if p.is_dir()), key=_stamp_order, reverse=True):
+
+    def shares(run: Path) -> bool:
         status = RunStatus.read(run)
-        if (run == exclude or status is None or status.data_root != str(data_root) or predates_records(run)
-                or status.code != code_fingerprint() or settings(read_json(run / "config.json", None)) != wanted):
-            continue
-        found.append(run)
-    return found
+        return (run != exclude and status is not None and status.data_root == str(data_root)
+                and status.code == code_fingerprint() and not predates_records(run)
+                and settings(read_json(run / "config.json", None)) == wanted)
+
+    return [run for run in runs_newest_first(runs, name) if shares(run)]
